@@ -1,0 +1,214 @@
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
+use tokio::time::Instant;
+
+use super::error::{classify, Class};
+use super::{Error, EtcdConfig, Keyspace, Result};
+
+/// One connection to an etcd cluster, shared (cheaply cloned) by every primitive built on it.
+///
+/// Every call goes through [`EtcdClient::retry`], which retries transient failures (a member
+/// down, no leader for a moment) within a time budget, so the loss of one member of three does
+/// not surface as failed operations.
+#[derive(Clone)]
+pub struct EtcdClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: EtcdConfig,
+    endpoints: String,
+    keyspace: Keyspace,
+}
+
+impl std::fmt::Debug for EtcdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClient")
+            .field("endpoints", &self.inner.endpoints)
+            .field("prefix", &self.inner.config.prefix)
+            .finish()
+    }
+}
+
+impl EtcdClient {
+    /// Connects and checks that the cluster answers (and accepts our credentials) within
+    /// `config.connect_timeout`.
+    pub async fn connect(config: EtcdConfig) -> Result<Self> {
+        config.validate()?;
+        let endpoints = config.endpoints_display();
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let Some(user) = &config.user {
+            opts = opts.with_user(user.clone(), config.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &config.tls {
+            let read = |what: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| {
+                    Error::InvalidConfig(format!(
+                        "cannot read the TLS {what} file {}: {e}",
+                        path.display()
+                    ))
+                })
+            };
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(Certificate::from_pem(read("CA", ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                t = t.identity(Identity::from_pem(
+                    read("certificate", cert)?,
+                    read("key", key)?,
+                ));
+            }
+            if let Some(d) = &tls.domain {
+                t = t.domain_name(d.clone());
+            }
+            opts = opts.with_tls(t);
+        }
+        let deadline = Instant::now() + config.connect_timeout;
+        let urls = config.endpoint_urls();
+        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
+            endpoints: endpoints.clone(),
+            source,
+        };
+        // With auth, connect() already talks to the server (to get a token), so it may fail in
+        // the same transient ways as any request: retry until the connect deadline.
+        let mut backoff = Duration::from_millis(50);
+        let client = loop {
+            match tokio::time::timeout_at(deadline, Client::connect(&urls, Some(opts.clone())))
+                .await
+            {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => match classify(&e) {
+                    Class::Auth(detail) => {
+                        return Err(Error::Auth {
+                            endpoints: endpoints.clone(),
+                            op: "connect",
+                            detail,
+                        })
+                    }
+                    Class::Transient if Instant::now() + backoff < deadline => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    _ => return Err(connect_err(Box::new(e))),
+                },
+                Err(_) => {
+                    return Err(connect_err(
+                        format!("no answer within {:?}", config.connect_timeout).into(),
+                    ))
+                }
+            }
+        };
+        let keyspace = Keyspace::new(config.normalized_prefix());
+        let this = EtcdClient {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                endpoints: endpoints.clone(),
+                keyspace,
+            }),
+        };
+        // The channel connects lazily: probe it, so a wrong address, TLS setting or password is
+        // reported here rather than at the first lock.
+        let probe_key = this.inner.keyspace.root().to_owned();
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let probed = this
+            .retry("connect", budget, |mut c| {
+                let k = probe_key.clone();
+                async move {
+                    c.get(k, Some(GetOptions::new().with_count_only().with_limit(1)))
+                        .await
+                }
+            })
+            .await;
+        match probed {
+            Ok(_) => Ok(this),
+            Err(e @ Error::Auth { .. }) => Err(e),
+            Err(Error::Unavailable { source, .. }) | Err(Error::Etcd { source, .. }) => {
+                Err(connect_err(source))
+            }
+            Err(Error::Timeout { after, .. }) => {
+                Err(connect_err(format!("no answer within {after:?}").into()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The settings this client was made with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+
+    /// The key layout under the configured prefix.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.inner.keyspace
+    }
+
+    /// The endpoints, joined, for messages.
+    pub fn endpoints(&self) -> &str {
+        &self.inner.endpoints
+    }
+
+    /// A clone of the raw client (cheap: it shares the connection).
+    pub fn raw(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or `budget` runs out. Each attempt is bounded
+    /// by the request timeout; transient failures (unreachable member, no leader, timeout) are
+    /// retried with a short backoff.
+    pub async fn retry<T, F, Fut>(&self, op: &'static str, budget: Duration, mut f: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + budget;
+        let mut backoff = Duration::from_millis(20);
+        let mut last: Option<etcd_client::Error> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match last {
+                    Some(e) => Error::from_etcd(&self.inner.endpoints, op, e),
+                    None => Error::Timeout {
+                        endpoints: self.inner.endpoints.clone(),
+                        op,
+                        after: budget,
+                    },
+                });
+            }
+            let attempt_end = deadline.min(now + self.inner.config.request_timeout);
+            match tokio::time::timeout_at(attempt_end, f(self.inner.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => match classify(&e) {
+                    Class::Transient => {
+                        tracing::debug!(op, error = %e, "transient etcd error, retrying");
+                        last = Some(e);
+                    }
+                    _ => return Err(Error::from_etcd(&self.inner.endpoints, op, e)),
+                },
+                Err(_) => {
+                    tracing::debug!(op, "etcd request timed out, retrying");
+                    last = None;
+                }
+            }
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
+    }
+
+    /// The budget for one logical operation: three request timeouts, so that one member's loss
+    /// (and the leader election it may cause) is absorbed by retries.
+    pub fn default_budget(&self) -> Duration {
+        self.inner.config.request_timeout * 3
+    }
+}

@@ -1,0 +1,263 @@
+//! The lease keeper and its deadline rule.
+//!
+//! etcd-client does not renew leases by itself: [`Lease`] drives keepalives on a timer and turns
+//! a keepalive that fails or lapses into a loss signal. The rule (see `docs/etcd.md`):
+//!
+//! - for each keepalive reply with TTL > 0, note the local [`Instant`] at which its request was
+//!   **sent**; the server cannot expire the lease before `sent_at + ttl`, since it restarted its
+//!   countdown on receiving the request, after we sent it. That is the `deadline`;
+//! - a reply with TTL 0 means the lease is gone: loss at once;
+//! - when `now >= deadline - margin` without a newer good reply, loss. The margin covers clock
+//!   rate differences between us and the server ([`loss_margin`]);
+//! - transient errors are retried (on a new stream, possibly another member) until then.
+//!
+//! So a holder is told of the loss before anyone else can be granted what the lease protected.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::LeaseKeepAliveStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Error, EtcdClient, Result};
+use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
+
+/// The safety margin subtracted from a lease's server-side deadline: a fifth of the TTL, at least
+/// 200 ms and at most 2 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_core::etcd::loss_margin;
+/// assert_eq!(loss_margin(Duration::from_secs(2)), Duration::from_millis(400));
+/// assert_eq!(loss_margin(Duration::from_secs(60)), Duration::from_secs(2));
+/// ```
+pub fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 5).clamp(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+/// A lease kept alive in the background; dropping it stops the keepalive and revokes it.
+pub struct Lease {
+    id: i64,
+    granted_ttl: Duration,
+    signal: LossSignal,
+    keeper: JoinHandle<()>,
+    client: EtcdClient,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &format_args!("{:x}", self.id))
+            .field("granted_ttl", &self.granted_ttl)
+            .field("lost", &self.signal.reason())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum) and
+    /// starts keeping it alive.
+    pub async fn grant(client: &EtcdClient, ttl: Duration) -> Result<Arc<Lease>> {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        if secs == 0 {
+            return Err(Error::InvalidConfig(
+                "a lease TTL must be at least 1s".to_owned(),
+            ));
+        }
+        let secs = i64::try_from(secs)
+            .map_err(|_| Error::InvalidConfig(format!("lease TTL {ttl:?} is too long")))?;
+        let sent_at = Instant::now();
+        // Each attempt notes its own send time; an attempt that was sent earlier and whose reply
+        // got lost would leave an orphan lease that simply expires.
+        let (id, granted, sent_at) = client
+            .retry("lease grant", client.default_budget(), |mut c| async move {
+                let at = Instant::now();
+                let r = c.lease_grant(secs, None).await?;
+                Ok((r.id(), r.ttl(), at))
+            })
+            .await
+            .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
+        let granted_ttl = Duration::from_secs(granted.max(1) as u64);
+        let (trigger, signal) = loss_signal();
+        let keeper = tokio::spawn(keep_alive(
+            client.clone(),
+            id,
+            granted_ttl,
+            sent_at + granted_ttl,
+            trigger,
+        ));
+        tracing::debug!(
+            lease = format_args!("{id:x}"),
+            ?granted_ttl,
+            "lease granted"
+        );
+        Ok(Arc::new(Lease {
+            id,
+            granted_ttl,
+            signal,
+            keeper,
+            client: client.clone(),
+        }))
+    }
+
+    /// The lease id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The TTL the server granted (it may exceed the one asked for).
+    pub fn granted_ttl(&self) -> Duration {
+        self.granted_ttl
+    }
+
+    /// Fires when the lease can no longer be vouched for.
+    pub fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+
+    /// Whether it was lost.
+    pub fn is_lost(&self) -> bool {
+        self.signal.is_fired()
+    }
+
+    /// Revokes the lease now: every key attached to it is deleted by the server.
+    pub async fn revoke(&self) -> Result<()> {
+        self.keeper.abort();
+        let id = self.id;
+        self.client
+            .retry(
+                "lease revoke",
+                self.client.default_budget(),
+                |mut c| async move {
+                    match c.lease_revoke(id).await {
+                        Ok(_) => Ok(()),
+                        // Already gone: that is what we wanted.
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.message().contains("not found") =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                },
+            )
+            .await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mut c = self.client.raw();
+            let id = self.id;
+            let budget = self.client.config().request_timeout;
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(budget, c.lease_revoke(id)).await;
+            });
+        }
+    }
+}
+
+async fn keep_alive(
+    client: EtcdClient,
+    id: i64,
+    ttl: Duration,
+    mut deadline: Instant,
+    trigger: LossTrigger,
+) {
+    let margin = loss_margin(ttl);
+    let interval = ttl / 3;
+    let mut next = Instant::now() + interval;
+    let mut stream: Option<(etcd_client::LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut last_error = String::new();
+    let lease = format_args!("{id:x}").to_string();
+    loop {
+        let give_up = deadline.checked_sub(margin).unwrap_or(deadline);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(give_up) => {
+                tracing::warn!(%lease, %last_error, "lease keepalive lapsed: reporting loss");
+                trigger.fire(LossReason::KeepaliveFailed { last_error });
+                return;
+            }
+        }
+        let attempt = async {
+            if stream.is_none() {
+                let mut c = client.raw();
+                stream = Some(c.lease_keep_alive(id).await?);
+            }
+            let (keeper, replies) = stream.as_mut().expect("stream was just set");
+            let sent_at = Instant::now();
+            keeper.keep_alive().await?;
+            match replies.message().await? {
+                Some(r) => Ok::<_, etcd_client::Error>(Some((sent_at, r.ttl()))),
+                None => Ok(None),
+            }
+        };
+        match tokio::time::timeout_at(give_up, attempt).await {
+            Ok(Ok(Some((_, ttl_left)))) if ttl_left <= 0 => {
+                tracing::warn!(%lease, "lease expired or was revoked: reporting loss");
+                trigger.fire(LossReason::LeaseExpired);
+                return;
+            }
+            Ok(Ok(Some((sent_at, ttl_left)))) => {
+                deadline = sent_at + Duration::from_secs(ttl_left as u64);
+                next = sent_at + interval;
+            }
+            Ok(Ok(None)) => {
+                last_error = "the keepalive stream closed".to_owned();
+                stream = None;
+                next = Instant::now() + Duration::from_millis(100);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%lease, error = %e, "keepalive failed, retrying");
+                last_error = e.to_string();
+                stream = None;
+                next = Instant::now() + Duration::from_millis(100);
+            }
+            Err(_) => {
+                // The select at the top of the loop reports the loss.
+                next = Instant::now();
+            }
+        }
+    }
+}
+
+/// One kept-alive lease per TTL, shared by everything a client holds with that TTL, and replaced
+/// by a fresh one once lost. Sharing keeps acquire to one round trip.
+#[derive(Debug)]
+pub struct LeasePool {
+    client: EtcdClient,
+    leases: tokio::sync::Mutex<HashMap<Duration, Arc<Lease>>>,
+}
+
+impl LeasePool {
+    /// An empty pool.
+    pub fn new(client: EtcdClient) -> Self {
+        LeasePool {
+            client,
+            leases: Default::default(),
+        }
+    }
+
+    /// The live lease for `ttl`, granting one if there is none.
+    pub async fn get(&self, ttl: Duration) -> Result<Arc<Lease>> {
+        let mut leases = self.leases.lock().await;
+        if let Some(l) = leases.get(&ttl) {
+            if !l.is_lost() {
+                return Ok(l.clone());
+            }
+        }
+        let lease = Lease::grant(&self.client, ttl).await?;
+        leases.insert(ttl, lease.clone());
+        Ok(lease)
+    }
+
+    /// Drops the pool's reference to `lease` if it is the pooled one (e.g. after it was lost).
+    pub async fn forget(&self, lease: &Lease) {
+        self.leases.lock().await.retain(|_, l| l.id() != lease.id());
+    }
+}

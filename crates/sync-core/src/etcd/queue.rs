@@ -1,0 +1,509 @@
+//! The FIFO queue by create revision that locks and elections stand on.
+//!
+//! Keys: `<dir><unique>`, one per waiter, bound to the waiter's lease. The head of the queue is
+//! the key with the smallest create revision. A waiter waits only for its predecessor (the key
+//! with the greatest create revision below its own) to be deleted, learned from the shared
+//! [`WatchHub`], so a release wakes exactly one waiter. See `docs/etcd.md` for why this is safe.
+//!
+//! Cancel safety: [`Queue::join`] runs its transaction on a spawned task, and a [`QueueEntry`]
+//! deletes its key when dropped unless [`QueueEntry::defuse`] was called; so dropping the future
+//! of an acquire or a campaign at any point leaves no key behind.
+
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+use super::{Error, EtcdClient, KeyEvent, KeySubscription, Lease, Result, WatchHub};
+use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
+
+/// Why waiting for the head of the queue ended without getting there.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// Our key was deleted while we waited (someone deleted it, or its lease was revoked).
+    #[error("our queue key was deleted while waiting")]
+    Removed,
+    /// Our lease was lost while we waited.
+    #[error("the lease was lost while waiting: {0}")]
+    LeaseLost(LossReason),
+    /// etcd failed.
+    #[error(transparent)]
+    Etcd(#[from] Error),
+}
+
+/// The FIFO queues of one primitive (`lock`, `election`) under a client's prefix.
+#[derive(Debug)]
+pub struct Queue {
+    client: EtcdClient,
+    hub: WatchHub,
+}
+
+/// Our place in one queue. Dropping it deletes the key in the background unless
+/// [`defuse`](QueueEntry::defuse)d.
+#[derive(Debug)]
+pub struct QueueEntry {
+    key: String,
+    dir: String,
+    revision: i64,
+    lease: Arc<Lease>,
+    own: Option<KeySubscription>,
+    client: EtcdClient,
+    armed: bool,
+}
+
+impl QueueEntry {
+    /// Our key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The queue's range.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// Our key's create revision: the fencing token once we are at the head.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The lease our key is bound to.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    /// Leaves the queue now: deletes our key if it is still ours (same create revision), so a
+    /// late call never deletes a successor's key. Returns whether it deleted it.
+    pub async fn leave(mut self) -> Result<bool> {
+        self.armed = false;
+        leave(&self.client, &self.key, self.revision).await
+    }
+
+    /// Forgets the key without deleting it (it stays until its lease ends).
+    pub fn defuse(mut self) {
+        self.armed = false;
+    }
+
+    fn take_subscription(&mut self) -> KeySubscription {
+        self.own
+            .take()
+            .expect("an entry's subscription is taken only once, by hold()")
+    }
+}
+
+impl Drop for QueueEntry {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let key = std::mem::take(&mut self.key);
+            let rev = self.revision;
+            rt.spawn(async move {
+                if let Err(e) = leave(&client, &key, rev).await {
+                    tracing::warn!(%key, error = %e, "could not delete an abandoned queue key; its lease will remove it");
+                }
+            });
+        }
+    }
+}
+
+async fn leave(client: &EtcdClient, key: &str, rev: i64) -> Result<bool> {
+    let key = key.to_owned();
+    client
+        .retry("release", client.default_budget(), |mut c| {
+            let key = key.clone();
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(key, None)]);
+                Ok(c.txn(txn).await?.succeeded())
+            }
+        })
+        .await
+}
+
+struct Joined {
+    key: String,
+    revision: i64,
+    first: bool,
+}
+
+/// Deletes the key of a `join` whose caller went away, once the join's transaction finished.
+struct JoinGuard {
+    task: Option<JoinHandle<Result<Joined>>>,
+    client: EtcdClient,
+    key: String,
+}
+
+impl Drop for JoinGuard {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let key = std::mem::take(&mut self.key);
+        rt.spawn(async move {
+            match task.await {
+                Ok(Ok(j)) => {
+                    let _ = leave(&client, &j.key, j.revision).await;
+                }
+                _ => {
+                    // The transaction failed or timed out; an attempt may still land late, so
+                    // delete now and once more after a request timeout.
+                    let mut c = client.raw();
+                    let _ = c.delete(key.clone(), None).await;
+                    tokio::time::sleep(client.config().request_timeout).await;
+                    let _ = c.delete(key, None).await;
+                }
+            }
+        });
+    }
+}
+
+impl Queue {
+    /// The queues under `<prefix>/<kind>/`.
+    pub fn new(client: EtcdClient, kind: &str) -> Self {
+        let range = client.keyspace().kind(kind);
+        Queue {
+            hub: WatchHub::new(client.clone(), range),
+            client,
+        }
+    }
+
+    /// The shared delete watch of these queues.
+    pub fn hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// The client.
+    pub fn client(&self) -> &EtcdClient {
+        &self.client
+    }
+
+    /// Joins the queue `dir` with key `dir + unique` holding `value`, bound to `lease`, in one
+    /// transaction that also reads the head. Returns our entry and whether we are the head.
+    pub async fn join(
+        &self,
+        dir: &str,
+        unique: &str,
+        value: Vec<u8>,
+        lease: Arc<Lease>,
+    ) -> Result<(QueueEntry, bool)> {
+        // Make sure the shared watch exists before our first read (see `WatchHub`).
+        self.hub.start().await?;
+        let key = format!("{dir}{unique}");
+        let task = tokio::spawn(join_txn(
+            self.client.clone(),
+            dir.to_owned(),
+            key.clone(),
+            value,
+            lease.id(),
+        ));
+        let mut guard = JoinGuard {
+            task: Some(task),
+            client: self.client.clone(),
+            key,
+        };
+        let joined = match guard.task.as_mut().expect("set above").await {
+            Ok(r) => {
+                guard.task = None;
+                r?
+            }
+            Err(join_err) => {
+                guard.task = None;
+                return Err(Error::Etcd {
+                    endpoints: self.client.endpoints().to_owned(),
+                    op: "join queue",
+                    source: Box::new(join_err),
+                });
+            }
+        };
+        let (own, _) = self.hub.subscribe(&joined.key, joined.revision).await?;
+        Ok((
+            QueueEntry {
+                key: joined.key,
+                dir: dir.to_owned(),
+                revision: joined.revision,
+                lease,
+                own: Some(own),
+                client: self.client.clone(),
+                armed: true,
+            },
+            joined.first,
+        ))
+    }
+
+    /// Waits until `entry` is the head of its queue. Ends with an error, never a late success,
+    /// if our key is deleted or our lease is lost meanwhile. Cancel-safe: it only reads.
+    pub async fn wait_head(&self, entry: &mut QueueEntry) -> Result<(), WaitError> {
+        let lease = entry.lease.clone();
+        loop {
+            if let Some(reason) = lease.signal().reason() {
+                return Err(WaitError::LeaseLost(reason));
+            }
+            let (pred, read_rev) = self.predecessor(entry).await?;
+            let Some(pred) = pred else { return Ok(()) };
+            let (mut sub, recheck) = self.hub.subscribe(&pred, read_rev).await?;
+            if recheck {
+                continue;
+            }
+            tracing::trace!(key = %entry.key, predecessor = %pred, "waiting for predecessor");
+            loop {
+                tokio::select! {
+                    ev = sub.next() => match ev {
+                        KeyEvent::Deleted { .. } | KeyEvent::Recheck => break,
+                    },
+                    ev = own_next(&mut entry.own) => match ev {
+                        KeyEvent::Deleted { .. } => return Err(WaitError::Removed),
+                        KeyEvent::Recheck => break,
+                    },
+                    reason = lease.signal().fired() => return Err(WaitError::LeaseLost(reason)),
+                }
+            }
+        }
+    }
+
+    /// Reads, at one revision, whether our key is still ours and which key precedes it.
+    async fn predecessor(&self, entry: &QueueEntry) -> Result<(Option<String>, i64), WaitError> {
+        let (key, dir, rev) = (entry.key.clone(), entry.dir.clone(), entry.revision);
+        let (own_rev, pred, read_rev) = self
+            .client
+            .retry("wait in queue", self.client.default_budget(), |mut c| {
+                let (key, dir) = (key.clone(), dir.clone());
+                async move {
+                    let txn = Txn::new().and_then([
+                        TxnOp::get(key, None),
+                        TxnOp::get(
+                            dir,
+                            Some(
+                                GetOptions::new()
+                                    .with_prefix()
+                                    .with_sort(SortTarget::Create, SortOrder::Descend)
+                                    .with_max_create_revision(rev - 1)
+                                    .with_limit(1)
+                                    .with_keys_only(),
+                            ),
+                        ),
+                    ]);
+                    let resp = c.txn(txn).await?;
+                    let read_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    let mut own_rev = 0;
+                    let mut pred = None;
+                    for (i, op) in resp.op_responses().into_iter().enumerate() {
+                        if let TxnOpResponse::Get(g) = op {
+                            if let Some(kv) = g.kvs().first() {
+                                if i == 0 {
+                                    own_rev = kv.create_revision();
+                                } else {
+                                    pred = Some(String::from_utf8_lossy(kv.key()).into_owned());
+                                }
+                            }
+                        }
+                    }
+                    Ok((own_rev, pred, read_rev))
+                }
+            })
+            .await?;
+        if own_rev != rev {
+            return Err(WaitError::Removed);
+        }
+        Ok((pred, read_rev))
+    }
+
+    /// Turns the head entry into a [`Held`]: from now on a task watches for our key's deletion
+    /// and our lease's loss, and fires the held thing's loss signal on either.
+    pub fn hold(&self, mut entry: QueueEntry) -> Held {
+        let (trigger, signal) = loss_signal();
+        let trigger = Arc::new(trigger);
+        let t = trigger.clone();
+        let client = self.client.clone();
+        let (key, revision, lease) = (entry.key.clone(), entry.revision, entry.lease.clone());
+        let mut own = entry.take_subscription();
+        entry.defuse();
+        let watch_key = key.clone();
+        let watch_lease = lease.clone();
+        let task = tokio::spawn(async move {
+            let reason = loop {
+                tokio::select! {
+                    ev = own.next() => match ev {
+                        KeyEvent::Deleted { .. } => break LossReason::Revoked,
+                        KeyEvent::Recheck => {
+                            let mut c = client.raw();
+                            if let Ok(r) = c.get(watch_key.clone(), None).await {
+                                if r.kvs().first().map(|kv| kv.create_revision()) != Some(revision) {
+                                    break LossReason::Revoked;
+                                }
+                            }
+                        }
+                    },
+                    reason = watch_lease.signal().fired() => break reason,
+                }
+            };
+            if t.fire(reason.clone()) {
+                tracing::warn!(key = %watch_key, %reason, "held key lost");
+            }
+        });
+        Held {
+            key,
+            revision,
+            lease,
+            client: self.client.clone(),
+            trigger,
+            signal,
+            task,
+            armed: true,
+        }
+    }
+}
+
+/// The head of a queue, held: a lock, or a leadership. Dropping it deletes the key in the
+/// background; [`Held::release`] does it now.
+#[derive(Debug)]
+pub struct Held {
+    key: String,
+    revision: i64,
+    lease: Arc<Lease>,
+    client: EtcdClient,
+    trigger: Arc<LossTrigger>,
+    signal: LossSignal,
+    task: JoinHandle<()>,
+    armed: bool,
+}
+
+impl Held {
+    /// Our key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Our key's create revision: the fencing token.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The lease our key is bound to.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    /// The client.
+    pub fn client(&self) -> &EtcdClient {
+        &self.client
+    }
+
+    /// Fires when it is lost (or released).
+    pub fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+
+    /// Deletes our key if it is still ours; returns whether it was (`false`: it was lost first).
+    pub async fn release(mut self) -> Result<bool> {
+        self.armed = false;
+        self.task.abort();
+        let lost_before = self.signal.reason();
+        let r = leave(&self.client, &self.key, self.revision).await;
+        self.trigger.fire(LossReason::Released);
+        match (r, lost_before) {
+            (Ok(deleted), None) => Ok(deleted),
+            (Ok(_), Some(_)) => Ok(false),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.trigger.fire(LossReason::Released);
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let key = std::mem::take(&mut self.key);
+            let rev = self.revision;
+            rt.spawn(async move {
+                if let Err(e) = leave(&client, &key, rev).await {
+                    tracing::warn!(%key, error = %e, "could not delete a dropped key; its lease will remove it");
+                }
+            });
+        }
+    }
+}
+
+async fn join_txn(
+    client: EtcdClient,
+    dir: String,
+    key: String,
+    value: Vec<u8>,
+    lease: i64,
+) -> Result<Joined> {
+    client
+        .retry("join queue", client.default_budget(), |mut c| {
+            let (dir, key, value) = (dir.clone(), key.clone(), value.clone());
+            async move {
+                let head = TxnOp::get(
+                    dir,
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_sort(SortTarget::Create, SortOrder::Ascend)
+                            .with_limit(1)
+                            .with_keys_only(),
+                    ),
+                );
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([
+                        TxnOp::put(
+                            key.clone(),
+                            value,
+                            Some(PutOptions::new().with_lease(lease)),
+                        ),
+                        head.clone(),
+                    ])
+                    // A retry after an attempt that landed but whose reply was lost: read ours.
+                    .or_else([TxnOp::get(key.clone(), None), head]);
+                let resp = c.txn(txn).await?;
+                let txn_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let ops = resp.op_responses();
+                let head_rev = match ops.get(1) {
+                    Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                };
+                let revision = if resp.succeeded() {
+                    txn_rev
+                } else {
+                    match ops.first() {
+                        Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
+                            Some(kv) if kv.lease() == lease => kv.create_revision(),
+                            _ => {
+                                return Err(etcd_client::Error::InvalidArgs(format!(
+                                    "queue key {key} exists and is not ours"
+                                )))
+                            }
+                        },
+                        _ => 0,
+                    }
+                };
+                Ok(Joined {
+                    key,
+                    revision,
+                    first: head_rev == Some(revision),
+                })
+            }
+        })
+        .await
+}
+
+async fn own_next(own: &mut Option<KeySubscription>) -> KeyEvent {
+    match own {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,269 @@
+//! One long-lived delete watch per client and key range, shared by every waiter.
+//!
+//! A watch created per wait starts at the revision of a read that is already old when the watch
+//! is created; under load etcd then serves it from a catch-up loop that runs every 100 ms, so
+//! the waiter wakes up late. One watch created once and kept open is never behind. Waiters
+//! register interest in single keys ([`WatchHub::subscribe`]) and get their delete events.
+//!
+//! No event is missed: the hub records the highest revision it has dispatched. A waiter that read
+//! its predecessor at revision `r` and subscribes afterwards is told to re-read if the hub already
+//! dispatched past `r` (the delete may have gone by before it subscribed); otherwise every delete
+//! after `r` reaches it. After a reconnect or a compaction the hub tells every subscriber to
+//! re-read ([`KeyEvent::Recheck`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions};
+use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinHandle;
+
+use super::{EtcdClient, Result};
+
+/// What a subscriber hears about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// The key was deleted at this revision.
+    Deleted {
+        /// The revision of the deletion.
+        revision: i64,
+    },
+    /// The watch was re-created and events may have been missed: read the key again.
+    Recheck,
+}
+
+#[derive(Default, Debug)]
+struct State {
+    subs: HashMap<Vec<u8>, Vec<(u64, mpsc::UnboundedSender<KeyEvent>)>>,
+    dispatched: i64,
+    next_id: u64,
+}
+
+#[derive(Default, Debug)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the map inconsistent (every update is a
+        // single insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The shared delete watch over one key range.
+pub struct WatchHub {
+    client: EtcdClient,
+    range: String,
+    shared: Arc<Shared>,
+    task: OnceCell<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WatchHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchHub")
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+impl Drop for WatchHub {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
+    }
+}
+
+/// Interest in one key's deletion; unsubscribes on drop.
+#[derive(Debug)]
+pub struct KeySubscription {
+    shared: Arc<Shared>,
+    key: Vec<u8>,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<KeyEvent>,
+}
+
+impl KeySubscription {
+    /// The next event for the key. If the hub is gone this waits forever; callers always race
+    /// it against their lease's loss and their own deadline.
+    pub async fn next(&mut self) -> KeyEvent {
+        match self.rx.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for KeySubscription {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if let Some(v) = st.subs.get_mut(&self.key) {
+            v.retain(|(id, _)| *id != self.id);
+            if v.is_empty() {
+                st.subs.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl WatchHub {
+    /// A hub over every key starting with `range`; the watch starts on first use.
+    pub fn new(client: EtcdClient, range: impl Into<String>) -> Self {
+        WatchHub {
+            client,
+            range: range.into(),
+            shared: Default::default(),
+            task: OnceCell::new(),
+        }
+    }
+
+    /// Starts the watch if it is not running yet (the first call costs a round trip or two).
+    pub async fn start(&self) -> Result<()> {
+        self.task
+            .get_or_try_init(|| async {
+                let (rev, stream) = open(&self.client, &self.range).await?;
+                self.shared.lock().dispatched = rev;
+                Ok(tokio::spawn(run(
+                    self.client.clone(),
+                    self.range.clone(),
+                    self.shared.clone(),
+                    stream,
+                )))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Subscribes to deletes of `key`, which the caller saw existing at revision `read_rev`.
+    /// Returns the subscription and whether the caller must read the key again (a delete after
+    /// `read_rev` may have been dispatched before it subscribed).
+    pub async fn subscribe(&self, key: &str, read_rev: i64) -> Result<(KeySubscription, bool)> {
+        self.start().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.subs
+            .entry(key.as_bytes().to_vec())
+            .or_default()
+            .push((id, tx));
+        let recheck = st.dispatched > read_rev;
+        drop(st);
+        Ok((
+            KeySubscription {
+                shared: self.shared.clone(),
+                key: key.as_bytes().to_vec(),
+                id,
+                rx,
+            },
+            recheck,
+        ))
+    }
+}
+
+/// Reads the current revision and opens a delete-only watch from the next one.
+async fn open(client: &EtcdClient, range: &str) -> Result<(i64, etcd_client::WatchStream)> {
+    let range = range.to_owned();
+    client
+        .retry("watch", client.default_budget(), |mut c| {
+            let range = range.clone();
+            async move {
+                let r = c
+                    .get(
+                        range.clone(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                let mut stream = c
+                    .watch(
+                        range,
+                        Some(
+                            WatchOptions::new()
+                                .with_prefix()
+                                .with_start_revision(rev + 1)
+                                .with_filters([WatchFilterType::NoPut]),
+                        ),
+                    )
+                    .await?;
+                // Wait for the creation to be confirmed, so errors (auth, no leader) surface.
+                match stream.message().await? {
+                    Some(m) if m.created() && !m.canceled() => Ok((rev, stream)),
+                    Some(m) => Err(etcd_client::Error::WatchError(format!(
+                        "watch was not created: {}",
+                        m.cancel_reason()
+                    ))),
+                    None => Err(etcd_client::Error::WatchError(
+                        "watch stream closed at creation".into(),
+                    )),
+                }
+            }
+        })
+        .await
+}
+
+async fn run(
+    client: EtcdClient,
+    range: String,
+    shared: Arc<Shared>,
+    mut stream: etcd_client::WatchStream,
+) {
+    loop {
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.canceled() {
+                        tracing::debug!(%range, reason = resp.cancel_reason(), compacted = resp.compact_revision(), "shared watch cancelled");
+                        break;
+                    }
+                    let mut st = shared.lock();
+                    for ev in resp.events() {
+                        if ev.event_type() != EventType::Delete {
+                            continue;
+                        }
+                        let Some(kv) = ev.kv() else { continue };
+                        let revision = kv.mod_revision();
+                        st.dispatched = st.dispatched.max(revision);
+                        if let Some(subs) = st.subs.get(kv.key()) {
+                            for (_, tx) in subs {
+                                let _ = tx.send(KeyEvent::Deleted { revision });
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%range, error = %e, "shared watch failed");
+                    break;
+                }
+            }
+        }
+        // Re-create the watch from the current revision and have every subscriber re-read: the
+        // deletes between the old watch's end and the new one's start were not seen.
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match open(&client, &range).await {
+                Ok((rev, s)) => {
+                    stream = s;
+                    let mut st = shared.lock();
+                    st.dispatched = st.dispatched.max(rev);
+                    for subs in st.subs.values() {
+                        for (_, tx) in subs {
+                            let _ = tx.send(KeyEvent::Recheck);
+                        }
+                    }
+                    tracing::debug!(%range, rev, "shared watch re-created");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%range, error = %e, "cannot re-create the shared watch yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

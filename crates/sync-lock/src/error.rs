@@ -1,0 +1,102 @@
+use std::time::Duration;
+
+use sync_core::name::NameError;
+use sync_core::signal::LossReason;
+
+/// Result of lock operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong with a lock.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock name is not acceptable.
+    #[error("invalid lock name {name:?}: {reason}")]
+    InvalidName {
+        /// The name, shortened if long.
+        name: String,
+        /// Why.
+        #[source]
+        reason: NameError,
+    },
+    /// The options are not acceptable (for example a zero TTL).
+    #[error("invalid options for lock {name:?}: {reason}")]
+    InvalidOptions {
+        /// The lock.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The lock was not granted within the maximum wait.
+    #[error("lock {name:?} was not granted within {waited:?}; it is held by someone else (raise the maximum wait, or use try_acquire)")]
+    Timeout {
+        /// The lock.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The lock (or our place in its queue) was lost: our lease expired or could not be kept
+    /// alive, or someone deleted our key.
+    #[error("lock {name:?} was lost: {reason}")]
+    Lost {
+        /// The lock.
+        name: String,
+        /// Why.
+        reason: LossReason,
+    },
+    /// `release(name)` on a [`LockSet`](crate::LockSet) that does not hold `name`, or
+    /// `acquire(name)` on one that already does.
+    #[error("lock {name:?} is {state} by this lock set")]
+    NotHeld {
+        /// The lock.
+        name: String,
+        /// `"not held"` or `"already held"`.
+        state: &'static str,
+    },
+    /// The backend could not be reached, or failed; the message names the endpoint.
+    #[error("lock {name:?}: {source}")]
+    Backend {
+        /// The lock (empty for connection errors).
+        name: String,
+        /// Whether retrying later may succeed.
+        retryable: bool,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend configuration (or URL) is not acceptable.
+    #[error("invalid lock backend configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed: a timeout, a loss, or an unreachable backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Lost { .. } => true,
+            Error::Backend { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid_name(name: &str, reason: NameError) -> Self {
+        Error::InvalidName {
+            name: sync_core::name::display_name(name),
+            reason,
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(crate) fn backend(name: &str, e: sync_core::etcd::Error) -> Self {
+        match e {
+            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            e => Error::Backend {
+                name: name.to_owned(),
+                retryable: e.is_retryable(),
+                source: Box::new(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,135 @@
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sync_core::signal::{LossReason, LossSignal};
+
+use crate::{Error, Result};
+
+/// The backend side of a [`LockGuard`]: what a backend implements to release its lock.
+///
+/// Dropping a `RawGuard` without calling [`release`](RawGuard::release) must release the lock in
+/// the background (best effort; the lease TTL is the safety net).
+pub trait RawGuard: Send + Sync + fmt::Debug {
+    /// Releases the lock now. Returns `Ok(false)` if it was no longer held (it was lost first),
+    /// in which case nothing of anyone else's is touched.
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool>>;
+}
+
+/// Exclusive ownership of a named lock, until [`release`](LockGuard::release), drop, or loss.
+///
+/// Act on the protected resource only while the guard is not [`lost`](LockGuard::lost), and pass
+/// [`fencing_token`](LockGuard::fencing_token) along with every write so the resource can refuse
+/// a stale holder.
+///
+/// ```
+/// use sync_lock::{AcquireOptions, Lock, LocalLock};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let locks = LocalLock::new();
+/// let guard = locks.acquire("reports", AcquireOptions::new()).await?;
+/// assert!(!guard.is_lost());
+/// let token = guard.fencing_token();
+/// guard.release().await?;
+/// let again = locks.acquire("reports", AcquireOptions::new()).await?;
+/// assert!(again.fencing_token() > token);
+/// # Ok::<(), sync_lock::Error>(()) }).unwrap();
+/// ```
+pub struct LockGuard {
+    name: String,
+    token: u64,
+    ttl: Option<Duration>,
+    signal: LossSignal,
+    raw: Option<Box<dyn RawGuard>>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("fencing_token", &self.token)
+            .field("ttl", &self.ttl)
+            .field("lost", &self.signal.reason())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// Assembles a guard; for backends.
+    pub fn new(
+        name: impl Into<String>,
+        fencing_token: u64,
+        ttl: Option<Duration>,
+        signal: LossSignal,
+        raw: Box<dyn RawGuard>,
+    ) -> Self {
+        LockGuard {
+            name: name.into(),
+            token: fencing_token,
+            ttl,
+            signal,
+            raw: Some(raw),
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A number that strictly increases from one holder of this lock to the next.
+    pub fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The TTL the backend granted (etcd may raise the one asked for); `None` for backends
+    /// without one.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Resolves when the lock can no longer be vouched for: its lease expired or could not be
+    /// renewed in time, or someone deleted it. It resolves before anyone else can be granted the
+    /// lock (see `docs/etcd.md`); stop acting on the resource at once.
+    pub async fn lost(&self) -> LossReason {
+        self.signal.fired().await
+    }
+
+    /// Whether it was lost.
+    pub fn is_lost(&self) -> bool {
+        self.signal.is_fired()
+    }
+
+    /// A cloneable handle on the loss signal, to hand to the task doing the work.
+    pub fn loss_signal(&self) -> LossSignal {
+        self.signal.clone()
+    }
+
+    /// Releases the lock now. Fails with [`Error::Lost`] if it had been lost before (nothing
+    /// is released then, and nobody else's lock is touched).
+    pub async fn release(mut self) -> Result<()> {
+        let lost_before = self.signal.reason();
+        let raw = self.raw.take().expect("a guard is released once");
+        let still_held = raw.release().await?;
+        tracing::debug!(lock = %self.name, token = self.token, "lock released");
+        match lost_before {
+            Some(reason) => Err(Error::Lost {
+                name: self.name.clone(),
+                reason,
+            }),
+            None if !still_held => Err(Error::Lost {
+                name: self.name.clone(),
+                reason: self.signal.reason().unwrap_or(LossReason::Revoked),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.raw.is_some() {
+            tracing::debug!(lock = %self.name, token = self.token, "lock guard dropped: releasing in the background");
+        }
+        // Dropping the raw guard releases in the background.
+    }
+}
