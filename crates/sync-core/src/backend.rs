@@ -21,7 +21,7 @@ pub enum Backend {
     Local,
     /// etcd (feature `etcd`).
     #[cfg(feature = "etcd")]
-    Etcd(crate::etcd::EtcdConfig),
+    Etcd(Box<crate::etcd::EtcdConfig>),
 }
 
 /// A backend URL that cannot be used.
@@ -46,7 +46,7 @@ impl Backend {
                 #[cfg(feature = "etcd")]
                 {
                     crate::etcd::EtcdConfig::from_url(url)
-                        .map(Backend::Etcd)
+                        .map(|c| Backend::Etcd(Box::new(c)))
                         .map_err(|e| err(e.to_string()))
                 }
                 #[cfg(not(feature = "etcd"))]

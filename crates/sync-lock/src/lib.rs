@@ -149,7 +149,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Lock>> {
     match sync_core::backend::Backend::from_url(url).map_err(|e| Error::Config(e.to_string()))? {
         sync_core::backend::Backend::Local => Ok(Arc::new(LocalLock::new())),
         #[cfg(feature = "etcd")]
-        sync_core::backend::Backend::Etcd(cfg) => Ok(Arc::new(EtcdLock::connect(cfg).await?)),
+        sync_core::backend::Backend::Etcd(cfg) => Ok(Arc::new(EtcdLock::connect(*cfg).await?)),
         #[allow(unreachable_patterns)]
         other => Err(Error::Config(format!(
             "the {} backend is not compiled into sync-lock; enable its `{}` feature",

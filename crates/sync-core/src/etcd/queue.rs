@@ -253,17 +253,15 @@ impl Queue {
                 continue;
             }
             tracing::trace!(key = %entry.key, predecessor = %pred, "waiting for predecessor");
-            loop {
-                tokio::select! {
-                    ev = sub.next() => match ev {
-                        KeyEvent::Deleted { .. } | KeyEvent::Recheck => break,
-                    },
-                    ev = own_next(&mut entry.own) => match ev {
-                        KeyEvent::Deleted { .. } => return Err(WaitError::Removed),
-                        KeyEvent::Recheck => break,
-                    },
-                    reason = lease.signal().fired() => return Err(WaitError::LeaseLost(reason)),
+            tokio::select! {
+                // Our predecessor left (or the watch restarted): look again.
+                _ = sub.next() => {}
+                ev = own_next(&mut entry.own) => {
+                    if let KeyEvent::Deleted { .. } = ev {
+                        return Err(WaitError::Removed);
+                    }
                 }
+                reason = lease.signal().fired() => return Err(WaitError::LeaseLost(reason)),
             }
         }
     }

@@ -1,0 +1,240 @@
+//! etcd-specific lock behaviour: connection errors, URL configuration, key layout, lease use.
+//! Tests marked `#[ignore]` need the cluster that `cargo xtask test` starts.
+
+use std::time::{Duration, Instant};
+
+use sync_core::etcd::etcd_client::GetOptions;
+use sync_core::etcd::{testing, EtcdClient};
+use sync_lock::{AcquireOptions, Error, EtcdConfig, EtcdLock, Lock, LossReason};
+
+async fn setup(test: &str) -> (EtcdLock, EtcdClient, EtcdConfig) {
+    let cfg = testing::config(test);
+    let admin = testing::connect(cfg.clone()).await;
+    let lock = EtcdLock::connect(cfg.clone()).await.expect("connect");
+    (lock, admin, cfg)
+}
+
+async fn keys_under(admin: &EtcdClient, prefix: &str) -> Vec<(String, i64, i64)> {
+    let mut c = admin.raw();
+    let r = c
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.create_revision(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_a_typed_error_naming_it() {
+    let cfg = EtcdConfig::new(["127.0.0.1:1"]).with_connect_timeout(Duration::from_millis(500));
+    let start = Instant::now();
+    let err = EtcdLock::connect(cfg).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_configs_are_typed_errors() {
+    for url in [
+        "etcd://",
+        "etcd://h:1?ttl=0s",
+        "etcd://h:1?nonsense=1",
+        "etcds://h:1",
+        "mysql://h",
+    ] {
+        let err = sync_lock::open(url).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    }
+    let err = EtcdLock::connect(EtcdConfig::new(Vec::<String>::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn open_from_url_and_exclude_across_handles() {
+    let eps: Vec<String> = testing::endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_owned())
+        .collect();
+    let prefix = testing::unique_prefix("url");
+    let url = format!("etcd://{}/{prefix}?ttl=3s", eps.join(","));
+    let a = sync_lock::open(&url).await.unwrap();
+    let b = sync_lock::open(&url).await.unwrap();
+    let g = a.acquire("x", AcquireOptions::new()).await.unwrap();
+    assert_eq!(g.ttl(), Some(Duration::from_secs(3)));
+    assert!(b
+        .try_acquire("x", AcquireOptions::new())
+        .await
+        .unwrap()
+        .is_none());
+    g.release().await.unwrap();
+    let g = b
+        .try_acquire("x", AcquireOptions::new())
+        .await
+        .unwrap()
+        .unwrap();
+    g.release().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn key_layout_lease_and_cleanup() {
+    let (lock, admin, cfg) = setup("layout").await;
+    let g1 = lock.acquire("a/b", AcquireOptions::new()).await.unwrap();
+    let g2 = lock.acquire("c", AcquireOptions::new()).await.unwrap();
+    let keys = keys_under(&admin, &format!("{}/", cfg.prefix)).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let k1 = keys
+        .iter()
+        .find(|k| k.0.starts_with(&format!("{}/lock/a%2Fb/", cfg.prefix)))
+        .expect("the key of a/b");
+    assert_eq!(
+        k1.1 as u64,
+        g1.fencing_token(),
+        "token is the key's create revision"
+    );
+    assert_ne!(k1.2, 0, "the key is bound to a lease");
+    assert!(
+        keys.iter().all(|k| k.2 == k1.2),
+        "one lease per client and TTL"
+    );
+    g1.release().await.unwrap();
+    g2.release().await.unwrap();
+    assert!(keys_under(&admin, &format!("{}/", cfg.prefix))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn granted_ttl_is_reported() {
+    let (lock, _admin, _) = setup("ttl").await;
+    let g = lock
+        .acquire("t", AcquireOptions::new().with_ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let ttl = g.ttl().expect("etcd reports a TTL");
+    assert!(ttl >= Duration::from_secs(1), "{ttl:?}");
+    g.release().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn lost_fires_when_key_is_deleted_behind_the_back() {
+    let (lock, admin, cfg) = setup("delkey").await;
+    let g = lock.acquire("k", AcquireOptions::new()).await.unwrap();
+    let mut c = admin.raw();
+    c.delete(
+        format!("{}/lock/k/", cfg.prefix),
+        Some(sync_core::etcd::etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), g.lost())
+        .await
+        .expect("lost() after the key was deleted");
+    assert_eq!(reason, LossReason::Revoked);
+    assert!(matches!(g.release().await, Err(Error::Lost { .. })));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn waiter_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
+    let (a, admin, cfg) = setup("waitlease").await;
+    let b = EtcdLock::connect(cfg.clone()).await.unwrap();
+    let g = a.acquire("w", AcquireOptions::new()).await.unwrap();
+    let waiting = tokio::spawn(async move { b.acquire("w", AcquireOptions::new()).await });
+    // Wait for the waiter's key, then revoke its lease.
+    let dir = format!("{}/lock/w/", cfg.prefix);
+    let lease = loop {
+        let keys = keys_under(&admin, &dir).await;
+        if keys.len() == 2 {
+            break keys.iter().max_by_key(|k| k.1).unwrap().2;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    admin.raw().lease_revoke(lease).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiter ends")
+        .unwrap();
+    assert!(matches!(res, Err(Error::Lost { .. })), "{res:?}");
+    assert!(!g.is_lost());
+    g.release().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn holder_told_of_loss_when_its_keepalive_cannot_reach_etcd() {
+    // A client whose only endpoint is a proxy we control: cutting it stops the keepalive.
+    let upstream = testing::endpoints()[0]
+        .trim_start_matches("http://")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            let mut cut = cut_rx.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.wait_for(|c| *c) => {}
+                }
+            });
+        }
+    });
+    let cfg = testing::config("cut").with_request_timeout(Duration::from_millis(500));
+    let mut via_proxy = cfg.clone();
+    via_proxy.endpoints = vec![addr.to_string()];
+    let lock = EtcdLock::connect(via_proxy).await.unwrap();
+    let other = EtcdLock::connect(cfg).await.unwrap();
+    let g = lock.acquire("p", AcquireOptions::new()).await.unwrap();
+    let ttl = g.ttl().unwrap();
+    cut_tx.send(true).unwrap();
+    proxy.abort();
+    let cut_at = Instant::now();
+    let reason = tokio::time::timeout(ttl * 2, g.lost())
+        .await
+        .expect("lost() while cut off");
+    let told_after = cut_at.elapsed();
+    assert!(
+        matches!(reason, LossReason::KeepaliveFailed { .. }),
+        "{reason:?}"
+    );
+    assert!(told_after < ttl, "told after {told_after:?}, TTL {ttl:?}");
+    // Another client gets the lock only after the server expires the lease: later than the
+    // holder was told.
+    let g2 = other
+        .acquire("p", AcquireOptions::new().with_max_wait(ttl * 3))
+        .await
+        .unwrap();
+    let granted_after = cut_at.elapsed();
+    assert!(
+        granted_after > told_after,
+        "granted {granted_after:?} before the holder was told {told_after:?}"
+    );
+    g2.release().await.unwrap();
+}
