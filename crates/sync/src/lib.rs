@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "lock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lock")))]
+#[doc(inline)]
+pub use sync_lock as lock;
+
+/// The traits and types most programs need: `use sync::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "lock")]
+    pub use sync_lock::{AcquireOptions, LocalLock, Lock, LockExt, LockGuard, LockSet};
+    #[cfg(all(feature = "lock", feature = "etcd"))]
+    pub use sync_lock::{EtcdConfig, EtcdLock};
+}
