@@ -89,21 +89,29 @@ impl Harness for EtcdHarness {
 
     fn revoke_holder<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         async move {
-            let mut c = self.admin.raw();
-            let r = c
-                .get(
-                    self.dir(name),
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Create, SortOrder::Ascend)
-                            .with_limit(1),
-                    ),
-                )
+            let dir = self.dir(name);
+            let admin = &self.admin;
+            admin
+                .retry("revoke holder", admin.default_budget(), |mut c| {
+                    let dir = dir.clone();
+                    async move {
+                        let r = c
+                            .get(
+                                dir,
+                                Some(
+                                    GetOptions::new()
+                                        .with_prefix()
+                                        .with_sort(SortTarget::Create, SortOrder::Ascend)
+                                        .with_limit(1),
+                                ),
+                            )
+                            .await?;
+                        let holder = r.kvs().first().expect("somebody holds the lock").lease();
+                        c.lease_revoke(holder).await.map(|_| ())
+                    }
+                })
                 .await
-                .unwrap();
-            let holder = r.kvs().first().expect("somebody holds the lock");
-            c.lease_revoke(holder.lease()).await.unwrap();
+                .expect("revoke the holder's lease");
         }
         .boxed()
     }

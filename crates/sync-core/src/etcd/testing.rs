@@ -47,28 +47,39 @@ pub async fn connect(cfg: EtcdConfig) -> EtcdClient {
     }
 }
 
-/// Deletes every key under the client's prefix (test cleanup) and returns how many there were.
+/// How many keys start with `under` (retrying transient errors, as the library does).
 pub async fn count_keys(client: &EtcdClient, under: &str) -> usize {
-    let mut c = client.raw();
-    let r = c
-        .get(
-            under,
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            ),
-        )
+    let under = under.to_owned();
+    let r = client
+        .retry("count keys", client.default_budget(), |mut c| {
+            let under = under.clone();
+            async move {
+                c.get(
+                    under,
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
+                )
+                .await
+            }
+        })
         .await
-        .expect("count keys");
+        .unwrap_or_else(|e| panic!("counting keys failed: {e}"));
     r.count() as usize
 }
 
 /// Deletes every key under the client's prefix.
 pub async fn wipe(client: &EtcdClient) {
-    let mut c = client.raw();
     let root = client.keyspace().root().to_owned();
-    let _ = c
-        .delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
+    let _ = client
+        .retry("wipe", client.default_budget(), |mut c| {
+            let root = root.clone();
+            async move {
+                c.delete(root, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        })
         .await;
 }
