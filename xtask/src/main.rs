@@ -5,6 +5,7 @@
 //! - `ci` runs rustfmt and clippy, then `test`.
 //! - `etcd up|down|status` keeps the same services running for work by hand.
 
+mod bench;
 mod process;
 mod services;
 mod testrun;
@@ -33,6 +34,9 @@ commands:
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
   etcd status   health of each etcd member and of chronyd
   etcd down     stop them and remove their directory
+  bench [--quick] [--only SUBSTRING]
+        start the same services, run every benchmark scenario beside its baseline,
+        print the table and write target/sync-bench/report.json
   help  this text
 
 Tests get SYNC_ETCD_ENDPOINTS (http://127.0.0.1:P,... of the 3 members),
@@ -58,6 +62,13 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "ci" => ci(rest),
         "etcd" => etcd(rest),
+        "bench" => match workspace_root().and_then(|root| bench::run(&root, rest)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         other => {
             eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
             ExitCode::from(2)

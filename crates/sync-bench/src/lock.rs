@@ -1,0 +1,341 @@
+//! Lock scenarios of the brief's table, each beside its baseline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, LockOptions, WatchOptions};
+use futures::FutureExt;
+use sync_core::etcd::{EtcdClient, EtcdConfig, Lease};
+use sync_lock::{AcquireOptions, EtcdLock, LocalLock, Lock};
+
+use crate::stats::{percentile_ms, sample};
+use crate::{Budget, Row, Scenario, Target};
+
+pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "lock.local.uncontended",
+            Scenario {
+                needs_etcd: false,
+                run: |b| local_uncontended(b).boxed(),
+            },
+        ),
+        (
+            "lock.etcd.uncontended",
+            Scenario {
+                needs_etcd: true,
+                run: |b| etcd_uncontended(b).boxed(),
+            },
+        ),
+        (
+            "lock.etcd.64_clients_64_names",
+            Scenario {
+                needs_etcd: true,
+                run: |b| etcd_throughput(b, 64, 64).boxed(),
+            },
+        ),
+        (
+            "lock.etcd.8_clients_1_name",
+            Scenario {
+                needs_etcd: true,
+                run: |b| etcd_throughput(b, 8, 1).boxed(),
+            },
+        ),
+        (
+            "lock.etcd.handoff_p50_under_load",
+            Scenario {
+                needs_etcd: true,
+                run: |b| etcd_handoff(b).boxed(),
+            },
+        ),
+    ]
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn config() -> EtcdConfig {
+    let eps = std::env::var("SYNC_ETCD_ENDPOINTS").unwrap_or_default();
+    EtcdConfig::new(eps.split(',').map(str::to_owned))
+        .with_prefix(format!("sync-bench/{:x}", std::process::id()))
+        .with_ttl(Duration::from_secs(10))
+}
+
+async fn raw_client() -> Result<Client, String> {
+    let cfg = config();
+    Client::connect(cfg.endpoint_urls(), None)
+        .await
+        .map_err(err)
+}
+
+/// The baseline named lock: `HashMap<String, Arc<tokio::sync::Mutex<()>>>`.
+#[derive(Default)]
+struct MapLock {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl MapLock {
+    async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .map
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+}
+
+async fn local_uncontended(b: Budget) -> Result<Row, String> {
+    let iters = b.samples * 200;
+    let ours = LocalLock::new();
+    let base = MapLock::default();
+    let (mut best_ours, mut best_base) = (f64::MAX, f64::MAX);
+    for _ in 0..b.rounds.max(2) {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let g = ours
+                .acquire("bench", AcquireOptions::new())
+                .await
+                .map_err(err)?;
+            g.release().await.map_err(err)?;
+        }
+        best_ours = best_ours.min(t.elapsed().as_nanos() as f64 / iters as f64);
+        let t = Instant::now();
+        for _ in 0..iters {
+            let g = base.lock("bench").await;
+            drop(g);
+        }
+        best_base = best_base.min(t.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    Ok(Row::new(
+        "local lock acquire+release, uncontended",
+        best_ours,
+        best_base,
+        "ns/op",
+        Target::AtMost(1.5),
+    ))
+}
+
+async fn etcd_uncontended(b: Budget) -> Result<Row, String> {
+    let ours = EtcdLock::connect(config()).await.map_err(err)?;
+    let admin = EtcdClient::connect(config()).await.map_err(err)?;
+    let lease = Lease::grant(&admin, Duration::from_secs(10))
+        .await
+        .map_err(err)?;
+    let mut raw = raw_client().await?;
+    let (mut o, mut r) = (Vec::new(), Vec::new());
+    // Warm up both paths (connections, the shared watch, the lease).
+    for _ in 0..10 {
+        let g = ours
+            .acquire("u", AcquireOptions::new())
+            .await
+            .map_err(err)?;
+        g.release().await.map_err(err)?;
+    }
+    for _ in 0..b.rounds {
+        o.extend(
+            sample(b.samples, || async {
+                let g = ours
+                    .acquire("u", AcquireOptions::new())
+                    .await
+                    .map_err(err)?;
+                g.release().await.map_err(err)
+            })
+            .await?,
+        );
+        let id = lease.id();
+        r.extend(
+            sample(b.samples, || {
+                let mut c = raw.clone();
+                async move {
+                    let l = c
+                        .lock("sync-bench-raw/u", Some(LockOptions::new().with_lease(id)))
+                        .await
+                        .map_err(err)?;
+                    c.unlock(l.key().to_vec()).await.map_err(err).map(|_| ())
+                }
+            })
+            .await?,
+        );
+    }
+    let _ = &mut raw;
+    let (o50, o99) = (percentile_ms(&mut o, 50.0), percentile_ms(&mut o, 99.0));
+    let (r50, r99) = (percentile_ms(&mut r, 50.0), percentile_ms(&mut r, 99.0));
+    eprintln!(
+        "  ours p50 {o50:.3} ms p99 {o99:.3} ms; Lock+Unlock RPC p50 {r50:.3} ms p99 {r99:.3} ms"
+    );
+    Ok(Row::new(
+        "etcd lock acquire+release, one client (p50)",
+        o50,
+        r50,
+        "ms",
+        Target::AtMost(1.0),
+    ))
+}
+
+/// `clients` tasks, each on its own connection, over `names` names; acquire+release in a loop
+/// for the budget's duration. Returns operations per second.
+async fn etcd_throughput(b: Budget, clients: usize, names: usize) -> Result<Row, String> {
+    let mut ours = Vec::new();
+    let mut raws = Vec::new();
+    // Like ours, each baseline client has its own connection and its own kept-alive lease:
+    // etcd's Lock RPC treats callers sharing a lease as one owner.
+    let mut leases = Vec::new();
+    for _ in 0..clients {
+        ours.push(EtcdLock::connect(config()).await.map_err(err)?);
+        raws.push(raw_client().await?);
+        let keeper = EtcdClient::connect(config()).await.map_err(err)?;
+        leases.push(
+            Lease::grant(&keeper, Duration::from_secs(10))
+                .await
+                .map_err(err)?,
+        );
+    }
+    let (mut best_o, mut best_r) = (0f64, 0f64);
+    for _ in 0..b.rounds {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (i, l) in ours.iter().enumerate() {
+            let (l, count, stop) = (l.clone(), count.clone(), stop.clone());
+            let name = format!("t{}", i % names);
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let g = l.acquire(&name, AcquireOptions::new()).await.map_err(err)?;
+                    g.release().await.map_err(err)?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        best_o = best_o.max(run_for(b.duration, &count, &stop, tasks).await?);
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (i, c) in raws.iter().enumerate() {
+            let (mut c, count, stop) = (c.clone(), count.clone(), stop.clone());
+            let name = format!("sync-bench-raw/t{}", i % names);
+            let id = leases[i].id();
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let l = c
+                        .lock(name.clone(), Some(LockOptions::new().with_lease(id)))
+                        .await
+                        .map_err(err)?;
+                    c.unlock(l.key().to_vec()).await.map_err(err)?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        best_r = best_r.max(run_for(b.duration, &count, &stop, tasks).await?);
+    }
+    let target = if names == 1 { 3.0 } else { 1.0 };
+    Ok(Row::new(
+        &format!("etcd lock, {clients} clients on {names} name(s), throughput"),
+        best_o,
+        best_r,
+        "ops/s",
+        Target::AtLeast(target),
+    ))
+}
+
+async fn run_for(
+    d: Duration,
+    count: &AtomicU64,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+) -> Result<f64, String> {
+    tokio::time::sleep(d / 5).await; // warm-up, not counted
+    let c0 = count.load(Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(d).await;
+    let ops = count.load(Ordering::Relaxed) - c0;
+    let rate = ops as f64 / t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.map_err(err)??;
+    }
+    Ok(rate)
+}
+
+/// Hand-over latency (release → the next holder's acquire returns) while another task writes
+/// 1000 puts/s to other keys; baseline: one put → its event on an open watch.
+async fn etcd_handoff(b: Budget) -> Result<Row, String> {
+    let mut load_client = raw_client().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                i += 1;
+                let _ = load_client
+                    .put(format!("sync-bench-load/{}", i % 100), "x", None)
+                    .await;
+            }
+        })
+    };
+    let a = EtcdLock::connect(config()).await.map_err(err)?;
+    let bl = Arc::new(EtcdLock::connect(config()).await.map_err(err)?);
+    let admin = EtcdClient::connect(config()).await.map_err(err)?;
+    let dir = admin.keyspace().dir("lock", "h");
+    let n = (b.samples / 4).max(20) * b.rounds;
+    let mut ours = Vec::with_capacity(n);
+    let mut base = Vec::with_capacity(n);
+    let mut raw = raw_client().await?;
+    let mut stream = raw
+        .watch("sync-bench-handoff", Some(WatchOptions::new()))
+        .await
+        .map_err(err)?;
+    stream.message().await.map_err(err)?; // created
+    for i in 0..n {
+        let g = a.acquire("h", AcquireOptions::new()).await.map_err(err)?;
+        let b2 = bl.clone();
+        let waiter = tokio::spawn(async move {
+            let g = b2.acquire("h", AcquireOptions::new()).await;
+            (Instant::now(), g)
+        });
+        while sync_core::etcd::testing::count_keys(&admin, &dir).await < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t0 = Instant::now();
+        g.release().await.map_err(err)?;
+        let (t1, g2) = waiter.await.map_err(err)?;
+        ours.push(t1 - t0);
+        g2.map_err(err)?.release().await.map_err(err)?;
+
+        let t0 = Instant::now();
+        raw.put("sync-bench-handoff", i.to_string(), None)
+            .await
+            .map_err(err)?;
+        stream.message().await.map_err(err)?;
+        base.push(t0.elapsed());
+    }
+    drop(stream);
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+    let (o50, o99) = (
+        percentile_ms(&mut ours, 50.0),
+        percentile_ms(&mut ours, 99.0),
+    );
+    let (b50, b99) = (
+        percentile_ms(&mut base, 50.0),
+        percentile_ms(&mut base, 99.0),
+    );
+    eprintln!("  hand-over p50 {o50:.2} ms p99 {o99:.2} ms; put→event p50 {b50:.2} ms p99 {b99:.2} ms (1000 puts/s to other keys)");
+    Ok(Row::new(
+        "etcd lock hand-off under 1000 puts/s (p50)",
+        o50,
+        b50,
+        "ms",
+        Target::AtMost(2.0),
+    ))
+}

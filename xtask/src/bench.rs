@@ -1,0 +1,68 @@
+//! `cargo xtask bench [--quick] [--only SUBSTRING]`: starts the services, runs the `sync-bench`
+//! scenarios (each beside its baseline in the same run), and writes their rows to
+//! `target/sync-bench/report.json`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::services::Services;
+use crate::{process, testrun, tools, Result};
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let tools = tools::ensure(true)?;
+    eprintln!("xtask bench: starting a 3-member etcd cluster and chronyd on loopback");
+    let services = Services::start(&tools)?;
+    let mut cmd = testrun::cargo_command();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "sync-bench",
+        "--",
+    ])
+    .args(args)
+    .current_dir(root)
+    .stdin(Stdio::null())
+    .process_group(0)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    for (k, v) in services.env() {
+        cmd.env(k, v);
+    }
+    let shown = testrun::describe(&cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    process::set_foreground(child.id());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut rows = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+        if line.starts_with('{') {
+            rows.push(line);
+        } else {
+            println!("{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {shown}: {e}"))?;
+    process::clear_foreground();
+    drop(services);
+    let dir = root.join("target").join("sync-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let report = dir.join("report.json");
+    std::fs::write(&report, format!("[\n{}\n]\n", rows.join(",\n")))
+        .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
+    eprintln!(
+        "xtask bench: {} rows written to {}",
+        rows.len(),
+        report.display()
+    );
+    if !status.success() {
+        return Err(format!("{shown} failed ({status})"));
+    }
+    Ok(())
+}
