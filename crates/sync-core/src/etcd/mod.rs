@@ -14,6 +14,7 @@ mod error;
 mod keys;
 mod lease;
 mod queue;
+mod range_watch;
 pub mod testing;
 mod watch;
 
@@ -23,6 +24,7 @@ pub use error::{Error, Result};
 pub use keys::{decode_name, encode_name, Keyspace};
 pub use lease::{loss_margin, Lease, LeasePool};
 pub use queue::{Held, Queue, QueueEntry, WaitError};
+pub use range_watch::{RangeChange, RangeEvent, RangeKv, RangeSnapshot, RangeWatch};
 pub use watch::{KeyEvent, KeySubscription, WatchHub};
 
 /// The raw etcd client type, for backends that need an RPC this crate does not wrap.

@@ -1,0 +1,108 @@
+use std::time::Duration;
+
+use sync_core::name::NameError;
+use sync_core::signal::LossReason;
+
+/// Result of leader-election operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong with an election.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A group name or candidate id is not acceptable.
+    #[error("invalid {kind} {name:?}: {reason}")]
+    InvalidName {
+        /// `"group"` or `"candidate id"`.
+        kind: &'static str,
+        /// The name, shortened if long.
+        name: String,
+        /// Why.
+        #[source]
+        reason: NameError,
+    },
+    /// The options are not acceptable (for example a zero TTL).
+    #[error("invalid election options for group {group:?}: {reason}")]
+    InvalidOptions {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+    /// The candidate was not elected within the maximum wait (its candidacy was withdrawn).
+    #[error("candidate {candidate:?} was not elected in group {group:?} within {waited:?}; another candidate leads (raise the maximum wait)")]
+    Timeout {
+        /// The group.
+        group: String,
+        /// The candidate.
+        candidate: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The candidacy or the leadership was lost: its lease expired or could not be kept alive,
+    /// or someone deleted it. Campaign again to get back in line.
+    #[error("the candidacy of {candidate:?} in group {group:?} was lost: {reason}")]
+    Lost {
+        /// The group.
+        group: String,
+        /// The candidate.
+        candidate: String,
+        /// Why.
+        reason: LossReason,
+    },
+    /// [`Elected::proclaim`](crate::Elected::proclaim) by a candidate that no longer leads.
+    #[error("candidate {candidate:?} no longer leads group {group:?}; campaign again before proclaiming")]
+    NotLeader {
+        /// The group.
+        group: String,
+        /// The candidate.
+        candidate: String,
+    },
+    /// The backend could not be reached, or failed; the message names the endpoint.
+    #[error("election group {group:?}: {source}")]
+    Backend {
+        /// The group (empty for connection errors).
+        group: String,
+        /// Whether retrying later may succeed.
+        retryable: bool,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend configuration (or URL) is not acceptable.
+    #[error("invalid leader backend configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed: a timeout, a loss, or an unreachable backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Lost { .. } => true,
+            Error::Backend { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid_name(kind: &'static str, name: &str, reason: NameError) -> Self {
+        Error::InvalidName {
+            kind,
+            name: sync_core::name::display_name(name),
+            reason,
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(crate) fn backend(group: &str, e: sync_core::etcd::Error) -> Self {
+        match e {
+            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            e => Error::Backend {
+                group: group.to_owned(),
+                retryable: e.is_retryable(),
+                source: Box::new(e),
+            },
+        }
+    }
+}

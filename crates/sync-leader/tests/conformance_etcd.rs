@@ -1,0 +1,216 @@
+//! The leader conformance suite on the etcd backend, against the cluster that `cargo xtask test`
+//! starts (`SYNC_ETCD_ENDPOINTS`). Without the harness these tests are listed as ignored.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sync_core::etcd::etcd_client::{GetOptions, SortOrder, SortTarget};
+use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_leader::conformance::Harness;
+use sync_leader::{ElectOptions, EtcdLeader, Leader};
+
+const CHILD_VAR: &str = "SYNC_LEADER_CRASH_CHILD";
+
+struct EtcdHarness {
+    cfg: EtcdConfig,
+    admin: EtcdClient,
+}
+
+impl EtcdHarness {
+    async fn new() -> Self {
+        if let Ok(spec) = std::env::var(CHILD_VAR) {
+            child_main(&spec).await;
+        }
+        let cfg = testing::config("leader");
+        let admin = testing::connect(cfg.clone()).await;
+        EtcdHarness { cfg, admin }
+    }
+
+    fn dir(&self, group: &str) -> String {
+        self.admin.keyspace().dir("election", group)
+    }
+
+    /// The leader's key and lease.
+    async fn head(&self, group: &str) -> (Vec<u8>, i64) {
+        let dir = self.dir(group);
+        let admin = &self.admin;
+        admin
+            .retry("read the leader key", admin.default_budget(), |mut c| {
+                let dir = dir.clone();
+                async move {
+                    let r = c
+                        .get(
+                            dir,
+                            Some(
+                                GetOptions::new()
+                                    .with_prefix()
+                                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                                    .with_limit(1),
+                            ),
+                        )
+                        .await?;
+                    let kv = r.kvs().first().expect("somebody leads");
+                    Ok((kv.key().to_vec(), kv.lease()))
+                }
+            })
+            .await
+            .expect("read the leader key")
+    }
+}
+
+impl Drop for EtcdHarness {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        // Clean up on a runtime of our own: the test's runtime is shutting down.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(testing::wipe(&admin))
+        })
+        .join();
+    }
+}
+
+/// The child process of `crash_leader`: get elected, say so, and wait to be killed.
+async fn child_main(spec: &str) -> ! {
+    let mut parts = spec.splitn(4, '\n');
+    let (prefix, ttl, group, id) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
+    let election = EtcdLeader::connect(cfg).await.unwrap();
+    let e = election
+        .elect(
+            id,
+            ElectOptions::new()
+                .with_group(group)
+                .with_ttl(Duration::from_secs(ttl)),
+        )
+        .await
+        .unwrap();
+    println!("\nELECTED {}", e.term());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
+impl Harness for EtcdHarness {
+    fn client(&self) -> BoxFuture<'_, Arc<dyn Leader>> {
+        async move {
+            let l: Arc<dyn Leader> = Arc::new(
+                EtcdLeader::connect(self.cfg.clone())
+                    .await
+                    .expect("connect another client"),
+            );
+            l
+        }
+        .boxed()
+    }
+
+    fn revoke_lease<'a>(&'a self, group: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            let (_, lease) = self.head(group).await;
+            assert_ne!(lease, 0, "the leader key is not bound to a lease");
+            let admin = &self.admin;
+            admin
+                .retry(
+                    "revoke the leader's lease",
+                    admin.default_budget(),
+                    |mut c| async move { c.lease_revoke(lease).await.map(|_| ()) },
+                )
+                .await
+                .expect("revoke the leader's lease");
+        }
+        .boxed()
+    }
+
+    fn delete_leader_key<'a>(&'a self, group: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            let (key, _) = self.head(group).await;
+            let admin = &self.admin;
+            let deleted = admin
+                .retry("delete the leader key", admin.default_budget(), |mut c| {
+                    let key = key.clone();
+                    async move { c.delete(key, None).await.map(|r| r.deleted()) }
+                })
+                .await
+                .expect("delete the leader key");
+            assert_eq!(deleted, 1, "the leader key was gone already");
+        }
+        .boxed()
+    }
+
+    fn candidates<'a>(&'a self, group: &'a str) -> BoxFuture<'a, usize> {
+        async move { testing::count_keys(&self.admin, &self.dir(group)).await }.boxed()
+    }
+
+    fn crash_leader<'a>(
+        &'a self,
+        group: &'a str,
+        id: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, u64> {
+        let spec = format!("{}\n{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), group, id);
+        async move {
+            let exe = std::env::current_exe().unwrap();
+            let mut child = Command::new(exe)
+                .args([
+                    "etcd::invalid_names_rejected",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_VAR, spec)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn the leader process");
+            let stdout = child.stdout.take().unwrap();
+            let line = tokio::task::spawn_blocking(move || {
+                BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find_map(|l| l.strip_prefix("ELECTED ").map(str::to_owned))
+            });
+            let elected = tokio::time::timeout(Duration::from_secs(30), line).await;
+            child.kill().expect("SIGKILL the leader"); // SIGKILL on Unix
+            child.wait().unwrap();
+            let term = elected
+                .expect("the leader process was not elected within 30 s")
+                .unwrap()
+                .expect("the leader process exited without being elected");
+            term.trim().parse().expect("a term")
+        }
+        .boxed()
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn crash_bound(&self, ttl: Duration) -> Duration {
+        // etcd checks lease expiry every ~500 ms and may need a leader election on top.
+        ttl + Duration::from_secs(3)
+    }
+
+    fn loss_bound(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+sync_leader::leader_conformance!(
+    etcd,
+    EtcdHarness::new().await,
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+);
