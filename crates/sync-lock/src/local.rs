@@ -69,6 +69,12 @@ struct Holder {
     trigger: LossTrigger,
 }
 
+enum Entered {
+    Granted(Grant),
+    Queued(oneshot::Receiver<Grant>),
+    Busy,
+}
+
 struct Grant {
     token: u64,
     signal: LossSignal,
@@ -173,34 +179,38 @@ impl LocalLock {
         )
     }
 
-    /// Takes the lock at once if it is free and nobody waits; else queues `tx` if given.
-    fn enter(&self, name: &str, id: u64, queue: Option<oneshot::Sender<Grant>>) -> Option<Grant> {
+    /// Takes the lock at once if it is free and nobody waits; otherwise, if `queue`, joins the
+    /// queue and returns the receiver of its grant.
+    fn enter(&self, name: &str, id: u64, queue: bool) -> Entered {
         let mut names = self.shared.lock();
-        let state = names.entry(name.to_owned()).or_default();
+        let state = match names.get_mut(name) {
+            Some(s) => s,
+            None => names.entry(name.to_owned()).or_default(),
+        };
         if state.holder.is_none() && state.waiters.is_empty() {
-            return Some(self.shared.grant(state, id));
+            return Entered::Granted(self.shared.grant(state, id));
         }
-        match queue {
-            Some(tx) => state.waiters.push_back((id, tx)),
-            None => {
-                if state.holder.is_none() && state.waiters.is_empty() {
-                    names.remove(name);
-                }
-            }
+        if !queue {
+            return Entered::Busy;
         }
-        None
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push_back((id, tx));
+        Entered::Queued(rx)
     }
 
     async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
         check_name(name)?;
         options.validate(name)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let rx = match self.enter(name, id, true) {
+            Entered::Granted(grant) => {
+                tracing::debug!(lock = %name, token = grant.token, "lock acquired");
+                return Ok(self.guard(name, id, grant));
+            }
+            Entered::Queued(rx) => rx,
+            Entered::Busy => unreachable!("enter() queues when asked to"),
+        };
         let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        if let Some(grant) = self.enter(name, id, Some(tx)) {
-            tracing::debug!(lock = %name, token = grant.token, "lock acquired");
-            return Ok(self.guard(name, id, grant));
-        }
         let mut waiter = Waiter {
             shared: self.shared.clone(),
             name,
@@ -313,9 +323,10 @@ impl Lock for LocalLock {
             check_name(name)?;
             options.validate(name)?;
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            Ok(self
-                .enter(name, id, None)
-                .map(|grant| self.guard(name, id, grant)))
+            Ok(match self.enter(name, id, false) {
+                Entered::Granted(grant) => Some(self.guard(name, id, grant)),
+                _ => None,
+            })
         }
         .boxed()
     }
