@@ -1,0 +1,442 @@
+//! Options of each backend, and picking a backend from configuration.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sync_core::duration::parse_duration;
+
+use crate::{Error, LocalTime, Result, Time};
+
+/// Options of the `local` backend ([`LocalTime`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_time::{LocalOptions, LocalTime};
+///
+/// let time = LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(20)));
+/// # let _ = time;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LocalOptions {
+    /// How far the system clock is assumed to be from true time at most (default 100 ms).
+    ///
+    /// The local backend cannot measure this: it is an assumption about whatever keeps the
+    /// system clock in time (chronyd, ntpd, systemd-timesyncd). Its bounds are only as true as
+    /// this number.
+    #[serde(with = "sync_core::duration::serde")]
+    pub assumed_error: Duration,
+}
+
+impl LocalOptions {
+    /// The default assumed error of the system clock: 100 ms.
+    pub const DEFAULT_ASSUMED_ERROR: Duration = Duration::from_millis(100);
+
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`assumed_error`](Self::assumed_error).
+    pub fn with_assumed_error(mut self, error: Duration) -> Self {
+        self.assumed_error = error;
+        self
+    }
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            assumed_error: Self::DEFAULT_ASSUMED_ERROR,
+        }
+    }
+}
+
+/// Options of the `ntp` backend (`NtpTime`, feature `ntp`).
+///
+/// The error bound of a sync is, per server, from its minimum-delay sample:
+///
+/// `ε = δ/2 + root_delay/2 + root_dispersion + φ·(time since the sync started) + 2 µs`
+///
+/// where `δ` is the round trip, `φ` is [`max_drift_ppm`](Self::max_drift_ppm) and 2 µs covers
+/// the microsecond resolution of the timestamps. The bounds are the interval most servers
+/// agree on, and afterwards widen by `φ` × the time since the sync.
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_time::NtpOptions;
+///
+/// let opts = NtpOptions::new(["time1.example:123", "time2.example:123", "time3.example"])
+///     .with_samples(4)
+///     .with_query_timeout(Duration::from_millis(500))
+///     .with_resync_interval(Duration::from_secs(64))
+///     .with_max_drift_ppm(200);
+/// assert_eq!(opts.servers.len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NtpOptions {
+    /// Servers as `host:port` (`host` alone means port 123; IPv6 as `[addr]:port`). They are
+    /// resolved at every sync, by this crate.
+    pub servers: Vec<String>,
+    /// Queries per server per sync; the one with the smallest round trip is kept (default 4).
+    pub samples: u32,
+    /// Timeout of each query and each name lookup (default 1 s).
+    #[serde(with = "sync_core::duration::serde")]
+    pub query_timeout: Duration,
+    /// How often the background task re-syncs (default 64 s; zero turns the background task
+    /// off, leaving syncs to explicit [`Time::sync`] calls).
+    #[serde(with = "sync_core::duration::serde")]
+    pub resync_interval: Duration,
+    /// How soon the background task retries after a failed sync (default 5 s).
+    #[serde(with = "sync_core::duration::serde")]
+    pub retry_interval: Duration,
+    /// The most the local monotonic clock is assumed to drift from true time, in parts per
+    /// million (default 500, the usual bound for a quartz oscillator; the kernel's slewing adds
+    /// at most 500 ppm more if the system clock is being disciplined).
+    pub max_drift_ppm: u32,
+    /// After how long without a successful sync the status turns
+    /// [`Stale`](crate::SyncState::Stale) (default 5 min). Time is still served.
+    #[serde(with = "sync_core::duration::serde")]
+    pub stale_after: Duration,
+}
+
+impl NtpOptions {
+    /// The defaults, with these servers.
+    pub fn new<I, S>(servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            servers: servers.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets [`servers`](Self::servers).
+    pub fn with_servers<I, S>(mut self, servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`samples`](Self::samples).
+    pub fn with_samples(mut self, samples: u32) -> Self {
+        self.samples = samples;
+        self
+    }
+
+    /// Sets [`query_timeout`](Self::query_timeout).
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Sets [`resync_interval`](Self::resync_interval) (zero: no background re-sync).
+    pub fn with_resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = interval;
+        self
+    }
+
+    /// Sets [`retry_interval`](Self::retry_interval).
+    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Sets [`max_drift_ppm`](Self::max_drift_ppm).
+    pub fn with_max_drift_ppm(mut self, ppm: u32) -> Self {
+        self.max_drift_ppm = ppm;
+        self
+    }
+
+    /// Sets [`stale_after`](Self::stale_after).
+    pub fn with_stale_after(mut self, d: Duration) -> Self {
+        self.stale_after = d;
+        self
+    }
+
+    /// Checks that these options can work.
+    pub fn validate(&self) -> Result<()> {
+        if self.servers.is_empty() {
+            return Err(Error::config(
+                "no NTP servers configured; give at least one `host:port` (three or more let \
+                 false tickers be outvoted)",
+            ));
+        }
+        if let Some(bad) = self.servers.iter().find(|s| s.trim().is_empty()) {
+            return Err(Error::config(format!(
+                "empty NTP server name {bad:?} in the server list"
+            )));
+        }
+        if self.samples == 0 {
+            return Err(Error::config("`samples` must be at least 1"));
+        }
+        if self.query_timeout.is_zero() {
+            return Err(Error::config("`query_timeout` must be more than zero"));
+        }
+        if self.max_drift_ppm >= 1_000_000 {
+            return Err(Error::config(format!(
+                "`max_drift_ppm` of {} is not a drift rate (it must be below 1000000)",
+                self.max_drift_ppm
+            )));
+        }
+        if !self.resync_interval.is_zero() && self.retry_interval.is_zero() {
+            return Err(Error::config(
+                "`retry_interval` must be more than zero when background re-sync is on",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The server as a `host:port` string that a resolver accepts: port 123 is added when
+    /// missing.
+    #[cfg_attr(not(feature = "ntp"), allow(dead_code))] // used by the ntp backend
+    pub(crate) fn with_default_port(server: &str) -> String {
+        let s = server.trim();
+        if s.parse::<std::net::SocketAddr>().is_ok() {
+            return s.to_owned();
+        }
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return std::net::SocketAddr::new(ip, 123).to_string();
+        }
+        if (s.starts_with('[') && s.ends_with(']')) || !s.contains(':') {
+            return format!("{s}:123");
+        }
+        s.to_owned()
+    }
+}
+
+impl Default for NtpOptions {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            samples: 4,
+            query_timeout: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(64),
+            retry_interval: Duration::from_secs(5),
+            max_drift_ppm: 500,
+            stale_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A backend chosen by configuration: deserialized (`{"backend": "ntp", "servers": [...]}`) or
+/// parsed from a URL.
+///
+/// URLs: `local`, `local?assumed_error=50ms`,
+/// `ntp://host1:123,host2:123,host3?samples=4&timeout=1s&interval=64s&retry=5s&drift_ppm=500&stale_after=5m`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> sync_time::Result<()> {
+/// use sync_time::{Time, TimeConfig};
+///
+/// let config: TimeConfig = "local?assumed_error=20ms".parse()?;
+/// let time = sync_time::connect(&config).await?; // Arc<dyn Time>
+/// assert_eq!(time.status().backend, "local");
+///
+/// let config: TimeConfig = serde_json::from_str(r#"{"backend": "ntp", "servers": ["127.0.0.1:123"], "query_timeout": "500ms"}"#).unwrap();
+/// assert!(matches!(config, TimeConfig::Ntp(_)));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TimeConfig {
+    /// The system clock.
+    Local(LocalOptions),
+    /// NTP servers (needs feature `ntp` to connect).
+    Ntp(NtpOptions),
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig::Local(LocalOptions::default())
+    }
+}
+
+impl FromStr for TimeConfig {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self> {
+        let url = url.trim();
+        let (head, query) = match url.split_once('?') {
+            Some((h, q)) => (h, q),
+            None => (url, ""),
+        };
+        let params = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=').ok_or_else(|| {
+                    Error::config(format!("parameter {p:?} in {url:?} has no `=value`"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let duration = |key: &str, value: &str| {
+            parse_duration(value)
+                .map_err(|e| Error::config(format!("parameter `{key}` in {url:?}: {e}")))
+        };
+        let number = |key: &str, value: &str| {
+            value.parse::<u32>().map_err(|_| {
+                Error::config(format!(
+                    "parameter `{key}` in {url:?} must be a whole number, not {value:?}"
+                ))
+            })
+        };
+        let unknown = |key: &str, known: &str| {
+            Error::config(format!(
+                "unknown parameter `{key}` in {url:?}; known: {known}"
+            ))
+        };
+
+        if head == "local" || head == "local://" {
+            let mut opts = LocalOptions::default();
+            for (key, value) in params {
+                match key {
+                    "assumed_error" | "error" => opts.assumed_error = duration(key, value)?,
+                    _ => return Err(unknown(key, "assumed_error")),
+                }
+            }
+            return Ok(TimeConfig::Local(opts));
+        }
+        if let Some(hosts) = head.strip_prefix("ntp://") {
+            let servers: Vec<String> = hosts
+                .trim_end_matches('/')
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut opts = NtpOptions::new(servers);
+            for (key, value) in params {
+                match key {
+                    "samples" => opts.samples = number(key, value)?,
+                    "timeout" | "query_timeout" => opts.query_timeout = duration(key, value)?,
+                    "interval" | "resync_interval" => {
+                        opts.resync_interval = duration(key, value)?;
+                    }
+                    "retry" | "retry_interval" => opts.retry_interval = duration(key, value)?,
+                    "drift_ppm" | "max_drift_ppm" => opts.max_drift_ppm = number(key, value)?,
+                    "stale_after" => opts.stale_after = duration(key, value)?,
+                    _ => {
+                        return Err(unknown(
+                            key,
+                            "samples, timeout, interval, retry, drift_ppm, stale_after",
+                        ))
+                    }
+                }
+            }
+            opts.validate()?;
+            return Ok(TimeConfig::Ntp(opts));
+        }
+        Err(Error::config(format!(
+            "unknown time backend URL {url:?}; use `local` or `ntp://host:port,host:port`"
+        )))
+    }
+}
+
+/// Builds the backend a [`TimeConfig`] describes, as `Arc<dyn Time>`.
+///
+/// For NTP this performs the first sync (so it fails if no server answers) and starts the
+/// background re-sync. Without feature `ntp`, an NTP config is an [`Error::InvalidConfig`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> sync_time::Result<()> {
+/// let time = sync_time::connect(&"local".parse()?).await?;
+/// println!("{:?}", time.now_bounds()?);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect(config: &TimeConfig) -> Result<Arc<dyn Time>> {
+    match config {
+        TimeConfig::Local(opts) => Ok(Arc::new(LocalTime::with_options(opts.clone()))),
+        #[cfg(feature = "ntp")]
+        TimeConfig::Ntp(opts) => Ok(Arc::new(crate::NtpTime::connect(opts.clone()).await?)),
+        #[cfg(not(feature = "ntp"))]
+        TimeConfig::Ntp(_) => Err(Error::config(
+            "the ntp backend is not compiled in; enable feature `ntp` of sync-time \
+             (or `ntp` of the sync facade)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let c: TimeConfig = "local".parse().unwrap();
+        assert_eq!(c, TimeConfig::Local(LocalOptions::default()));
+        let c: TimeConfig = "local?assumed_error=20ms".parse().unwrap();
+        assert_eq!(
+            c,
+            TimeConfig::Local(LocalOptions::new().with_assumed_error(Duration::from_millis(20)))
+        );
+        let c: TimeConfig = "ntp://a:123,b,[::1]:1234?samples=2&timeout=250ms&interval=0s"
+            .parse()
+            .unwrap();
+        let TimeConfig::Ntp(o) = c else {
+            panic!("expected ntp")
+        };
+        assert_eq!(o.servers, ["a:123", "b", "[::1]:1234"]);
+        assert_eq!(o.samples, 2);
+        assert_eq!(o.query_timeout, Duration::from_millis(250));
+        assert_eq!(o.resync_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        for (url, needle) in [
+            ("etcd://x", "unknown time backend"),
+            ("ntp://", "no NTP servers"),
+            ("ntp://a?samples=0", "samples"),
+            ("ntp://a?speed=9", "unknown parameter `speed`"),
+            ("ntp://a?timeout=soon", "timeout"),
+            ("local?x", "no `=value`"),
+        ] {
+            let err = url.parse::<TimeConfig>().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { .. }), "{url}: {err}");
+            assert!(err.to_string().contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_rejects_unknown_fields() {
+        let c: TimeConfig =
+            serde_json::from_str(r#"{"backend":"ntp","servers":["a:1"],"query_timeout":"2s"}"#)
+                .unwrap();
+        let TimeConfig::Ntp(o) = c else {
+            panic!("expected ntp")
+        };
+        assert_eq!(o.query_timeout, Duration::from_secs(2));
+        assert_eq!(o.samples, NtpOptions::default().samples);
+        assert!(
+            serde_json::from_str::<TimeConfig>(r#"{"backend":"ntp","sever":["a:1"]}"#).is_err()
+        );
+        let c: TimeConfig = serde_json::from_str(r#"{"backend":"local"}"#).unwrap();
+        assert_eq!(c, TimeConfig::default());
+    }
+
+    #[test]
+    fn adds_the_default_port() {
+        assert_eq!(NtpOptions::with_default_port("a.example"), "a.example:123");
+        assert_eq!(NtpOptions::with_default_port("a.example:9"), "a.example:9");
+        assert_eq!(NtpOptions::with_default_port("127.0.0.1"), "127.0.0.1:123");
+        assert_eq!(NtpOptions::with_default_port("::1"), "[::1]:123");
+        assert_eq!(NtpOptions::with_default_port("[::1]"), "[::1]:123");
+        assert_eq!(NtpOptions::with_default_port("[::1]:5"), "[::1]:5");
+    }
+}

@@ -1,0 +1,120 @@
+//! The `local` backend, the trait as `Arc<dyn Time>`, and hybrid clocks over it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sync_time::{
+    HlcTimestamp, HybridClock, LocalOptions, LocalTime, ManualClock, SyncState, Time, TimeBounds,
+    TimeConfig, TimeExt,
+};
+
+#[test]
+fn local_bounds_are_the_system_clock_plus_minus_the_assumed_error() {
+    let time =
+        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(20)));
+    let before = SystemTime::now();
+    let b = time.now_bounds().unwrap();
+    let after = SystemTime::now();
+    assert_eq!(b.error(), Duration::from_millis(20));
+    assert!(b.midpoint() >= before && b.midpoint() <= after);
+    let status = time.status();
+    assert_eq!(status.state, SyncState::SystemClock);
+    assert_eq!(status.error, Some(Duration::from_millis(20)));
+    assert!(status.sources.is_empty());
+}
+
+#[test]
+fn local_follows_a_wall_clock_step() {
+    // The system-clock backend has no memory: a step moves it (the ntp backend's does not).
+    let clock = Arc::new(ManualClock::new());
+    let time = LocalTime::new().with_clock(clock.clone());
+    let before = time.now().unwrap();
+    clock.step_wall(-60_000_000_000);
+    let after = time.now().unwrap();
+    assert!(before.duration_since(after).unwrap() >= Duration::from_secs(59));
+}
+
+#[tokio::test]
+async fn local_works_as_arc_dyn_time_and_through_config() {
+    let backends: Vec<Arc<dyn Time>> = vec![
+        Arc::new(LocalTime::new()),
+        sync_time::connect(&TimeConfig::default()).await.unwrap(),
+        sync_time::connect(&"local?assumed_error=5ms".parse().unwrap())
+            .await
+            .unwrap(),
+    ];
+    for time in backends {
+        let t = time.now().unwrap();
+        assert!(time.now_bounds().unwrap().latest() >= t);
+        assert!(time.after(t - Duration::from_secs(1)).unwrap());
+        assert!(time.before(t + Duration::from_secs(1)).unwrap());
+        time.sync().await.unwrap();
+        // Generic code over `impl Time` accepts the Arc too.
+        fn error_of(time: &impl Time) -> Duration {
+            time.now_bounds().unwrap().error()
+        }
+        assert!(error_of(&time) <= LocalOptions::DEFAULT_ASSUMED_ERROR);
+    }
+}
+
+#[tokio::test]
+async fn local_commit_wait_waits_out_the_uncertainty() {
+    let time =
+        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(30)));
+    let t = time.now().unwrap();
+    assert!(!time.after(t).unwrap());
+    let started = Instant::now();
+    time.wait_until_after(t).await.unwrap();
+    let waited = started.elapsed();
+    assert!(time.after(t).unwrap());
+    // earliest = now - 30 ms must pass t: about 30 ms.
+    assert!(
+        waited >= Duration::from_millis(29),
+        "waited only {waited:?}"
+    );
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+}
+
+#[test]
+fn hybrid_clocks_order_a_message_exchange_across_nodes() {
+    // Node b's wall clock is 300 ms behind node a's.
+    let clock_b = Arc::new(ManualClock::new());
+    clock_b.step_wall(-300_000_000);
+    let a = HybridClock::new(Arc::new(LocalTime::new()) as Arc<dyn Time>);
+    let b = HybridClock::new(Arc::new(LocalTime::new().with_clock(clock_b)) as Arc<dyn Time>);
+
+    let mut history: Vec<HlcTimestamp> = Vec::new();
+    for _ in 0..100 {
+        let sent = a.now().unwrap();
+        let got = b.update(sent).unwrap();
+        let reply = b.now().unwrap();
+        let back = a.update(reply).unwrap();
+        assert!(sent < got && got < reply && reply < back);
+        if let Some(prev) = history.last() {
+            assert!(*prev < sent, "a's timestamps must increase");
+        }
+        history.extend([sent, got, reply, back]);
+    }
+    // b's timestamps track a's wall time (causality), not its own lagging clock.
+    let b_wall = b.last().wall();
+    assert!(b_wall > SystemTime::now() - Duration::from_millis(100));
+    let bounds = TimeBounds::around(SystemTime::now(), Duration::from_secs(1));
+    assert!(bounds.contains(b_wall));
+}
+
+#[test]
+fn hybrid_timestamps_serialize() {
+    let t = HlcTimestamp::new(1_732_000_000_000_000_000, 3);
+    let json = serde_json::to_string(&t).unwrap();
+    assert_eq!(serde_json::from_str::<HlcTimestamp>(&json).unwrap(), t);
+}
+
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_local() {
+    use sync_time::conformance::{run_all, Reference};
+    run_all(&LocalTime::new(), Reference::SystemClock).await;
+    let tight =
+        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(1)));
+    run_all(&tight, Reference::SystemClock).await;
+}
