@@ -1,0 +1,395 @@
+//! etcd-specific election behaviour: connection errors, URL configuration, key layout, lease use,
+//! loss while cut off from the cluster, and observers across disconnects and compaction.
+//! Tests marked `#[ignore]` need the cluster that `cargo xtask test` starts.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sync_core::etcd::etcd_client::{CompactionOptions, GetOptions};
+use sync_core::etcd::{testing, EtcdClient};
+use sync_leader::{
+    ElectOptions, Error, EtcdConfig, EtcdLeader, Leader, LeaderInfo, LeaderStream, LossReason,
+};
+use tokio::sync::watch;
+
+const LONG: Duration = Duration::from_secs(20);
+
+async fn setup(test: &str) -> (EtcdLeader, EtcdClient, EtcdConfig) {
+    let cfg = testing::config(test);
+    let admin = testing::connect(cfg.clone()).await;
+    let election = EtcdLeader::connect(cfg.clone()).await.expect("connect");
+    (election, admin, cfg)
+}
+
+/// (key, create revision, lease, value) of every key under `prefix`.
+async fn keys_under(admin: &EtcdClient, prefix: &str) -> Vec<(String, i64, i64, Vec<u8>)> {
+    let prefix = prefix.to_owned();
+    admin
+        .retry("list keys", admin.default_budget(), |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                let r = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
+                Ok(r.kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv.key()).into_owned(),
+                            kv.create_revision(),
+                            kv.lease(),
+                            kv.value().to_vec(),
+                        )
+                    })
+                    .collect())
+            }
+        })
+        .await
+        .expect("list keys")
+}
+
+async fn next_state(o: &mut LeaderStream, what: &str) -> Option<LeaderInfo> {
+    tokio::time::timeout(LONG, o.next())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+        .unwrap_or_else(|| panic!("the observer ended while waiting for: {what}"))
+}
+
+/// A TCP proxy to one etcd member that the test can cut: `cut` closes every connection and
+/// refuses new ones until `restore`.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    /// (generation, blocked): a new generation closes the connections of older ones.
+    ctl: watch::Sender<(u64, bool)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let upstream = testing::endpoints()[0]
+            .trim_start_matches("http://")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ctl, rx) = watch::channel((0u64, false));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let (generation, blocked) = *rx.borrow();
+                if blocked {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|(g, _)| *g != generation) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, ctl, task }
+    }
+
+    fn cut(&self) {
+        self.ctl.send_modify(|(g, blocked)| {
+            *g += 1;
+            *blocked = true;
+        });
+    }
+
+    fn restore(&self) {
+        self.ctl.send_modify(|(_, blocked)| *blocked = false);
+    }
+
+    /// A config whose only endpoint is this proxy.
+    fn config(&self, cfg: &EtcdConfig) -> EtcdConfig {
+        let mut via = cfg.clone().with_request_timeout(Duration::from_millis(500));
+        via.endpoints = vec![self.addr.to_string()];
+        via
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_a_typed_error_naming_it() {
+    let cfg = EtcdConfig::new(["127.0.0.1:1"]).with_connect_timeout(Duration::from_millis(500));
+    let start = Instant::now();
+    let err = EtcdLeader::connect(cfg).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_configs_are_typed_errors() {
+    for url in [
+        "etcd://",
+        "etcd://h:1?ttl=0s",
+        "etcd://h:1?nonsense=1",
+        "etcds://h:1",
+        "mysql://h",
+    ] {
+        let err = sync_leader::open(url).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    }
+    let err = EtcdLeader::connect(EtcdConfig::new(Vec::<String>::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn open_from_url_and_one_leader_across_handles() {
+    let eps: Vec<String> = testing::endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_owned())
+        .collect();
+    let prefix = testing::unique_prefix("leader-url");
+    let url = format!("etcd://{}/{prefix}?ttl=3s", eps.join(","));
+    let a = sync_leader::open(&url).await.unwrap();
+    let b = sync_leader::open(&url).await.unwrap();
+    let e = a.elect("a", ElectOptions::new()).await.unwrap();
+    assert_eq!(e.ttl(), Some(Duration::from_secs(3)));
+    let err = b
+        .elect(
+            "b",
+            ElectOptions::new().with_max_wait(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        b.leader(sync_leader::DEFAULT_GROUP)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "a"
+    );
+    e.resign().await.unwrap();
+    let e = b.elect("b", ElectOptions::new()).await.unwrap();
+    e.resign().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn key_layout_term_lease_and_cleanup() {
+    let (election, admin, cfg) = setup("leader-layout").await;
+    let e1 = election
+        .elect(
+            "node 1",
+            ElectOptions::new().with_group("a/b").with_value("addr"),
+        )
+        .await
+        .unwrap();
+    let e2 = election
+        .elect("n2", ElectOptions::new().with_group("c"))
+        .await
+        .unwrap();
+    let keys = keys_under(&admin, &format!("{}/", cfg.prefix)).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let k1 = keys
+        .iter()
+        .find(|k| k.0.starts_with(&format!("{}/election/a%2Fb/", cfg.prefix)))
+        .expect("the key of group a/b");
+    assert_eq!(
+        k1.1 as u64,
+        e1.term(),
+        "the term is the key's create revision"
+    );
+    assert_ne!(k1.2, 0, "the key is bound to a lease");
+    assert_eq!(
+        k1.3, b"node 1\0addr",
+        "the value is the id, a NUL, the value"
+    );
+    assert!(
+        keys.iter().all(|k| k.2 == k1.2),
+        "one lease per client and TTL"
+    );
+    e1.resign().await.unwrap();
+    e2.resign().await.unwrap();
+    assert!(keys_under(&admin, &format!("{}/", cfg.prefix))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn granted_ttl_is_reported() {
+    let (election, _admin, _) = setup("leader-ttl").await;
+    let e = election
+        .elect("t", ElectOptions::new().with_ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let ttl = e.ttl().expect("etcd reports a TTL");
+    assert!(ttl >= Duration::from_secs(1), "{ttl:?}");
+    e.resign().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn campaign_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
+    let (a, admin, cfg) = setup("leader-waitlease").await;
+    let b = EtcdLeader::connect(cfg.clone()).await.unwrap();
+    let e = a.elect("a", ElectOptions::new()).await.unwrap();
+    let campaign = tokio::spawn(async move { b.elect("b", ElectOptions::new()).await });
+    let dir = admin.keyspace().dir("election", sync_leader::DEFAULT_GROUP);
+    let lease = loop {
+        let keys = keys_under(&admin, &dir).await;
+        if keys.len() == 2 {
+            break keys.iter().max_by_key(|k| k.1).unwrap().2;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    admin.raw().lease_revoke(lease).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), campaign)
+        .await
+        .expect("the campaign ends")
+        .unwrap();
+    assert!(matches!(res, Err(Error::Lost { .. })), "{res:?}");
+    assert!(e.is_leader());
+    e.resign().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn leader_cut_off_is_told_before_another_is_elected() {
+    let proxy = Proxy::start().await;
+    let cfg = testing::config("leader-cut");
+    let cut_off = EtcdLeader::connect(proxy.config(&cfg)).await.unwrap();
+    let other = EtcdLeader::connect(cfg).await.unwrap();
+    let e = cut_off.elect("far", ElectOptions::new()).await.unwrap();
+    let ttl = e.ttl().unwrap();
+    let heir = tokio::spawn(async move {
+        let e = other
+            .elect("near", ElectOptions::new().with_max_wait(ttl * 3))
+            .await;
+        (e, Instant::now())
+    });
+    proxy.cut();
+    let cut_at = Instant::now();
+    let reason = tokio::time::timeout(ttl * 2, e.revoked())
+        .await
+        .expect("revoked() while cut off");
+    let told_at = Instant::now();
+    assert!(
+        matches!(reason, LossReason::KeepaliveFailed { .. }),
+        "{reason:?}"
+    );
+    assert!(
+        told_at - cut_at < ttl,
+        "told after {:?}, TTL {ttl:?}",
+        told_at - cut_at
+    );
+    let (heir, elected_at) = heir.await.unwrap();
+    let heir = heir.expect("the other candidate is elected once the lease expires");
+    assert!(
+        elected_at > told_at,
+        "elected {:?} after the cut, before the old leader was told ({:?})",
+        elected_at - cut_at,
+        told_at - cut_at
+    );
+    assert!(heir.term() > e.term());
+    heir.resign().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn observer_misses_nothing_across_a_disconnect_and_recovers_from_compaction() {
+    let proxy = Proxy::start().await;
+    let cfg = testing::config("leader-observe-cut");
+    let admin = testing::connect(cfg.clone()).await;
+    let watcher = EtcdLeader::connect(proxy.config(&cfg)).await.unwrap();
+    let [a, b, c] = [
+        EtcdLeader::connect(cfg.clone()).await.unwrap(),
+        EtcdLeader::connect(cfg.clone()).await.unwrap(),
+        EtcdLeader::connect(cfg.clone()).await.unwrap(),
+    ];
+    let group = "g";
+    let o = || ElectOptions::new().with_group(group);
+    let mut seen = watcher.observe(group).await.unwrap();
+    assert_eq!(next_state(&mut seen, "initial").await, None);
+    let ea = a.elect("a", o()).await.unwrap();
+    assert_eq!(
+        next_state(&mut seen, "a").await.map(|l| l.id),
+        Some("a".into())
+    );
+
+    // Cut the observer off, change leaders three times, then let it back: it reports every
+    // change, in order (its watch resumes from the revision after the last it delivered).
+    proxy.cut();
+    let eb = tokio::spawn({
+        let o = o();
+        async move { b.elect("b", o).await.unwrap() }
+    });
+    let dir = admin.keyspace().dir("election", group);
+    while testing::count_keys(&admin, &dir).await != 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ea.resign().await.unwrap();
+    let eb = eb.await.unwrap();
+    let b_term = eb.term();
+    eb.resign().await.unwrap();
+    let ec = c.elect("c", o()).await.unwrap();
+    proxy.restore();
+    let mut after = Vec::new();
+    for what in ["b", "nobody", "c"] {
+        after.push(next_state(&mut seen, what).await.map(|l| (l.id, l.term)));
+    }
+    assert_eq!(
+        after,
+        vec![
+            Some(("b".to_owned(), b_term)),
+            None,
+            Some(("c".to_owned(), ec.term()))
+        ]
+    );
+
+    // Again, but etcd compacts the missed revisions meanwhile: the observer cannot report what
+    // was compacted away; it reads the group again and reports the state it finds.
+    proxy.cut();
+    ec.resign().await.unwrap();
+    let ea = a.elect("a2", o()).await.unwrap();
+    let rev = admin
+        .raw()
+        .get(dir.clone(), Some(GetOptions::new().with_count_only()))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    admin
+        .raw()
+        .compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+    proxy.restore();
+    let mut last = next_state(&mut seen, "the state after compaction").await;
+    while last.as_ref().map(|l| l.id.as_str()) != Some("a2") {
+        last = next_state(&mut seen, "a2 leads").await;
+    }
+    assert_eq!(last.map(|l| l.term), Some(ea.term()));
+    assert_eq!(
+        watcher.leader(group).await.unwrap().map(|l| l.term),
+        Some(ea.term())
+    );
+    ea.resign().await.unwrap();
+    assert_eq!(next_state(&mut seen, "nobody after compaction").await, None);
+    testing::wipe(&admin).await;
+}
