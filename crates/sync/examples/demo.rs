@@ -11,6 +11,7 @@ use sync::prelude::*;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lock_demo().await?;
+    time_demo().await?;
     println!("\ndemo finished");
     Ok(())
 }
@@ -60,5 +61,31 @@ async fn lock_demo() -> Result<(), Box<dyn std::error::Error>> {
     set.acquire("id").await?;
     set.release("id").await?;
     println!("  the seed's shape: lock.acquire(\"id\") / lock.release(\"id\") done");
+    Ok(())
+}
+
+async fn time_demo() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== Time: now, with an honest error bound ==");
+    let clock: Arc<dyn Time> = Arc::new(LocalTime::new());
+    let now = clock.now()?;
+    let bounds = clock.now_bounds()?;
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    println!("  now():        {:.6} s since the Unix epoch", secs(now));
+    println!(
+        "  now_bounds(): [{:.6}, {:.6}] (± {:?}, the assumed error of an unsynchronised system clock)",
+        secs(bounds.earliest()),
+        secs(bounds.latest()),
+        bounds.error()
+    );
+    let commit = clock.now()?;
+    clock.wait_until_after(commit).await?;
+    println!("  commit-wait: true time is now certainly after the commit timestamp");
+    let hlc = HybridClock::new(clock.clone());
+    let (a, b) = (hlc.now()?, hlc.now()?);
+    println!("  hybrid clock: {a:?} < {b:?}: {}", a < b);
     Ok(())
 }

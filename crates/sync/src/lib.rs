@@ -6,10 +6,19 @@
 #[doc(inline)]
 pub use sync_lock as lock;
 
+#[cfg(feature = "time")]
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
+#[doc(inline)]
+pub use sync_time as time;
+
 /// The traits and types most programs need: `use sync::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "lock")]
     pub use sync_lock::{AcquireOptions, LocalLock, Lock, LockExt, LockGuard, LockSet};
     #[cfg(all(feature = "lock", feature = "etcd"))]
     pub use sync_lock::{EtcdConfig, EtcdLock};
+    #[cfg(feature = "time")]
+    pub use sync_time::{HybridClock, LocalTime, Time, TimeBounds, TimeExt};
+    #[cfg(feature = "ntp")]
+    pub use sync_time::{NtpOptions, NtpTime};
 }
