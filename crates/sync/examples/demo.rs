@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use sync::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lock_demo().await?;
+    leader_demo().await?;
     time_demo().await?;
     println!("\ndemo finished");
     Ok(())
@@ -87,5 +89,41 @@ async fn time_demo() -> Result<(), Box<dyn std::error::Error>> {
     let hlc = HybridClock::new(clock.clone());
     let (a, b) = (hlc.now()?, hlc.now()?);
     println!("  hybrid clock: {a:?} < {b:?}: {}", a < b);
+    Ok(())
+}
+
+async fn leader_demo() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== Leader: three candidates, one leader; it resigns and the next takes over ==");
+    let election: Arc<dyn Leader> = Arc::new(LocalLeader::new());
+    let mut changes = election.observe("scheduler").await?;
+    let opts = || ElectOptions::new().with_group("scheduler");
+    let mut candidates = Vec::new();
+    for id in ["alpha", "beta", "gamma"] {
+        let election = election.clone();
+        candidates.push(tokio::spawn(async move {
+            let elected = election.elect(id, opts()).await?;
+            println!("  {id} is elected (term {})", elected.term());
+            // Lead for a moment, then hand over.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            elected.resign().await?;
+            println!("  {id} resigned");
+            Ok::<_, sync::leader::Error>(())
+        }));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match changes.next().await {
+            Some(Some(info)) => {
+                println!("  observer: {} leads (term {})", info.id, info.term);
+                seen.push(info.id);
+            }
+            Some(None) => println!("  observer: nobody leads"),
+            None => break,
+        }
+    }
+    for c in candidates {
+        c.await??;
+    }
+    println!("  now leading: {:?}", election.leader("scheduler").await?);
     Ok(())
 }

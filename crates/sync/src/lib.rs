@@ -6,6 +6,11 @@
 #[doc(inline)]
 pub use sync_lock as lock;
 
+#[cfg(feature = "leader")]
+#[cfg_attr(docsrs, doc(cfg(feature = "leader")))]
+#[doc(inline)]
+pub use sync_leader as leader;
+
 #[cfg(feature = "time")]
 #[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 #[doc(inline)]
@@ -13,6 +18,12 @@ pub use sync_time as time;
 
 /// The traits and types most programs need: `use sync::prelude::*;`.
 pub mod prelude {
+    #[cfg(all(feature = "leader", feature = "etcd"))]
+    pub use sync_leader::EtcdLeader;
+    #[cfg(feature = "leader")]
+    pub use sync_leader::Leader;
+    #[cfg(feature = "leader")]
+    pub use sync_leader::{ElectOptions, Elected, LeaderInfo, LocalLeader};
     #[cfg(feature = "lock")]
     pub use sync_lock::{AcquireOptions, LocalLock, Lock, LockExt, LockGuard, LockSet};
     #[cfg(all(feature = "lock", feature = "etcd"))]
