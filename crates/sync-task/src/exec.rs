@@ -1,0 +1,165 @@
+//! Running one attempt of a command: panics and timeouts become failures, never a crashed pool.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::{Command, Failure, Input};
+
+/// How one attempt ended, when it did not succeed.
+#[derive(Debug)]
+pub(crate) struct AttemptFailure {
+    pub(crate) failure: Failure,
+    /// The command said retrying cannot help.
+    pub(crate) permanent: bool,
+}
+
+impl AttemptFailure {
+    /// Whether the job gets another attempt after attempt `attempt` of `max`.
+    pub(crate) fn retry(&self, attempt: u32, max: u32) -> bool {
+        attempt < max && self.failure.retryable(self.permanent)
+    }
+}
+
+/// Runs one attempt of `command` on `input`, cancelling it after `timeout`.
+pub(crate) async fn attempt(
+    command: &Command,
+    input: Input,
+    timeout: Option<Duration>,
+) -> Result<Value, AttemptFailure> {
+    let (name, job, n) = (input.command.clone(), input.job.clone(), input.attempt);
+    let panicked = |p: Box<dyn Any + Send>| {
+        let message = panic_message(&*p);
+        tracing::warn!(command = %name, %job, attempt = n, %message, "command panicked");
+        AttemptFailure {
+            failure: Failure::Panicked { message },
+            permanent: false,
+        }
+    };
+    // The function itself may panic before returning its future.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| command.call(input))) {
+        Ok(f) => f,
+        Err(p) => return Err(panicked(p)),
+    };
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match timeout {
+        None => guarded.await,
+        Some(after) => match tokio::time::timeout(after, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!(command = %name, %job, attempt = n, ?after, "attempt timed out");
+                return Err(AttemptFailure {
+                    failure: Failure::TimedOut { after },
+                    permanent: false,
+                });
+            }
+        },
+    };
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let permanent = e.is_permanent();
+            Err(AttemptFailure {
+                failure: e.into_failure(),
+                permanent,
+            })
+        }
+        Err(p) => Err(panicked(p)),
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// Counters of what a task handle did; read with `stats()`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) attempts: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) claims: AtomicU64,
+    pub(crate) claim_conflicts: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) handed_back: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::TaskStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::TaskStats {
+            submitted: g(&self.submitted),
+            attempts: g(&self.attempts),
+            succeeded: g(&self.succeeded),
+            failed: g(&self.failed),
+            retried: g(&self.retried),
+            claims: g(&self.claims),
+            claim_conflicts: g(&self.claim_conflicts),
+            lost: g(&self.lost),
+            handed_back: g(&self.handed_back),
+        }
+    }
+}
+
+/// Counts jobs queued or running, so that `shutdown` can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One job counted by a [`Tracker`] until dropped.
+#[derive(Debug)]
+pub(crate) struct Tracked(std::sync::Arc<Tracker>);
+
+impl Tracker {
+    pub(crate) fn enter(self: &std::sync::Arc<Self>) -> Tracked {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Tracked(self.clone())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is counted, for at most `within`; returns whether it got there.
+    pub(crate) async fn wait_idle(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The in-process backend: commands run on a bounded pool of tokio tasks.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::exec::{self, Counters, Tracker};
+use crate::{
+    check_name, Backoff, Command, Error, Failure, Input, Job, JobHandle, JobId, JobStatus, Result,
+    Task, TaskOptions, TaskStats,
+};
+
+/// Commands run on a bounded pool of tokio tasks in this process: at most
+/// [`pool`](TaskOptions::with_pool) attempts at once, the rest wait for a slot. Cheap to clone:
+/// clones share the pool, the commands and the jobs.
+///
+/// Errors returned by a command reach the caller; a command that panics fails its attempt with
+/// [`Error::Panicked`] and the pool carries on. Retries, timeouts, idempotency keys and
+/// retention work as on every backend; jobs live in this process only.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use sync_task::{Command, Job, LocalTask, Task, TaskOptions};
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let task = LocalTask::new(TaskOptions::new().with_pool(4))?;
+/// let runs = Arc::new(AtomicUsize::new(0));
+/// let r = runs.clone();
+/// task.register(Command::new("count", move |_| {
+///     let r = r.clone();
+///     async move { Ok(r.fetch_add(1, Ordering::SeqCst)) }
+/// }))
+/// .await?;
+/// let mut jobs = Vec::new();
+/// for _ in 0..100 {
+///     jobs.push(task.submit(Job::new("count", ())).await?);
+/// }
+/// for job in jobs {
+///     job.wait().await?;
+/// }
+/// assert_eq!(runs.load(Ordering::SeqCst), 100);
+/// # Ok::<(), sync_task::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LocalTask {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTask")
+            .field("pool", &self.inner.options.pool())
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+impl Default for LocalTask {
+    fn default() -> Self {
+        Self::build(TaskOptions::default())
+    }
+}
+
+struct Inner {
+    options: TaskOptions,
+    slots: Semaphore,
+    commands: RwLock<HashMap<String, Command>>,
+    jobs: Mutex<Jobs>,
+    closing: AtomicBool,
+    stop: watch::Sender<bool>,
+    tracker: Arc<Tracker>,
+    next_id: AtomicU64,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Jobs {
+    records: HashMap<JobId, Arc<Record>>,
+    idem: HashMap<String, JobId>,
+    expiry: BinaryHeap<Reverse<(Instant, JobId)>>,
+    /// Jobs submitted with `wait_for_worker` before their command was registered.
+    waiting: HashMap<String, Vec<Queued>>,
+}
+
+struct Record {
+    command: String,
+    status: watch::Sender<JobStatus>,
+    idem: Option<String>,
+}
+
+struct Queued {
+    id: JobId,
+    spec: Spec,
+    payload: Value,
+    record: Arc<Record>,
+}
+
+#[derive(Clone, Copy)]
+struct Spec {
+    max_attempts: u32,
+    backoff: Backoff,
+    timeout: Option<Duration>,
+    retention: Duration,
+}
+
+impl Spec {
+    fn of(job: &Job) -> Self {
+        Spec {
+            max_attempts: job.max_attempts(),
+            backoff: job.backoff(),
+            timeout: job.timeout(),
+            retention: job.retention(),
+        }
+    }
+}
+
+impl Inner {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        // Every critical section leaves the maps consistent: a poisoned lock is still usable.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn command(&self, name: &str) -> Option<Command> {
+        let commands = self.commands.read().unwrap_or_else(|p| p.into_inner());
+        commands.get(name).cloned()
+    }
+
+    fn check_open(&self, command: &str) -> Result<()> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Error::shut_down(command));
+        }
+        Ok(())
+    }
+
+    fn new_id(&self) -> JobId {
+        JobId::from(format!(
+            "local-{:x}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Drops the records of jobs finished longer than their retention ago.
+    fn purge(jobs: &mut Jobs) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = jobs.expiry.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = jobs.expiry.pop() else {
+                break;
+            };
+            if let Some(rec) = jobs.records.remove(&id) {
+                if let Some(key) = &rec.idem {
+                    if jobs.idem.get(key) == Some(&id) {
+                        jobs.idem.remove(key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl LocalTask {
+    /// A pool with these options; fails with [`Error::InvalidOptions`] for a pool of 0.
+    pub fn new(options: TaskOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self::build(options))
+    }
+
+    fn build(options: TaskOptions) -> Self {
+        LocalTask {
+            inner: Arc::new(Inner {
+                slots: Semaphore::new(options.pool()),
+                options,
+                commands: Default::default(),
+                jobs: Default::default(),
+                closing: AtomicBool::new(false),
+                stop: watch::Sender::new(false),
+                tracker: Default::default(),
+                next_id: AtomicU64::new(1),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &TaskOptions {
+        &self.inner.options
+    }
+
+    /// How many attempts run right now (at most the pool size).
+    pub fn running(&self) -> usize {
+        self.inner.options.pool() - self.inner.slots.available_permits()
+    }
+
+    /// How many job records it keeps (pending, running, or finished within their retention).
+    pub fn stored_jobs(&self) -> usize {
+        let mut jobs = self.inner.jobs();
+        Inner::purge(&mut jobs);
+        jobs.records.len()
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> TaskStats {
+        self.inner.counters.snapshot()
+    }
+
+    fn handle(&self, id: JobId, command: &str) -> JobHandle {
+        JobHandle::new(id, command, Arc::new(self.clone()))
+    }
+
+    fn install(&self, command: Command) -> Result<()> {
+        check_name("command name", command.name())?;
+        self.inner.check_open(command.name())?;
+        {
+            let commands = self
+                .inner
+                .commands
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if commands
+                .get(command.name())
+                .is_some_and(|c| c.same_as(&command))
+            {
+                return Ok(());
+            }
+        }
+        self.inner
+            .commands
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(command.name().to_owned(), command.clone());
+        let queued = self.inner.jobs().waiting.remove(command.name());
+        for q in queued.into_iter().flatten() {
+            self.spawn(command.clone(), q.id, q.payload, q.spec, Some(q.record));
+        }
+        Ok(())
+    }
+
+    /// Runs the job on the pool in the background; the returned task ends with its outcome.
+    fn spawn(
+        &self,
+        command: Command,
+        id: JobId,
+        payload: Value,
+        spec: Spec,
+        record: Option<Arc<Record>>,
+    ) -> tokio::task::JoinHandle<Result<Value>> {
+        let tracked = self.inner.tracker.enter();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _tracked = tracked;
+            drive(inner, command, id, payload, spec, record).await
+        })
+    }
+}
+
+/// Runs a job's attempts, with backoff between them; records its status if it has a record.
+async fn drive(
+    inner: Arc<Inner>,
+    command: Command,
+    id: JobId,
+    payload: Value,
+    spec: Spec,
+    record: Option<Arc<Record>>,
+) -> Result<Value> {
+    let name: Arc<str> = command.name().into();
+    let set = |s: JobStatus| {
+        if let Some(r) = &record {
+            r.status.send_replace(s);
+        }
+    };
+    let attempts = AtomicU32::new(0);
+    let body = async {
+        loop {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let permit = inner.slots.acquire().await;
+            set(JobStatus::Running {
+                attempt,
+                worker: "local".to_owned(),
+            });
+            Counters::bump(&inner.counters.attempts);
+            let input = Input {
+                job: id.clone(),
+                command: name.clone(),
+                attempt,
+                max_attempts: spec.max_attempts,
+                payload: payload.clone(),
+            };
+            let r = exec::attempt(&command, input, spec.timeout).await;
+            drop(permit);
+            match r {
+                Ok(v) => return Ok(v),
+                Err(f) if f.retry(attempt, spec.max_attempts) => {
+                    Counters::bump(&inner.counters.retried);
+                    let delay = spec.backoff.delay(attempt);
+                    set(JobStatus::Pending {
+                        attempts: attempt,
+                        not_before: Some(SystemTime::now() + delay),
+                        last_failure: Some(f.failure),
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+                Err(f) => return Err(f.failure),
+            }
+        }
+    };
+    let mut stop = inner.stop.subscribe();
+    let stopped = async move { stop.wait_for(|s| *s).await.is_ok() };
+    let result = tokio::select! {
+        r = body => r,
+        true = stopped => Err(Failure::ShutDown),
+    };
+    let attempts = attempts.load(Ordering::Relaxed);
+    let status = match result {
+        Ok(output) => {
+            Counters::bump(&inner.counters.succeeded);
+            JobStatus::Succeeded { attempts, output }
+        }
+        Err(failure) => {
+            Counters::bump(&inner.counters.failed);
+            JobStatus::Failed { attempts, failure }
+        }
+    };
+    if let Some(r) = &record {
+        r.status.send_replace(status.clone());
+        inner
+            .jobs()
+            .expiry
+            .push(Reverse((Instant::now() + spec.retention, id.clone())));
+    }
+    status
+        .outcome(&name, &id)
+        .expect("a finished status has an outcome")
+}
+
+impl Task for LocalTask {
+    fn register(&self, command: Command) -> BoxFuture<'_, Result<()>> {
+        futures::future::ready(self.install(command)).boxed()
+    }
+
+    fn submit(&self, job: Job) -> BoxFuture<'_, Result<JobHandle>> {
+        let submitted = (|| {
+            let payload = job.validate()?.clone();
+            let name = job.command();
+            self.inner.check_open(name)?;
+            let command = self.inner.command(name);
+            if command.is_none() && !job.waits_for_worker() {
+                return Err(Error::UnknownCommand {
+                    command: name.to_owned(),
+                });
+            }
+            let spec = Spec::of(&job);
+            let mut jobs = self.inner.jobs();
+            Inner::purge(&mut jobs);
+            if let Some(key) = job.idempotency_key() {
+                if let Some(id) = jobs.idem.get(key) {
+                    let command = jobs.records[id].command.clone();
+                    return Ok(self.handle(id.clone(), &command));
+                }
+            }
+            let id = self.inner.new_id();
+            let record = Arc::new(Record {
+                command: name.to_owned(),
+                status: watch::Sender::new(JobStatus::Pending {
+                    attempts: 0,
+                    not_before: None,
+                    last_failure: None,
+                }),
+                idem: job.idempotency_key().map(str::to_owned),
+            });
+            jobs.records.insert(id.clone(), record.clone());
+            if let Some(key) = job.idempotency_key() {
+                jobs.idem.insert(key.to_owned(), id.clone());
+            }
+            Counters::bump(&self.inner.counters.submitted);
+            match command {
+                Some(command) => {
+                    drop(jobs);
+                    self.spawn(command, id.clone(), payload, spec, Some(record));
+                }
+                None => jobs
+                    .waiting
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(Queued {
+                        id: id.clone(),
+                        spec,
+                        payload,
+                        record,
+                    }),
+            }
+            Ok(self.handle(id, name))
+        })();
+        futures::future::ready(submitted).boxed()
+    }
+
+    fn status<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<JobStatus>> {
+        let mut jobs = self.inner.jobs();
+        Inner::purge(&mut jobs);
+        let record = job
+            .is_well_formed()
+            .then(|| jobs.records.get(job))
+            .flatten();
+        let status = match record {
+            Some(r) => Ok(r.status.borrow().clone()),
+            None => Err(Error::NotFound { job: job.clone() }),
+        };
+        futures::future::ready(status).boxed()
+    }
+
+    fn wait<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<Value>> {
+        async move {
+            let record = {
+                let mut jobs = self.inner.jobs();
+                Inner::purge(&mut jobs);
+                job.is_well_formed()
+                    .then(|| jobs.records.get(job).cloned())
+                    .flatten()
+            };
+            let record = record.ok_or_else(|| Error::NotFound { job: job.clone() })?;
+            let mut rx = record.status.subscribe();
+            let finished = rx
+                .wait_for(JobStatus::is_finished)
+                .await
+                .map(|s| s.clone())
+                .ok();
+            let status = finished.unwrap_or_else(|| rx.borrow().clone());
+            status
+                .outcome(&record.command, job)
+                .unwrap_or_else(|| Err(Error::shut_down(&record.command)))
+        }
+        .boxed()
+    }
+
+    /// Registers `command` and runs it once on the pool, without keeping a job record.
+    fn run(&self, command: Command) -> BoxFuture<'_, Result<Value>> {
+        async move {
+            self.install(command.clone())?;
+            let job = Job::new(command.name(), ());
+            let (id, spec) = (self.inner.new_id(), Spec::of(&job));
+            let name = command.name().to_owned();
+            match self.spawn(command, id, Value::Null, spec, None).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::shut_down(&name)),
+            }
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let inner = &self.inner;
+            inner.closing.store(true, Ordering::SeqCst);
+            let waiting: Vec<Queued> = inner.jobs().waiting.drain().flat_map(|(_, v)| v).collect();
+            for q in waiting {
+                q.record.status.send_replace(JobStatus::Failed {
+                    attempts: 0,
+                    failure: Failure::ShutDown,
+                });
+                inner
+                    .jobs()
+                    .expiry
+                    .push(Reverse((Instant::now() + q.spec.retention, q.id.clone())));
+            }
+            let grace = inner.options.shutdown_grace();
+            if !inner.tracker.wait_idle(grace).await {
+                tracing::warn!(
+                    running = inner.tracker.count(),
+                    ?grace,
+                    "local task: jobs still running after the shutdown grace; cancelling them"
+                );
+                inner.stop.send_replace(true);
+                inner.tracker.wait_idle(Duration::from_secs(5)).await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}

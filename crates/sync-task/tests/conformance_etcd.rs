@@ -1,0 +1,79 @@
+//! The task conformance suite on the etcd backend, against the cluster that `cargo xtask test`
+//! starts (`SYNC_ETCD_ENDPOINTS`). Without the harness these tests are listed as ignored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_task::conformance::Harness;
+use sync_task::{EtcdTask, Task, TaskOptions};
+
+struct EtcdHarness {
+    cfg: EtcdConfig,
+    admin: EtcdTask,
+    client: EtcdClient,
+}
+
+impl EtcdHarness {
+    async fn new() -> Self {
+        let cfg = testing::config("task");
+        let client = testing::connect(cfg.clone()).await;
+        let admin = EtcdTask::new(client.clone(), TaskOptions::new()).unwrap();
+        EtcdHarness { cfg, admin, client }
+    }
+}
+
+impl Drop for EtcdHarness {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        // Clean up on a runtime of our own: the test's runtime is shutting down.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(testing::wipe(&client))
+        })
+        .join();
+    }
+}
+
+impl Harness for EtcdHarness {
+    fn task(&self, options: TaskOptions) -> BoxFuture<'_, Arc<dyn Task>> {
+        async move {
+            let t: Arc<dyn Task> = Arc::new(
+                EtcdTask::connect(self.cfg.clone(), options)
+                    .await
+                    .expect("connect a task handle"),
+            );
+            t
+        }
+        .boxed()
+    }
+
+    fn peer<'a>(&'a self, _worker: &'a Arc<dyn Task>) -> BoxFuture<'a, Arc<dyn Task>> {
+        self.task(TaskOptions::new())
+    }
+
+    fn stored_jobs<'a>(&'a self, _worker: &'a Arc<dyn Task>) -> BoxFuture<'a, usize> {
+        async move { self.admin.stored_jobs().await.expect("count job keys") }.boxed()
+    }
+
+    fn expiry_slack(&self) -> Duration {
+        // The retention lease lives up to one bucket (1 s) longer; etcd checks lease expiry
+        // every ~500 ms and a busy cluster may take a little longer.
+        Duration::from_secs(5)
+    }
+
+    fn hands_back(&self) -> bool {
+        true
+    }
+}
+
+sync_task::task_conformance!(
+    etcd,
+    EtcdHarness::new().await,
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+);
