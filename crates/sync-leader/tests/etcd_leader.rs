@@ -257,7 +257,12 @@ async fn campaign_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    admin.raw().lease_revoke(lease).await.unwrap();
+    admin
+        .retry("revoke", admin.default_budget(), |mut c| async move {
+            c.lease_revoke(lease).await.map(|_| ())
+        })
+        .await
+        .unwrap();
     let res = tokio::time::timeout(Duration::from_secs(5), campaign)
         .await
         .expect("the campaign ends")
@@ -366,17 +371,19 @@ async fn observer_misses_nothing_across_a_disconnect_and_recovers_from_compactio
     proxy.cut();
     ec.resign().await.unwrap();
     let ea = a.elect("a2", o()).await.unwrap();
-    let rev = admin
-        .raw()
-        .get(dir.clone(), Some(GetOptions::new().with_count_only()))
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
     admin
-        .raw()
-        .compact(rev, Some(CompactionOptions::new().with_physical()))
+        .retry("compact", admin.default_budget(), |mut c| {
+            let dir = dir.clone();
+            async move {
+                let r = c
+                    .get(dir, Some(GetOptions::new().with_count_only()))
+                    .await?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                c.compact(rev, Some(CompactionOptions::new().with_physical()))
+                    .await
+                    .map(|_| ())
+            }
+        })
         .await
         .unwrap();
     proxy.restore();

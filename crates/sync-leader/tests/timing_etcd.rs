@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sync_core::etcd::etcd_client::{EventType, GetOptions, ResignOptions, WatchOptions};
+use sync_core::etcd::etcd_client::{self, EventType, GetOptions, ResignOptions, WatchOptions};
 use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
 use sync_leader::{ElectOptions, Elected, EtcdLeader, Leader};
 
@@ -96,35 +96,41 @@ fn campaign(
 }
 
 async fn put_to_watch_event(admin: &EtcdClient) -> Figures {
-    let mut c = admin.raw();
     let range = format!("{}baseline/", admin.keyspace().root());
-    let rev = c
-        .get(
-            range.clone(),
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    let mut stream = c
-        .watch(
-            range.clone(),
-            Some(
-                WatchOptions::new()
+    let mut stream = admin
+        .retry("watch", admin.default_budget(), |mut c| {
+            let range = range.clone();
+            async move {
+                let r = c
+                    .get(
+                        range.clone(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await?;
+                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                let opts = WatchOptions::new()
                     .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
+                    .with_start_revision(rev + 1);
+                let mut stream = c.watch(range, Some(opts)).await?;
+                match stream.message().await? {
+                    Some(m) if m.created() => Ok(stream),
+                    _ => Err(etcd_client::Error::WatchError("not created".into())),
+                }
+            }
+        })
         .await
         .unwrap();
-    assert!(stream.message().await.unwrap().unwrap().created());
     let mut samples = Vec::new();
     for i in 0..HANDOVERS {
         let key = format!("{range}{i}");
         let t0 = Instant::now();
-        c.put(key.clone(), "x", None).await.unwrap();
+        admin
+            .retry("put", admin.default_budget(), |mut c| {
+                let key = key.clone();
+                async move { c.put(key, "x", None).await }
+            })
+            .await
+            .unwrap();
         'seen: loop {
             let m = tokio::time::timeout(LONG, stream.message())
                 .await
@@ -188,20 +194,46 @@ async fn campaign_resign(cfg: &EtcdConfig, admin: &EtcdClient) -> (Figures, Figu
         e.resign().await.unwrap();
         mine.push(t0.elapsed());
     }
-    let mut c = admin.raw();
-    let lease = c.lease_grant(60, None).await.unwrap().id();
+    let budget = admin.default_budget();
+    let lease = admin
+        .retry("grant", budget, |mut c| async move {
+            c.lease_grant(60, None).await.map(|r| r.id())
+        })
+        .await
+        .unwrap();
     let name = format!("{}rpc-election", admin.keyspace().root());
     let mut rpc = Vec::new();
     for _ in 0..HANDOVERS {
         let t0 = Instant::now();
-        let r = c.campaign(name.clone(), "me", lease).await.unwrap();
-        let key = r.leader().expect("a leader key").clone();
-        c.resign(Some(ResignOptions::new().with_leader(key)))
+        let key = admin
+            .retry("campaign", budget, |mut c| {
+                let name = name.clone();
+                async move {
+                    let r = c.campaign(name, "me", lease).await?;
+                    Ok(r.leader().expect("a leader key").clone())
+                }
+            })
+            .await
+            .unwrap();
+        admin
+            .retry("resign", budget, |mut c| {
+                let key = key.clone();
+                async move {
+                    c.resign(Some(ResignOptions::new().with_leader(key)))
+                        .await
+                        .map(|_| ())
+                }
+            })
             .await
             .unwrap();
         rpc.push(t0.elapsed());
     }
-    c.lease_revoke(lease).await.unwrap();
+    admin
+        .retry("revoke", budget, |mut c| async move {
+            c.lease_revoke(lease).await.map(|_| ())
+        })
+        .await
+        .unwrap();
     (Figures(mine), Figures(rpc))
 }
 
