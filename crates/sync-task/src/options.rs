@@ -68,8 +68,9 @@ impl TaskOptions {
 
     /// etcd: the delay step that keeps idle workers from racing for the same new job. Each job
     /// ranks the live workers of its command (rendezvous hashing); the worker ranked `k` tries
-    /// to claim it only once it has been claimable for `k` steps. Zero makes every idle worker
-    /// race for every job (a thundering herd; for comparison).
+    /// to claim it only once it has been claimable for `k` steps. A step is at least twice the
+    /// worker's recent claim round trip, so a slow cluster widens it. Zero makes every idle
+    /// worker race for every job (a thundering herd; for comparison).
     pub fn with_claim_spread(mut self, step: Duration) -> Self {
         self.claim_spread = step;
         self

@@ -91,9 +91,10 @@ impl EtcdTask {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig, options: TaskOptions) -> Result<Self> {
         options.validate()?;
+        let endpoints = config.endpoints_display();
         let client = EtcdClient::connect(config)
             .await
-            .map_err(|e| Error::backend("", e))?;
+            .map_err(|e| Error::backend(&endpoints, e))?;
         Self::new(client, options)
     }
 

@@ -60,6 +60,8 @@ pub(crate) struct State {
     // The local worker.
     me: String,
     spread: Duration,
+    /// Moving average of our claim transactions' round trip.
+    claim_latency: Duration,
     commands: HashSet<String>,
     ready: BTreeSet<(Instant, i64, String)>,
     busy: HashSet<String>,
@@ -104,6 +106,22 @@ impl State {
             .count() as u32
     }
 
+    /// The delay between ranks: the configured spread, but at least twice the time a claim
+    /// takes to commit (so the worker ranked before us has had time to claim and for us to see
+    /// it, even on a slow cluster). Zero turns ranking off.
+    fn step(&self) -> Duration {
+        if self.spread.is_zero() {
+            Duration::ZERO
+        } else {
+            self.spread.max(self.claim_latency * 2)
+        }
+    }
+
+    /// Notes how long a claim transaction took.
+    pub(crate) fn claim_took(&mut self, d: Duration) {
+        self.claim_latency = (self.claim_latency * 4 + d.min(Duration::from_secs(1))) / 5;
+    }
+
     /// Recomputes whether and from when the local worker may claim job `id`.
     fn refresh(&mut self, id: &str) {
         let Some(e) = self.jobs.get(id) else { return };
@@ -116,7 +134,7 @@ impl State {
             if let Some(c) = e.cooldown_until {
                 at = at.max(c);
             }
-            at + self.spread * self.rank(id, &e.record.command)
+            at + self.step() * self.rank(id, &e.record.command)
         });
         let create_rev = e.create_rev;
         if let Some((at, rev)) = old {

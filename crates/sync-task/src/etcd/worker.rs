@@ -186,7 +186,10 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
         attempt,
         started_ms: now_ms(),
     };
-    let (claim_rev, payload) = claim_txn(ctx, &id, &unclaimed, &claim, &running, &lease).await?;
+    let sent = Instant::now();
+    let claimed = claim_txn(ctx, &id, &unclaimed, &claim, &running, &lease).await;
+    ctx.view.shared().lock().claim_took(sent.elapsed());
+    let (claim_rev, payload) = claimed?;
     Counters::bump(&ctx.counters.claims);
     Counters::bump(&ctx.counters.attempts);
     let claim_lost = ctx.view.shared().lock().running(&id, claim_rev);
