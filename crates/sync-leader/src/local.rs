@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -301,6 +301,24 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// Forgets a group that only this (dropped) observer kept alive.
+struct ObserverGuard {
+    shared: Weak<Shared>,
+    group: String,
+}
+
+impl Drop for ObserverGuard {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut groups = shared.groups();
+        if groups.get_mut(&self.group).is_some_and(GroupState::is_idle) {
+            groups.remove(&self.group);
+        }
+    }
+}
+
 struct LocalRawElected {
     shared: Arc<Shared>,
     group: String,
@@ -373,10 +391,53 @@ impl Leader for LocalLeader {
             // The current state first; publish() keeps `reported` equal to it.
             let _ = tx.send(state.info());
             state.observers.push(tx);
-            LeaderStream::new(futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            }))
+            let guard = ObserverGuard {
+                shared: Arc::downgrade(&self.shared),
+                group: group.to_owned(),
+            };
+            // The receiver is dropped before the guard, which then finds its sender closed.
+            LeaderStream::new(futures::stream::unfold(
+                (rx, guard),
+                |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
+            ))
         });
         futures::future::ready(r).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn forgotten_groups_take_no_memory() {
+        let l = LocalLeader::new();
+        let mut o = l.observe("watched").await.unwrap();
+        assert_eq!(o.next().await, Some(None));
+        let e = l
+            .elect("a", ElectOptions::new().with_group("g"))
+            .await
+            .unwrap();
+        assert_eq!(l.shared.groups().len(), 2);
+        drop(o);
+        assert_eq!(
+            l.shared.groups().len(),
+            1,
+            "a dropped observer keeps its group"
+        );
+        e.resign().await.unwrap();
+        assert_eq!(l.shared.groups().len(), 0);
+        let e = l
+            .elect("b", ElectOptions::new().with_group("g"))
+            .now_or_never()
+            .expect("a free group elects at once")
+            .unwrap();
+        drop(e);
+        assert_eq!(
+            l.shared.groups().len(),
+            0,
+            "a dropped office keeps its group"
+        );
     }
 }
