@@ -170,6 +170,51 @@ impl<L: Leader + ?Sized> Leader for Box<L> {
     }
 }
 
+/// Conveniences over any [`Leader`].
+pub trait LeaderExt: Leader {
+    /// Campaigns as `candidate_id`, runs `work` with the term once elected, then resigns; the
+    /// work's output is returned. If the office is lost meanwhile, the work is cancelled
+    /// (dropped) and [`Error::Lost`] returned.
+    ///
+    /// ```
+    /// use sync_leader::{ElectOptions, LeaderExt, LocalLeader};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let election = LocalLeader::new();
+    /// let term = election.lead("me", ElectOptions::new(), |term| async move { term }).await?;
+    /// assert!(term > 0);
+    /// # Ok::<(), sync_leader::Error>(()) }).unwrap();
+    /// ```
+    fn lead<'a, F, Fut, T>(
+        &'a self,
+        candidate_id: &'a str,
+        options: ElectOptions,
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'a
+    where
+        F: FnOnce(u64) -> Fut + Send + 'a,
+        Fut: std::future::Future<Output = T> + Send + 'a,
+        T: Send + 'a,
+    {
+        async move {
+            let elected = self.elect(candidate_id, options).await?;
+            let out = tokio::select! {
+                out = work(elected.term()) => out,
+                reason = elected.revoked() => {
+                    return Err(Error::Lost {
+                        group: elected.group().to_owned(),
+                        candidate: candidate_id.to_owned(),
+                        reason,
+                    });
+                }
+            };
+            elected.resign().await?;
+            Ok(out)
+        }
+    }
+}
+
+impl<L: Leader + ?Sized> LeaderExt for L {}
+
 /// Opens a leader-election backend from a URL: `local` (in-process) or
 /// `etcd://host:port,…/prefix?ttl=10s` (feature `etcd`).
 ///

@@ -83,5 +83,27 @@ pub async fn dyn_and_generic_use(h: &dyn Harness) {
     );
     e.resign().await.unwrap();
     assert_eq!(next_state(&mut o, "nobody leads").await, None);
+    let t3 = c
+        .lead("ext", opts(h, "dyn"), |term| async move { term })
+        .await
+        .unwrap();
+    assert!(t3 > t2);
+    assert_eq!(
+        next_state(&mut o, "lead() elected").await.map(|l| l.term),
+        Some(t3)
+    );
+    assert_eq!(next_state(&mut o, "lead() resigned").await, None);
+    // Work whose office is taken away is cancelled, and the loss reported.
+    let err = within(
+        "lead() ends on revocation",
+        LONG,
+        c.lead("ext", opts(h, "dyn"), |_| async move {
+            h.delete_leader_key("dyn").await;
+            std::future::pending::<()>().await
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err:?}");
     queued(h, "dyn", 0).await;
 }

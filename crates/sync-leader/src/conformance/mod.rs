@@ -19,7 +19,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use crate::{
-    ElectOptions, Elected, Error, Group, Leader, LeaderInfo, LeaderStream, LossReason, MAX_NAME_LEN,
+    ElectOptions, Elected, Error, Group, Leader, LeaderExt, LeaderInfo, LeaderStream, LossReason,
+    MAX_NAME_LEN,
 };
 
 /// What the suite needs from a backend beyond the [`Leader`] trait.
