@@ -1,17 +1,16 @@
 //! The FIFO queue by create revision that locks and elections stand on.
 //!
 //! Keys: `<dir><unique>`, one per waiter, bound to the waiter's lease. The head of the queue is
-//! the key with the smallest create revision. A waiter waits only for its predecessor (the key
-//! with the greatest create revision below its own) to be deleted, learned from the shared
-//! [`WatchHub`], so a release wakes exactly one waiter. See `docs/etcd.md` for why this is safe.
+//! the key with the smallest create revision. A waiter learns from the join's own read which keys
+//! are ahead of it and waits, on the shared [`WatchHub`], until all of them are deleted; only
+//! the last of them (its predecessor) completes its wait, so a release makes exactly one waiter
+//! the head, with no further read. See `docs/etcd.md` for why this is safe.
 //!
 //! Cancel safety: [`Queue::join`] runs its transaction on a spawned task, and a [`QueueEntry`]
 //! deletes its key when dropped unless [`QueueEntry::defuse`] was called; so dropping the future
 //! of an acquire or a campaign at any point leaves no key behind.
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -49,6 +48,8 @@ pub struct QueueEntry {
     revision: i64,
     lease: Arc<Lease>,
     own: Option<KeySubscription>,
+    /// What the join read: the keys ahead of ours and the revision it read them at.
+    ahead: Option<(Vec<String>, i64)>,
     client: EtcdClient,
     armed: bool,
 }
@@ -111,25 +112,27 @@ impl Drop for QueueEntry {
     }
 }
 
+/// Deletes our key. Keys are unique per join (lease id + counter) and only we ever create ours,
+/// so a plain delete can never remove anyone else's key; whether it deleted something says
+/// whether the key was still there. `rev` is kept for the log.
 async fn leave(client: &EtcdClient, key: &str, rev: i64) -> Result<bool> {
     let key = key.to_owned();
-    client
+    let deleted = client
         .retry("release", client.default_budget(), |mut c| {
             let key = key.clone();
-            async move {
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
-                    .and_then([TxnOp::delete(key, None)]);
-                Ok(c.txn(txn).await?.succeeded())
-            }
+            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
         })
-        .await
+        .await?;
+    tracing::trace!(%key, rev, deleted, "left queue");
+    Ok(deleted)
 }
 
 struct Joined {
     key: String,
     revision: i64,
-    first: bool,
+    /// The keys ahead of ours, oldest first, and the revision at which they were read.
+    ahead: Vec<String>,
+    read_rev: i64,
 }
 
 /// Deletes the key of a `join` whose caller went away, once the join's transaction finished.
@@ -224,6 +227,7 @@ impl Queue {
             }
         };
         let (own, _) = self.hub.subscribe(&joined.key, joined.revision).await?;
+        let head = joined.ahead.is_empty();
         Ok((
             QueueEntry {
                 key: joined.key,
@@ -231,86 +235,105 @@ impl Queue {
                 revision: joined.revision,
                 lease,
                 own: Some(own),
+                ahead: Some((joined.ahead, joined.read_rev)),
                 client: self.client.clone(),
                 armed: true,
             },
-            joined.first,
+            head,
         ))
     }
 
     /// Waits until `entry` is the head of its queue. Ends with an error, never a late success,
     /// if our key is deleted or our lease is lost meanwhile. Cancel-safe: it only reads.
+    ///
+    /// It subscribes to the deletion of every key ahead of ours (and of ours) on one ordered
+    /// channel. Keys joining later get greater create revisions, so the set ahead only shrinks:
+    /// once all of it is deleted, and ours was not, we are the head, without another read. Each
+    /// waiter is woken for good only by the last key ahead of it, so a release still wakes one.
     pub async fn wait_head(&self, entry: &mut QueueEntry) -> Result<(), WaitError> {
         let lease = entry.lease.clone();
+        let mut known = entry.ahead.take();
         loop {
             if let Some(reason) = lease.signal().reason() {
                 return Err(WaitError::LeaseLost(reason));
             }
-            let (pred, read_rev) = self.predecessor(entry).await?;
-            let Some(pred) = pred else { return Ok(()) };
-            let (mut sub, recheck) = self.hub.subscribe(&pred, read_rev).await?;
+            let (ahead, read_rev) = match known.take() {
+                Some(k) => k,
+                None => self.ahead_of(entry).await?,
+            };
+            if ahead.is_empty() {
+                return Ok(());
+            }
+            let keys = ahead.iter().map(String::as_str).chain([entry.key.as_str()]);
+            let (mut sub, recheck) = self.hub.subscribe_many(keys, read_rev).await?;
             if recheck {
                 continue;
             }
-            tracing::trace!(key = %entry.key, predecessor = %pred, "waiting for predecessor");
-            tokio::select! {
-                // Our predecessor left (or the watch restarted): look again.
-                _ = sub.next() => {}
-                ev = own_next(&mut entry.own) => {
-                    if let KeyEvent::Deleted { .. } = ev {
-                        return Err(WaitError::Removed);
-                    }
+            tracing::trace!(key = %entry.key, ahead = ahead.len(), "waiting for the keys ahead");
+            let mut remaining: std::collections::HashSet<&[u8]> =
+                ahead.iter().map(|k| k.as_bytes()).collect();
+            loop {
+                tokio::select! {
+                    (key, ev) = sub.next_keyed() => match (key, ev) {
+                        (Some(key), KeyEvent::Deleted { .. }) => {
+                            if *key == *entry.key.as_bytes() {
+                                return Err(WaitError::Removed);
+                            }
+                            remaining.remove(&*key);
+                            if remaining.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                        // The watch restarted: events may be missing; read again.
+                        _ => break,
+                    },
+                    reason = lease.signal().fired() => return Err(WaitError::LeaseLost(reason)),
                 }
-                reason = lease.signal().fired() => return Err(WaitError::LeaseLost(reason)),
             }
         }
     }
 
-    /// Reads, at one revision, whether our key is still ours and which key precedes it.
-    async fn predecessor(&self, entry: &QueueEntry) -> Result<(Option<String>, i64), WaitError> {
+    /// Reads, at one revision, whether our key is still ours and which keys are ahead of it.
+    async fn ahead_of(&self, entry: &QueueEntry) -> Result<(Vec<String>, i64), WaitError> {
         let (key, dir, rev) = (entry.key.clone(), entry.dir.clone(), entry.revision);
-        let (own_rev, pred, read_rev) = self
+        let (own_rev, ahead, read_rev) = self
             .client
             .retry("wait in queue", self.client.default_budget(), |mut c| {
                 let (key, dir) = (key.clone(), dir.clone());
                 async move {
                     let txn = Txn::new().and_then([
-                        TxnOp::get(key, None),
+                        TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
                         TxnOp::get(
                             dir,
                             Some(
                                 GetOptions::new()
                                     .with_prefix()
-                                    .with_sort(SortTarget::Create, SortOrder::Descend)
                                     .with_max_create_revision(rev - 1)
-                                    .with_limit(1)
                                     .with_keys_only(),
                             ),
                         ),
                     ]);
                     let resp = c.txn(txn).await?;
                     let read_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                    let mut own_rev = 0;
-                    let mut pred = None;
-                    for (i, op) in resp.op_responses().into_iter().enumerate() {
-                        if let TxnOpResponse::Get(g) = op {
-                            if let Some(kv) = g.kvs().first() {
-                                if i == 0 {
-                                    own_rev = kv.create_revision();
-                                } else {
-                                    pred = Some(String::from_utf8_lossy(kv.key()).into_owned());
-                                }
-                            }
+                    let ops = resp.op_responses();
+                    let own_rev = match ops.first() {
+                        Some(TxnOpResponse::Get(g)) => {
+                            g.kvs().first().map_or(0, |kv| kv.create_revision())
                         }
-                    }
-                    Ok((own_rev, pred, read_rev))
+                        _ => 0,
+                    };
+                    let ahead = match ops.get(1) {
+                        Some(TxnOpResponse::Get(g)) => keys_of(g.kvs()),
+                        _ => Vec::new(),
+                    };
+                    Ok((own_rev, ahead, read_rev))
                 }
             })
             .await?;
         if own_rev != rev {
             return Err(WaitError::Removed);
         }
-        Ok((pred, read_rev))
+        Ok((ahead, read_rev))
     }
 
     /// Turns the head entry into a [`Held`]: from now on a task watches for our key's deletion
@@ -434,6 +457,15 @@ impl Drop for Held {
     }
 }
 
+fn keys_of(kvs: &[etcd_client::KeyValue]) -> Vec<String> {
+    kvs.iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// One transaction: put our key (no compare needed: the key is unique to this join, and a retry
+/// after a lost reply only rewrites it, keeping its create revision) and read every key of the
+/// queue, keys only.
 async fn join_txn(
     client: EtcdClient,
     dir: String,
@@ -445,63 +477,44 @@ async fn join_txn(
         .retry("join queue", client.default_budget(), |mut c| {
             let (dir, key, value) = (dir.clone(), key.clone(), value.clone());
             async move {
-                let head = TxnOp::get(
-                    dir,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Create, SortOrder::Ascend)
-                            .with_limit(1)
-                            .with_keys_only(),
+                let txn = Txn::new().and_then([
+                    TxnOp::put(
+                        key.clone(),
+                        value,
+                        Some(PutOptions::new().with_lease(lease).with_prev_key()),
                     ),
-                );
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([
-                        TxnOp::put(
-                            key.clone(),
-                            value,
-                            Some(PutOptions::new().with_lease(lease)),
-                        ),
-                        head.clone(),
-                    ])
-                    // A retry after an attempt that landed but whose reply was lost: read ours.
-                    .or_else([TxnOp::get(key.clone(), None), head]);
+                    TxnOp::get(dir, Some(GetOptions::new().with_prefix().with_keys_only())),
+                ]);
                 let resp = c.txn(txn).await?;
-                let txn_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let read_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
                 let ops = resp.op_responses();
-                let head_rev = match ops.get(1) {
-                    Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.create_revision()),
-                    _ => None,
-                };
-                let revision = if resp.succeeded() {
-                    txn_rev
-                } else {
-                    match ops.first() {
-                        Some(TxnOpResponse::Get(g)) => match g.kvs().first() {
-                            Some(kv) if kv.lease() == lease => kv.create_revision(),
-                            _ => {
-                                return Err(etcd_client::Error::InvalidArgs(format!(
-                                    "queue key {key} exists and is not ours"
-                                )))
-                            }
-                        },
-                        _ => 0,
+                let revision = match ops.first() {
+                    Some(TxnOpResponse::Put(p)) => {
+                        p.prev_key().map_or(read_rev, |prev| prev.create_revision())
                     }
+                    _ => read_rev,
+                };
+                let ahead = match ops.get(1) {
+                    Some(TxnOpResponse::Get(g)) => {
+                        let mut kvs: Vec<_> = g
+                            .kvs()
+                            .iter()
+                            .filter(|kv| kv.create_revision() < revision)
+                            .collect();
+                        kvs.sort_by_key(|kv| kv.create_revision());
+                        kvs.iter()
+                            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                            .collect()
+                    }
+                    _ => Vec::new(),
                 };
                 Ok(Joined {
                     key,
                     revision,
-                    first: head_rev == Some(revision),
+                    ahead,
+                    read_rev,
                 })
             }
         })
         .await
-}
-
-async fn own_next(own: &mut Option<KeySubscription>) -> KeyEvent {
-    match own {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
 }

@@ -33,9 +33,11 @@ pub enum KeyEvent {
     Recheck,
 }
 
+type Delivery = (Option<Arc<[u8]>>, KeyEvent);
+
 #[derive(Default, Debug)]
 struct State {
-    subs: HashMap<Vec<u8>, Vec<(u64, mpsc::UnboundedSender<KeyEvent>)>>,
+    subs: HashMap<Arc<[u8]>, Vec<(u64, mpsc::UnboundedSender<Delivery>)>>,
     dispatched: i64,
     next_id: u64,
 }
@@ -77,19 +79,25 @@ impl Drop for WatchHub {
     }
 }
 
-/// Interest in one key's deletion; unsubscribes on drop.
+/// Interest in the deletion of one or more keys; unsubscribes on drop. Events of all its keys
+/// arrive in revision order on one channel.
 #[derive(Debug)]
 pub struct KeySubscription {
     shared: Arc<Shared>,
-    key: Vec<u8>,
+    keys: Vec<Arc<[u8]>>,
     id: u64,
-    rx: mpsc::UnboundedReceiver<KeyEvent>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl KeySubscription {
-    /// The next event for the key. If the hub is gone this waits forever; callers always race
+    /// The next event for the key(s). If the hub is gone this waits forever; callers always race
     /// it against their lease's loss and their own deadline.
     pub async fn next(&mut self) -> KeyEvent {
+        self.next_keyed().await.1
+    }
+
+    /// The next event and, for a deletion, which key it was.
+    pub async fn next_keyed(&mut self) -> (Option<Arc<[u8]>>, KeyEvent) {
         match self.rx.recv().await {
             Some(e) => e,
             None => std::future::pending().await,
@@ -100,10 +108,12 @@ impl KeySubscription {
 impl Drop for KeySubscription {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        if let Some(v) = st.subs.get_mut(&self.key) {
-            v.retain(|(id, _)| *id != self.id);
-            if v.is_empty() {
-                st.subs.remove(&self.key);
+        for key in &self.keys {
+            if let Some(v) = st.subs.get_mut(key) {
+                v.retain(|(id, _)| *id != self.id);
+                if v.is_empty() {
+                    st.subs.remove(key);
+                }
             }
         }
     }
@@ -141,21 +151,35 @@ impl WatchHub {
     /// Returns the subscription and whether the caller must read the key again (a delete after
     /// `read_rev` may have been dispatched before it subscribed).
     pub async fn subscribe(&self, key: &str, read_rev: i64) -> Result<(KeySubscription, bool)> {
+        self.subscribe_many([key], read_rev).await
+    }
+
+    /// Subscribes to deletes of every key in `keys`, all seen existing at revision `read_rev`,
+    /// on one channel (so their events keep their order). Returns whether the caller must read
+    /// again, as [`subscribe`](Self::subscribe) does.
+    pub async fn subscribe_many<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        read_rev: i64,
+    ) -> Result<(KeySubscription, bool)> {
         self.start().await?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let keys: Vec<Arc<[u8]>> = keys.into_iter().map(|k| Arc::from(k.as_bytes())).collect();
         let mut st = self.shared.lock();
         let id = st.next_id;
         st.next_id += 1;
-        st.subs
-            .entry(key.as_bytes().to_vec())
-            .or_default()
-            .push((id, tx));
+        for key in &keys {
+            st.subs
+                .entry(key.clone())
+                .or_default()
+                .push((id, tx.clone()));
+        }
         let recheck = st.dispatched > read_rev;
         drop(st);
         Ok((
             KeySubscription {
                 shared: self.shared.clone(),
-                key: key.as_bytes().to_vec(),
+                keys,
                 id,
                 rx,
             },
@@ -227,9 +251,10 @@ async fn run(
                         let Some(kv) = ev.kv() else { continue };
                         let revision = kv.mod_revision();
                         st.dispatched = st.dispatched.max(revision);
-                        if let Some(subs) = st.subs.get(kv.key()) {
+                        if let Some((key, subs)) = st.subs.get_key_value(kv.key()) {
                             for (_, tx) in subs {
-                                let _ = tx.send(KeyEvent::Deleted { revision });
+                                let _ =
+                                    tx.send((Some(key.clone()), KeyEvent::Deleted { revision }));
                             }
                         }
                     }
@@ -252,7 +277,7 @@ async fn run(
                     st.dispatched = st.dispatched.max(rev);
                     for subs in st.subs.values() {
                         for (_, tx) in subs {
-                            let _ = tx.send(KeyEvent::Recheck);
+                            let _ = tx.send((None, KeyEvent::Recheck));
                         }
                     }
                     tracing::debug!(%range, rev, "shared watch re-created");
