@@ -34,10 +34,11 @@ pub enum KeyEvent {
 }
 
 type Delivery = (Option<Arc<[u8]>>, KeyEvent);
+type Subscribers = Vec<(u64, mpsc::UnboundedSender<Delivery>)>;
 
 #[derive(Default, Debug)]
 struct State {
-    subs: HashMap<Arc<[u8]>, Vec<(u64, mpsc::UnboundedSender<Delivery>)>>,
+    subs: HashMap<Arc<[u8]>, Subscribers>,
     dispatched: i64,
     next_id: u64,
 }
