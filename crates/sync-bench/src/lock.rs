@@ -53,18 +53,27 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
     ]
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
-fn config() -> EtcdConfig {
+/// The key prefix of this run; child processes get it through `SYNC_BENCH_PREFIX`.
+pub(crate) fn bench_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        std::env::var("SYNC_BENCH_PREFIX")
+            .unwrap_or_else(|_| format!("sync-bench/{:x}", std::process::id()))
+    })
+}
+
+pub(crate) fn config() -> EtcdConfig {
     let eps = std::env::var("SYNC_ETCD_ENDPOINTS").unwrap_or_default();
     EtcdConfig::new(eps.split(',').map(str::to_owned))
-        .with_prefix(format!("sync-bench/{:x}", std::process::id()))
+        .with_prefix(bench_prefix())
         .with_ttl(Duration::from_secs(10))
 }
 
-async fn raw_client() -> Result<Client, String> {
+pub(crate) async fn raw_client() -> Result<Client, String> {
     let cfg = config();
     Client::connect(cfg.endpoint_urls(), None)
         .await

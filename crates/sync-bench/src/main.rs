@@ -4,6 +4,7 @@
 //! Usually started by `cargo xtask bench`, which starts etcd and exports `SYNC_ETCD_ENDPOINTS`.
 //! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
 
+mod leader;
 mod lock;
 mod stats;
 
@@ -69,6 +70,10 @@ pub(crate) struct Budget {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == leader::CHILD_ARG) {
+        leader::child_main().await;
+    }
+
     let quick = args.iter().any(|a| a == "--quick");
     let only = args
         .iter()
@@ -91,7 +96,8 @@ async fn main() {
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let mut failed = false;
     let mut rows = Vec::new();
-    for (name, scenario) in lock::scenarios() {
+    let all = lock::scenarios().into_iter().chain(leader::scenarios());
+    for (name, scenario) in all {
         if !wanted(name) {
             continue;
         }
