@@ -74,10 +74,22 @@ impl EtcdClient {
         }
         let deadline = Instant::now() + config.connect_timeout;
         let urls = config.endpoint_urls();
-        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
-            endpoints: endpoints.clone(),
-            source,
-        };
+        let tls_without_cert = config.tls.as_ref().is_some_and(|t| t.cert.is_none());
+        let connect_err =
+            |source: Box<dyn std::error::Error + Send + Sync>| match closed_without_client_cert(
+                tls_without_cert,
+                &*source,
+            ) {
+                Some(detail) => Error::Tls {
+                    endpoints: endpoints.clone(),
+                    detail,
+                    source,
+                },
+                None => Error::Connect {
+                    endpoints: endpoints.clone(),
+                    source,
+                },
+            };
         // With auth, connect() already talks to the server (to get a token), so it may fail in
         // the same transient ways as any request: retry until the connect deadline.
         let mut backoff = Duration::from_millis(50);
@@ -91,9 +103,10 @@ impl EtcdClient {
                         return Err(Error::Auth {
                             endpoints: endpoints.clone(),
                             op: "connect",
-                            detail,
+                            detail: anonymous_hint(&config, detail),
                         })
                     }
+                    Class::Tls(_) => return Err(Error::from_etcd(&endpoints, "connect", e)),
                     Class::Transient if Instant::now() + backoff < deadline => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -131,7 +144,16 @@ impl EtcdClient {
             .await;
         match probed {
             Ok(_) => Ok(this),
-            Err(e @ Error::Auth { .. }) => Err(e),
+            Err(Error::Auth {
+                endpoints,
+                op,
+                detail,
+            }) => Err(Error::Auth {
+                endpoints,
+                op,
+                detail: anonymous_hint(this.config(), detail),
+            }),
+            Err(e @ Error::Tls { .. }) => Err(e),
             Err(Error::Unavailable { source, .. }) | Err(Error::Etcd { source, .. }) => {
                 Err(connect_err(source))
             }
@@ -211,4 +233,41 @@ impl EtcdClient {
     pub fn default_budget(&self) -> Duration {
         self.inner.config.request_timeout * 3
     }
+}
+
+/// Says so when the server wants credentials and none were configured: etcd itself only
+/// answers "permission denied" (or "user name is empty").
+fn anonymous_hint(config: &EtcdConfig, detail: String) -> String {
+    if config.user.is_none() {
+        format!(
+            "{detail} (no user or password configured, and the cluster has authentication \
+             enabled: set `user` and `password`)"
+        )
+    } else {
+        detail
+    }
+}
+
+/// With TLS 1.3 the server judges our client certificate after the handshake has completed on
+/// our side, so a server that requires one often just closes the connection and its alert is
+/// never read. When TLS is on, no client certificate is configured, and the connection was
+/// closed (not refused) by the peer, that is almost surely why: say so.
+fn closed_without_client_cert(
+    tls_without_cert: bool,
+    e: &(dyn std::error::Error + 'static),
+) -> Option<String> {
+    if !tls_without_cert {
+        return None;
+    }
+    let text = format!("{e:?}").to_ascii_lowercase();
+    let closed = text.contains("connection closed")
+        || text.contains("connection reset")
+        || text.contains("broken pipe")
+        || text.contains("unexpected eof");
+    (closed && !text.contains("connection refused")).then(|| {
+        format!(
+            "the server closed the connection after the TLS handshake ({e}); it most likely \
+             requires a client certificate and none is configured: set `cert` and `key`"
+        )
+    })
 }

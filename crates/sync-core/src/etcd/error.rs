@@ -21,6 +21,19 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The TLS handshake failed: the server's certificate is not signed by the configured CA,
+    /// or the server refused our client certificate (or our lack of one). Not retried: it does
+    /// not heal by itself.
+    #[error("TLS with etcd at {endpoints} failed: {detail}")]
+    Tls {
+        /// The endpoints.
+        endpoints: String,
+        /// Which side refused, and what to change.
+        detail: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
     /// The server rejected our credentials or permissions.
     #[error(
         "etcd at {endpoints} refused {op}: {detail}; check the user, password and role permissions"
@@ -80,6 +93,11 @@ impl Error {
                 op,
                 source: Box::new(e),
             },
+            Class::Tls(detail) => Error::Tls {
+                endpoints: endpoints.to_owned(),
+                detail,
+                source: Box::new(e),
+            },
             Class::Auth(detail) => Error::Auth {
                 endpoints: endpoints.to_owned(),
                 op,
@@ -96,6 +114,7 @@ impl Error {
 
 pub(crate) enum Class {
     Transient,
+    Tls(String),
     Auth(String),
     Other,
 }
@@ -103,6 +122,9 @@ pub(crate) enum Class {
 /// Sorts an etcd-client error into transient (retry), auth (report) and other.
 pub(crate) fn classify(e: &etcd_client::Error) -> Class {
     use etcd_client::Error as E;
+    if let Some(detail) = tls_problem(e) {
+        return Class::Tls(detail);
+    }
     match e {
         E::TransportError(_) | E::IoError(_) => Class::Transient,
         E::LeaseKeepAliveError(_) | E::WatchError(_) => Class::Transient,
@@ -142,4 +164,37 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Class {
         }
         _ => Class::Other,
     }
+}
+
+/// Recognises a failed TLS handshake anywhere in the error's chain (tonic and rustls report it
+/// only as text) and says which side refused.
+fn tls_problem(e: &etcd_client::Error) -> Option<String> {
+    let text = format!("{e:?}");
+    let lower = text.to_ascii_lowercase();
+    let cause = |needle: &str| {
+        let i = lower.find(needle)?;
+        let rest = &text[i..];
+        let end = rest.find(['"', ')', ',']).unwrap_or(rest.len());
+        Some(rest[..end].to_owned())
+    };
+    if let Some(c) = cause("invalid peer certificate") {
+        return Some(format!(
+            "the server's certificate was not accepted ({c}); check that `ca` is the CA that \
+             signed the servers' certificates and that the endpoint's host is in them"
+        ));
+    }
+    for alert in [
+        "received fatal alert: badcertificate",
+        "received fatal alert: certificaterequired",
+        "received fatal alert: unknownca",
+        "received fatal alert: handshakefailure",
+    ] {
+        if let Some(c) = cause(alert) {
+            return Some(format!(
+                "the server refused our client certificate, or requires one and none was given \
+                 ({c}); set `cert` and `key` to a certificate signed by the CA the servers trust"
+            ));
+        }
+    }
+    None
 }

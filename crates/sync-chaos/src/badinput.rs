@@ -1,0 +1,308 @@
+//! `bad-input`: every kind of bad input from the brief, each expected to give one typed error,
+//! never a panic or a success; then the keyspace is listed to show nothing was left behind.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sync_core::etcd::Error as EtcdError;
+use sync_leader::{ElectOptions, EtcdLeader, Leader};
+use sync_lock::{AcquireOptions, EtcdConfig, EtcdLock, Lock, TlsConfig};
+use sync_task::{Command, EtcdTask, Job, Task, TaskOptions};
+
+use crate::event::Log;
+use crate::secure::{SecureEtcd, APPS};
+use crate::worker::Args;
+
+/// The etcd error at the root of `e`'s source chain, if any.
+pub fn etcd_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a EtcdError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<EtcdError>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Runs `case` on its own task with a deadline; logs `case` with ok = `expect` accepted its
+/// error. A panic, a success or a hang is not ok.
+async fn case<T, E, F>(log: &Log, name: &str, case: F, expect: fn(&E) -> bool)
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let outcome = tokio::time::timeout(Duration::from_secs(20), tokio::spawn(case)).await;
+    let (ok, detail) = match outcome {
+        Err(_) => (false, "no answer within 20 s".to_owned()),
+        Ok(Err(join)) if join.is_panic() => (false, "PANICKED".to_owned()),
+        Ok(Err(join)) => (false, format!("task failed: {join}")),
+        Ok(Ok(Ok(_))) => (false, "succeeded".to_owned()),
+        Ok(Ok(Err(e))) => (expect(&e), format!("{e}")),
+    };
+    log.write(log.event("case").ok(ok).detail(format!("{name}: {detail}")));
+}
+
+fn long_name() -> String {
+    "x".repeat(sync_lock::MAX_NAME_LEN + 1)
+}
+
+/// Every bad name: empty, one byte too long, with a NUL.
+fn bad_names() -> Vec<(&'static str, String)> {
+    vec![
+        ("empty name", String::new()),
+        ("oversized name", long_name()),
+        ("NUL in name", "a\0b".to_owned()),
+    ]
+}
+
+fn is_auth(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(etcd_error(e), Some(EtcdError::Auth { .. }))
+}
+
+fn is_connect(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(etcd_error(e), Some(EtcdError::Connect { .. }))
+}
+
+/// Runs every case against `--endpoints`/`--prefix` and, unless `--secure false`, against a
+/// TLS + auth etcd of its own.
+pub async fn run(a: &Args) -> Result<(), String> {
+    let log = a.log()?;
+    let cfg = a.config()?;
+    let locks = EtcdLock::connect(cfg.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let election = EtcdLeader::new(locks.client().clone());
+    let task =
+        EtcdTask::new(locks.client().clone(), TaskOptions::new()).map_err(|e| e.to_string())?;
+
+    for (what, name) in bad_names() {
+        let l = locks.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("lock acquire, {what}"),
+            async move { l.acquire(&n, AcquireOptions::new()).await },
+            |e| matches!(e, sync_lock::Error::InvalidName { .. }),
+        )
+        .await;
+        let l = locks.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("lock try_acquire, {what}"),
+            async move { l.try_acquire(&n, AcquireOptions::new()).await },
+            |e| matches!(e, sync_lock::Error::InvalidName { .. }),
+        )
+        .await;
+        let el = election.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("leader group, {what}"),
+            async move {
+                el.elect("candidate", ElectOptions::new().with_group(n))
+                    .await
+            },
+            |e| matches!(e, sync_leader::Error::InvalidName { .. }),
+        )
+        .await;
+        let el = election.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("leader candidate id, {what}"),
+            async move { el.elect(&n, ElectOptions::new().with_group("g")).await },
+            |e| matches!(e, sync_leader::Error::InvalidName { .. }),
+        )
+        .await;
+        let t = task.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("task submit, {what}"),
+            async move { t.submit(Job::new(n, 1)).await },
+            |e| matches!(e, sync_task::Error::InvalidName { .. }),
+        )
+        .await;
+        let t = task.clone();
+        let n = name.clone();
+        case(
+            &log,
+            &format!("task register, {what}"),
+            async move {
+                t.register(Command::typed(n, |x: u64| async move { Ok(x) }))
+                    .await
+            },
+            |e| matches!(e, sync_task::Error::InvalidName { .. }),
+        )
+        .await;
+    }
+
+    let l = locks.clone();
+    case(
+        &log,
+        "lock zero TTL",
+        async move {
+            l.acquire("zero-ttl", AcquireOptions::new().with_ttl(Duration::ZERO))
+                .await
+        },
+        |e| matches!(e, sync_lock::Error::InvalidOptions { .. }),
+    )
+    .await;
+    let el = election.clone();
+    case(
+        &log,
+        "leader zero TTL",
+        async move {
+            el.elect(
+                "c",
+                ElectOptions::new()
+                    .with_group("zero-ttl")
+                    .with_ttl(Duration::ZERO),
+            )
+            .await
+        },
+        |e| matches!(e, sync_leader::Error::InvalidOptions { .. }),
+    )
+    .await;
+    let c = locks.client().clone();
+    case(
+        &log,
+        "task zero TTL",
+        async move { EtcdTask::new(c, TaskOptions::new().with_ttl(Duration::ZERO)) },
+        |e| {
+            matches!(
+                e,
+                sync_task::Error::InvalidOptions { .. } | sync_task::Error::Config(_)
+            )
+        },
+    )
+    .await;
+    let zero = cfg.clone().with_ttl(Duration::ZERO);
+    case(
+        &log,
+        "config zero TTL",
+        async move { EtcdLock::connect(zero).await },
+        |e| matches!(e, sync_lock::Error::Config(_)),
+    )
+    .await;
+
+    // Nothing listens on a port we just had and closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let unreachable = EtcdConfig::new([format!("127.0.0.1:{port}")])
+        .with_prefix(cfg.prefix.clone())
+        .with_connect_timeout(Duration::from_secs(1));
+    let u = unreachable.clone();
+    case(
+        &log,
+        "lock, unreachable endpoint",
+        async move { EtcdLock::connect(u).await },
+        |e| e.is_retryable() && is_connect(e),
+    )
+    .await;
+    let u = unreachable.clone();
+    case(
+        &log,
+        "leader, unreachable endpoint",
+        async move { EtcdLeader::connect(u).await },
+        |e| e.is_retryable() && is_connect(e),
+    )
+    .await;
+    let u = unreachable;
+    case(
+        &log,
+        "task, unreachable endpoint",
+        async move { EtcdTask::connect(u, TaskOptions::new()).await },
+        |e| e.is_retryable() && is_connect(e),
+    )
+    .await;
+
+    if a.or("secure", "true") == "true" {
+        secure_cases(&log).await?;
+    }
+
+    // Keys left under our prefix on the shared cluster.
+    let root = locks.client().keyspace().root().to_owned();
+    let mut raw = locks.client().raw();
+    let keys = raw
+        .get(
+            root.clone(),
+            Some(
+                sync_core::etcd::etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = keys
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    log.write(
+        log.event("keys_left")
+            .token(names.len() as u64)
+            .detail(format!("under {root}: {names:?}")),
+    );
+    Ok(())
+}
+
+async fn secure_cases(log: &Log) -> Result<(), String> {
+    let etcd = tokio::task::spawn_blocking(SecureEtcd::start)
+        .await
+        .map_err(|e| e.to_string())??;
+    let (app, password) = APPS[0];
+    let good = etcd.config(app).with_auth(app, password);
+
+    let mut wrong_ca = good.clone();
+    wrong_ca.tls = Some(
+        TlsConfig::with_ca(&etcd.wrong_ca).with_client_cert(&etcd.client_cert, &etcd.client_key),
+    );
+    case(
+        log,
+        "wrong TLS CA",
+        async move { EtcdLock::connect(wrong_ca).await },
+        |e| matches!(etcd_error(e), Some(EtcdError::Tls { .. })),
+    )
+    .await;
+    let mut no_cert = good.clone();
+    no_cert.tls = Some(TlsConfig::with_ca(&etcd.ca));
+    case(
+        log,
+        "no TLS client certificate",
+        async move { EtcdLock::connect(no_cert).await },
+        |e| matches!(etcd_error(e), Some(EtcdError::Tls { .. })),
+    )
+    .await;
+    let wrong_pw = etcd.config(app).with_auth(app, "not-the-password");
+    case(
+        log,
+        "wrong password",
+        async move { EtcdLock::connect(wrong_pw).await },
+        |e| is_auth(e),
+    )
+    .await;
+    let anonymous = etcd.config(app);
+    case(
+        log,
+        "auth enabled, no credentials",
+        async move { EtcdLock::connect(anonymous).await },
+        |e| is_auth(e),
+    )
+    .await;
+
+    let left = etcd.keys(&format!("{app}/"))?;
+    log.write(
+        log.event("keys_left")
+            .token(left.len() as u64)
+            .detail(format!("TLS etcd under {app}/: {left:?}")),
+    );
+    drop(etcd);
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Fault injection for the `sync` workspace: the worker processes, tools and checkers behind
+//! `cargo xtask chaos`.
+//!
+//! - [`event`]: JSON-lines event logs stamped with `CLOCK_MONOTONIC` (comparable across
+//!   processes);
+//! - [`check`]: one checker per scenario, counting violations;
+//! - [`proxy`]: a TCP proxy on loopback that forwards, blackholes or resets;
+//! - [`ntp`]: an NTP server that lies;
+//! - [`secure`]: a single-member etcd with TLS and authentication, for tests;
+//! - [`worker`]: what the `sync-chaos` binary runs, using only the crates' public API.
+
+pub mod badinput;
+pub mod check;
+pub mod event;
+pub mod ntp;
+pub mod proxy;
+pub mod secure;
+pub mod worker;
