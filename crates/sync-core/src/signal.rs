@@ -16,8 +16,10 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Why something held (a lock, a leadership, a job claim) is no longer held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,75 +62,119 @@ impl fmt::Display for LossReason {
 
 /// Creates a connected trigger and signal.
 pub fn loss_signal() -> (LossTrigger, LossSignal) {
-    let (tx, rx) = watch::channel(None);
-    (LossTrigger { tx }, LossSignal { rx })
+    let inner = Arc::new(Inner {
+        state: AtomicU8::new(PENDING),
+        reason: Mutex::new(None),
+        notify: Notify::new(),
+    });
+    (
+        LossTrigger {
+            inner: inner.clone(),
+        },
+        LossSignal { inner },
+    )
 }
 
-/// The firing side of a loss signal.
+const PENDING: u8 = 0;
+const FIRED: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// One allocation per signal: the state, the reason, and the waiters.
+#[derive(Debug)]
+struct Inner {
+    state: AtomicU8,
+    reason: Mutex<Option<LossReason>>,
+    notify: Notify,
+}
+
+impl Inner {
+    fn reason(&self) -> Option<LossReason> {
+        if self.state.load(Ordering::Acquire) != FIRED {
+            return None;
+        }
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The firing side of a loss signal. Dropping it without firing tells waiters that nobody can
+/// vouch any more ([`LossSignal::fired`] resolves with [`LossReason::Shutdown`]).
 #[derive(Debug)]
 pub struct LossTrigger {
-    tx: watch::Sender<Option<LossReason>>,
+    inner: Arc<Inner>,
 }
 
 impl LossTrigger {
     /// Fires with `reason` unless it already fired; returns whether this call fired it.
     pub fn fire(&self, reason: LossReason) -> bool {
-        self.tx.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(reason);
-                true
-            } else {
-                false
-            }
-        })
+        let mut slot = self.inner.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.state.load(Ordering::Acquire) == FIRED {
+            return false;
+        }
+        *slot = Some(reason);
+        self.inner.state.store(FIRED, Ordering::Release);
+        drop(slot);
+        self.inner.notify.notify_waiters();
+        true
     }
 
     /// A new signal connected to this trigger.
     pub fn signal(&self) -> LossSignal {
         LossSignal {
-            rx: self.tx.subscribe(),
+            inner: self.inner.clone(),
         }
     }
 
     /// Whether it fired already.
     pub fn is_fired(&self) -> bool {
-        self.tx.borrow().is_some()
+        self.inner.state.load(Ordering::Acquire) == FIRED
     }
+}
 
-    /// Resolves when every [`LossSignal`] is gone (nobody listens any more).
-    pub async fn closed(&self) {
-        self.tx.closed().await
+impl Drop for LossTrigger {
+    fn drop(&mut self) {
+        let _slot = self.inner.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.state.load(Ordering::Acquire) == PENDING {
+            self.inner.state.store(CLOSED, Ordering::Release);
+            drop(_slot);
+            self.inner.notify.notify_waiters();
+        }
     }
 }
 
 /// The listening side of a loss signal; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LossSignal {
-    rx: watch::Receiver<Option<LossReason>>,
+    inner: Arc<Inner>,
 }
 
 impl LossSignal {
     /// The reason, if it fired.
     pub fn reason(&self) -> Option<LossReason> {
-        self.rx.borrow().clone()
+        self.inner.reason()
     }
 
     /// Whether it fired.
     pub fn is_fired(&self) -> bool {
-        self.rx.borrow().is_some()
+        self.inner.state.load(Ordering::Acquire) == FIRED
     }
 
     /// Resolves when it fires (at once if it already did). If the trigger is dropped without
     /// firing, that counts as [`LossReason::Shutdown`]: nobody can vouch for the thing any more.
     pub async fn fired(&self) -> LossReason {
-        let mut rx = self.rx.clone();
-        let fired = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            Err(_) => None,
-        };
-        fired
-            .or_else(|| self.reason())
-            .unwrap_or(LossReason::Shutdown)
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a fire between the check and the wait is not missed.
+            notified.as_mut().enable();
+            match self.inner.state.load(Ordering::Acquire) {
+                FIRED => return self.inner.reason().unwrap_or(LossReason::Shutdown),
+                CLOSED => return LossReason::Shutdown,
+                _ => notified.await,
+            }
+        }
     }
 }
 

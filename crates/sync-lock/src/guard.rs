@@ -35,7 +35,7 @@ pub trait RawGuard: Send + Sync + fmt::Debug {
 /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
 /// ```
 pub struct LockGuard {
-    name: String,
+    name: std::sync::Arc<str>,
     token: u64,
     ttl: Option<Duration>,
     signal: LossSignal,
@@ -56,7 +56,7 @@ impl fmt::Debug for LockGuard {
 impl LockGuard {
     /// Assembles a guard; for backends.
     pub fn new(
-        name: impl Into<String>,
+        name: impl Into<std::sync::Arc<str>>,
         fencing_token: u64,
         ttl: Option<Duration>,
         signal: LossSignal,
@@ -113,11 +113,11 @@ impl LockGuard {
         tracing::debug!(lock = %self.name, token = self.token, "lock released");
         match lost_before {
             Some(reason) => Err(Error::Lost {
-                name: self.name.clone(),
+                name: self.name.to_string(),
                 reason,
             }),
             None if !still_held => Err(Error::Lost {
-                name: self.name.clone(),
+                name: self.name.to_string(),
                 reason: self.signal.reason().unwrap_or(LossReason::Revoked),
             }),
             None => Ok(()),

@@ -53,13 +53,15 @@ pub struct LockStatus {
 
 #[derive(Default)]
 struct Shared {
-    names: Mutex<HashMap<String, NameState>>,
+    names: Mutex<Names>,
     next_id: AtomicU64,
     fence: AtomicU64,
 }
 
 #[derive(Default)]
 struct NameState {
+    /// The map's key, shared with the guards.
+    name: Arc<str>,
     holder: Option<Holder>,
     waiters: VecDeque<(u64, oneshot::Sender<Grant>)>,
 }
@@ -70,8 +72,8 @@ struct Holder {
 }
 
 enum Entered {
-    Granted(Grant),
-    Queued(oneshot::Receiver<Grant>),
+    Granted(Arc<str>, Grant),
+    Queued(Arc<str>, oneshot::Receiver<Grant>),
     Busy,
 }
 
@@ -80,8 +82,57 @@ struct Grant {
     signal: LossSignal,
 }
 
+/// The per-name states. Idle entries (no holder, no waiter) are kept, so a name used over and
+/// over costs no allocation, and swept when they outgrow the live ones, so memory stays bounded
+/// by the names in use.
+#[derive(Default)]
+struct Names {
+    map: HashMap<Arc<str>, NameState>,
+    sweep_at: usize,
+}
+
+const MIN_SWEEP: usize = 1024;
+
+impl Names {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&self, name: &str) -> Option<&NameState> {
+        self.map.get(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut NameState> {
+        self.map.get_mut(name)
+    }
+
+    fn entry(&mut self, name: &str) -> (Arc<str>, &mut NameState) {
+        if !self.map.contains_key(name) {
+            let key: Arc<str> = Arc::from(name);
+            self.map.insert(
+                key.clone(),
+                NameState {
+                    name: key,
+                    ..Default::default()
+                },
+            );
+        }
+        let state = self.map.get_mut(name).expect("inserted above");
+        (state.name.clone(), state)
+    }
+
+    /// Called when an entry may have become idle: sweeps idle entries once they are many.
+    fn maybe_sweep(&mut self) {
+        if self.map.len() > self.sweep_at.max(MIN_SWEEP) {
+            self.map
+                .retain(|_, s| s.holder.is_some() || !s.waiters.is_empty());
+            self.sweep_at = self.map.len() * 2;
+        }
+    }
+}
+
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, NameState>> {
+    fn lock(&self) -> MutexGuard<'_, Names> {
         // Every critical section leaves the map consistent, so a poisoned lock is still usable.
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -126,9 +177,7 @@ impl Shared {
             }
             self.hand_over(state);
         }
-        if state.holder.is_none() && state.waiters.is_empty() {
-            names.remove(name);
-        }
+        names.maybe_sweep();
         matches
     }
 }
@@ -164,15 +213,15 @@ impl LocalLock {
         revoked
     }
 
-    fn guard(&self, name: &str, id: u64, grant: Grant) -> LockGuard {
+    fn guard(&self, name: Arc<str>, id: u64, grant: Grant) -> LockGuard {
         LockGuard::new(
-            name,
+            name.clone(),
             grant.token,
             None,
             grant.signal,
             Box::new(LocalRawGuard {
                 shared: self.shared.clone(),
-                name: name.to_owned(),
+                name,
                 id,
                 done: false,
             }),
@@ -183,31 +232,28 @@ impl LocalLock {
     /// queue and returns the receiver of its grant.
     fn enter(&self, name: &str, id: u64, queue: bool) -> Entered {
         let mut names = self.shared.lock();
-        let state = match names.get_mut(name) {
-            Some(s) => s,
-            None => names.entry(name.to_owned()).or_default(),
-        };
+        let (key, state) = names.entry(name);
         if state.holder.is_none() && state.waiters.is_empty() {
-            return Entered::Granted(self.shared.grant(state, id));
+            return Entered::Granted(key, self.shared.grant(state, id));
         }
         if !queue {
             return Entered::Busy;
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push_back((id, tx));
-        Entered::Queued(rx)
+        Entered::Queued(key, rx)
     }
 
     async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
         check_name(name)?;
         options.validate(name)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let rx = match self.enter(name, id, true) {
-            Entered::Granted(grant) => {
+        let (key, rx) = match self.enter(name, id, true) {
+            Entered::Granted(key, grant) => {
                 tracing::debug!(lock = %name, token = grant.token, "lock acquired");
-                return Ok(self.guard(name, id, grant));
+                return Ok(self.guard(key, id, grant));
             }
-            Entered::Queued(rx) => rx,
+            Entered::Queued(key, rx) => (key, rx),
             Entered::Busy => unreachable!("enter() queues when asked to"),
         };
         let started = Instant::now();
@@ -236,7 +282,7 @@ impl LocalLock {
             reason: LossReason::Shutdown,
         })?;
         tracing::debug!(lock = %name, token = grant.token, waited = ?started.elapsed(), "lock acquired");
-        Ok(self.guard(name, id, grant))
+        Ok(self.guard(key, id, grant))
     }
 }
 
@@ -266,16 +312,14 @@ impl Drop for Waiter<'_> {
                 .end_hold(self.name, Some(self.id), LossReason::Released);
             return;
         }
-        if state.holder.is_none() && state.waiters.is_empty() {
-            names.remove(self.name);
-        }
+        names.maybe_sweep();
     }
 }
 
 #[derive(Debug)]
 struct LocalRawGuard {
     shared: Arc<Shared>,
-    name: String,
+    name: Arc<str>,
     id: u64,
     done: bool,
 }
@@ -324,7 +368,7 @@ impl Lock for LocalLock {
             options.validate(name)?;
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             Ok(match self.enter(name, id, false) {
-                Entered::Granted(grant) => Some(self.guard(name, id, grant)),
+                Entered::Granted(key, grant) => Some(self.guard(key, id, grant)),
                 _ => None,
             })
         }
