@@ -6,6 +6,7 @@
 //! - `etcd up|down|status` keeps the same services running for work by hand.
 
 mod bench;
+mod chaos;
 mod process;
 mod services;
 mod testrun;
@@ -37,11 +38,16 @@ commands:
   bench [--quick] [--only SUBSTRING]
         start the same services, run every benchmark scenario beside its baseline,
         print the table and write target/sync-bench/report.json
+  chaos [--quick] [--only SUBSTRING]
+        start the same services, run the fault scenarios (mutual exclusion, leader,
+        task, whole-cluster outage, lying NTP server, partition proxy, bad input)
+        with real worker processes, check their logs, print the table and write
+        target/sync-chaos/report.json; fails on any violation (--quick: < 5 min)
   help  this text
 
 Tests get SYNC_ETCD_ENDPOINTS (http://127.0.0.1:P,... of the 3 members),
 SYNC_NTP_SERVER (127.0.0.1:PORT, UDP), SYNC_ETCD_DATA_DIR and SYNC_ETCD_MEMBERS
-(m1=http://127.0.0.1:P,...). etcd, etcdctl, protoc and chronyd are needed: as root
+(m1=http://127.0.0.1:P,...). etcd, etcdctl, protoc, chronyd and openssl are needed: as root
 on Debian, missing ones are installed with apt-get.";
 
 /// Exit code after SIGINT/SIGTERM, as shells report it.
@@ -67,6 +73,21 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("xtask bench: error: {e}");
                 ExitCode::FAILURE
+            }
+        },
+        "chaos" => match workspace_root().and_then(|root| chaos::run(&root, rest)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("xtask chaos: violations found (see the table above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("xtask chaos: error: {e}");
+                ExitCode::from(if process::interrupted() {
+                    INTERRUPTED
+                } else {
+                    1
+                })
             }
         },
         other => {

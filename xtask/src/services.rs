@@ -404,6 +404,41 @@ impl Services {
         self.wait_etcd(idx, timeout).map_err(StartError::message)
     }
 
+    /// Index of the member that is the raft leader now, from `etcdctl endpoint status`
+    /// against the running members; `None` if no member claims it.
+    pub(crate) fn leader_index(&mut self) -> Result<Option<usize>> {
+        let running: Vec<String> = self
+            .members
+            .iter_mut()
+            .filter_map(|m| m.running().then(|| m.client_url()))
+            .collect();
+        if running.is_empty() {
+            return Ok(None);
+        }
+        let output = Command::new(&self.tools.etcdctl)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", running.join(",")))
+            .args([
+                "--dial-timeout=1s",
+                "--command-timeout=2s",
+                "--write-out=simple",
+                "endpoint",
+                "status",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.tools.etcdctl.display()))?;
+        // `URL, ID, VERSION, DB SIZE, IS LEADER, IS LEARNER, RAFT TERM, …` per member.
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(", ").collect();
+            let url = fields.first()?.trim();
+            (fields.get(4)?.trim() == "true")
+                .then(|| self.members.iter().position(|m| m.client_url() == url))
+                .flatten()
+        }))
+    }
+
     /// Whether every member and chronyd is running.
     pub(crate) fn all_running(&mut self) -> bool {
         self.members.iter_mut().all(Member::running)

@@ -1,4 +1,5 @@
-//! Finding (and on Debian as root, installing) etcd, etcdctl, protoc and chronyd.
+//! Finding (and on Debian as root, installing) etcd, etcdctl, protoc, chronyd and openssl
+//! (the TLS tests make their certificates with it).
 
 use std::env;
 use std::fs;
@@ -10,15 +11,21 @@ use crate::process;
 use crate::Result;
 
 /// The Debian packages that provide what the tests need.
-pub(crate) const PACKAGES: [&str; 4] =
-    ["etcd-server", "etcd-client", "protobuf-compiler", "chrony"];
+pub(crate) const PACKAGES: [&str; 5] = [
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "chrony",
+    "openssl",
+];
 
 /// (program, Debian package providing it).
-const NEEDED: [(&str, &str); 4] = [
+const NEEDED: [(&str, &str); 5] = [
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
     ("protoc", "protobuf-compiler"),
     ("chronyd", "chrony"),
+    ("openssl", "openssl"),
 ];
 
 /// Directories searched after `PATH` (chronyd lives in /usr/sbin, often not on a user's PATH).
@@ -71,7 +78,7 @@ pub(crate) fn ensure(install: bool) -> Result<Tools> {
         if !absent.is_empty() {
             let packages: Vec<&str> = absent.iter().map(|(_, pkg)| *pkg).collect();
             return Err(format!(
-                "missing {}; install them with:\n    sudo apt-get update && sudo apt-get install -y {}\n(all four: {})",
+                "missing {}; install them with:\n    sudo apt-get update && sudo apt-get install -y {}\n(all of them: {})",
                 describe(&absent),
                 packages.join(" "),
                 PACKAGES.join(" "),

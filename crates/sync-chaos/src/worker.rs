@@ -421,7 +421,8 @@ fn holding(dir: &Path, role: &str, among: &[u32]) -> Result<Vec<u32>, String> {
     let (start, ends): (&str, &[&str]) = match role {
         "holder" => ("enter", &["exit"]),
         "leader" => ("elected", &["revoked", "resign"]),
-        other => return Err(format!("unknown role {other:?} (holder, leader)")),
+        "any" => return Ok(Vec::new()),
+        other => return Err(format!("unknown role {other:?} (holder, leader, any)")),
     };
     Ok(check::intervals(&events, start, ends)
         .into_iter()

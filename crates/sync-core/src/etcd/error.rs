@@ -81,9 +81,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying later may succeed (the cluster was unreachable or slow).
+    /// Whether retrying later may succeed: the cluster was unreachable (also at connect time:
+    /// it may not be up yet) or slow. Configuration, TLS and credential errors are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connect { .. }
+        )
     }
 
     pub(crate) fn from_etcd(endpoints: &str, op: &'static str, e: etcd_client::Error) -> Self {
