@@ -23,6 +23,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "leader.etcd.campaign_resign",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| campaign_resign(b).boxed(),
             },
         ),
@@ -30,6 +31,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "leader.etcd.handover_after_resign",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| handover(b).boxed(),
             },
         ),
@@ -37,6 +39,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "leader.etcd.failover_after_kill",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| failover(b).boxed(),
             },
         ),

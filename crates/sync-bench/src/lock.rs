@@ -19,6 +19,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "lock.local.uncontended",
             Scenario {
                 needs_etcd: false,
+                needs_ntp: false,
                 run: |b| local_uncontended(b).boxed(),
             },
         ),
@@ -26,6 +27,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "lock.etcd.uncontended",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| etcd_uncontended(b).boxed(),
             },
         ),
@@ -33,6 +35,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "lock.etcd.64_clients_64_names",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| etcd_throughput(b, 64, 64).boxed(),
             },
         ),
@@ -40,6 +43,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "lock.etcd.8_clients_1_name",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| etcd_throughput(b, 8, 1).boxed(),
             },
         ),
@@ -47,6 +51,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
             "lock.etcd.handoff_p50_under_load",
             Scenario {
                 needs_etcd: true,
+                needs_ntp: false,
                 run: |b| etcd_handoff(b).boxed(),
             },
         ),

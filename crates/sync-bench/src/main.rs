@@ -1,12 +1,15 @@
 //! `sync-bench`: runs each benchmark scenario beside its baseline, in the same run, alternating
 //! the two, and prints one JSON object per scenario on stdout (the keys of `report.json`).
 //!
-//! Usually started by `cargo xtask bench`, which starts etcd and exports `SYNC_ETCD_ENDPOINTS`.
+//! Usually started by `cargo xtask bench`, which starts etcd and chronyd and exports
+//! `SYNC_ETCD_ENDPOINTS` and `SYNC_NTP_SERVER`.
 //! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
 
 mod leader;
 mod lock;
 mod stats;
+mod task;
+mod time;
 
 use std::time::Duration;
 
@@ -73,6 +76,9 @@ async fn main() {
     if args.iter().any(|a| a == leader::CHILD_ARG) {
         leader::child_main().await;
     }
+    if args.iter().any(|a| a == task::WORKER_ARG) {
+        task::worker_main().await;
+    }
 
     let quick = args.iter().any(|a| a == "--quick");
     let only = args
@@ -93,16 +99,26 @@ async fn main() {
         }
     };
     let endpoints = std::env::var("SYNC_ETCD_ENDPOINTS").ok();
+    let ntp_server = std::env::var("SYNC_NTP_SERVER").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let mut failed = false;
     let mut rows = Vec::new();
-    let all = lock::scenarios().into_iter().chain(leader::scenarios());
+    let all = lock::scenarios()
+        .into_iter()
+        .chain(leader::scenarios())
+        .chain(task::scenarios())
+        .chain(time::scenarios());
     for (name, scenario) in all {
         if !wanted(name) {
             continue;
         }
         if scenario.needs_etcd && endpoints.is_none() {
             eprintln!("{name}: skipped, SYNC_ETCD_ENDPOINTS is not set (run `cargo xtask bench`)");
+            failed = true;
+            continue;
+        }
+        if scenario.needs_ntp && ntp_server.is_none() {
+            eprintln!("{name}: skipped, SYNC_NTP_SERVER is not set (run `cargo xtask bench`)");
             failed = true;
             continue;
         }
@@ -143,8 +159,10 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// A scenario: a name, whether it needs etcd, and the function that measures it.
+/// A scenario: a name, whether it needs etcd or the NTP server, and the function that
+/// measures it.
 pub(crate) struct Scenario {
     pub(crate) needs_etcd: bool,
+    pub(crate) needs_ntp: bool,
     pub(crate) run: fn(Budget) -> futures::future::BoxFuture<'static, Result<Row, String>>,
 }

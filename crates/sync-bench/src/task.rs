@@ -1,0 +1,424 @@
+//! Task scenarios of the brief's table, each beside its baseline.
+//!
+//! The etcd scenario runs its workers in other processes: this binary started again with
+//! [`WORKER_ARG`] ([`worker_main`]), configured through environment variables.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use futures::{FutureExt, StreamExt};
+use sync_core::etcd::EtcdConfig;
+use sync_task::{Command, EtcdTask, Job, LocalTask, Task, TaskOptions};
+use tokio::sync::Semaphore;
+
+use crate::{Budget, Row, Scenario, Target};
+
+/// The hidden argument that makes this binary an etcd task worker process ([`worker_main`]).
+pub(crate) const WORKER_ARG: &str = "--task-worker";
+/// The worker's key prefix (the parent's, so that they share jobs).
+const PREFIX_VAR: &str = "SYNC_BENCH_TASK_PREFIX";
+/// The worker's pool size.
+const POOL_VAR: &str = "SYNC_BENCH_TASK_POOL";
+/// What a worker prints on stdout once its command is registered.
+const READY: &str = "READY";
+
+/// Local pool scenario: jobs per measurement, pool size, and how many `run` calls the caller
+/// keeps in flight (the baseline's caller has up to the whole batch spawned and waiting).
+const LOCAL_JOBS: u64 = 100_000;
+const LOCAL_POOL: usize = 10;
+const LOCAL_IN_FLIGHT: usize = 64;
+
+/// etcd scenario: worker processes, their pool size, and the jobs (baseline: puts) in flight.
+const WORKERS: usize = 3;
+const WORKER_POOL: usize = 16;
+const IN_FLIGHT: usize = 32;
+/// How long finished jobs stay readable; only while their submitter waits, here.
+const RETENTION: Duration = Duration::from_secs(5);
+
+pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "task.local.100k_jobs_pool_10",
+            Scenario {
+                needs_etcd: false,
+                needs_ntp: false,
+                run: |b| local_pool(b).boxed(),
+            },
+        ),
+        (
+            "task.etcd.3_worker_processes",
+            Scenario {
+                needs_etcd: true,
+                needs_ntp: false,
+                run: |b| etcd_workers(b).boxed(),
+            },
+        ),
+    ]
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn rates(v: &[f64]) -> String {
+    v.iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn trivial(i: u64) -> u64 {
+    std::hint::black_box(i.wrapping_mul(31))
+}
+
+/// The baseline: `tokio::spawn` per job, at most [`LOCAL_POOL`] running (a permit each).
+async fn semaphore_pool(jobs: u64) -> Result<f64, String> {
+    let sem = Arc::new(Semaphore::new(LOCAL_POOL));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(jobs as usize);
+    for i in 0..jobs {
+        let permit = sem.clone().acquire_owned().await.map_err(err)?;
+        handles.push(tokio::spawn(async move {
+            let r = trivial(i);
+            drop(permit);
+            r
+        }));
+    }
+    for h in handles {
+        h.await.map_err(err)?;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Ours: `LocalTask::run(Command)` (the seed's call), [`LOCAL_IN_FLIGHT`] calls at a time.
+async fn local_run(jobs: u64) -> Result<f64, String> {
+    let task = LocalTask::new(TaskOptions::new().with_pool(LOCAL_POOL)).map_err(err)?;
+    let cmd = Command::new("trivial", |input| async move {
+        Ok(trivial(u64::from(input.attempt())))
+    });
+    let started = Instant::now();
+    let mut done = 0u64;
+    let mut results = futures::stream::iter(0..jobs)
+        .map(|_| task.run(cmd.clone()))
+        .buffer_unordered(LOCAL_IN_FLIGHT);
+    while let Some(r) = results.next().await {
+        r.map_err(err)?;
+        done += 1;
+    }
+    if done != jobs {
+        return Err(format!("{done} of {jobs} jobs ran"));
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// For comparison only: `submit` + `wait` (job records with ids and status).
+async fn local_submit(jobs: u64) -> Result<f64, String> {
+    let task = LocalTask::new(TaskOptions::new().with_pool(LOCAL_POOL)).map_err(err)?;
+    task.register(Command::typed(
+        "trivial",
+        |i: u64| async move { Ok(trivial(i)) },
+    ))
+    .await
+    .map_err(err)?;
+    let t = &task;
+    let started = Instant::now();
+    let mut results = futures::stream::iter(0..jobs)
+        .map(|i| async move { t.submit(Job::new("trivial", i)).await?.wait().await })
+        .buffer_unordered(LOCAL_IN_FLIGHT);
+    while let Some(r) = results.next().await {
+        r.map_err(err)?;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// 100k trivial jobs on a pool of 10: `LocalTask::run` against `tokio::spawn` bounded by
+/// `Semaphore(10)`, alternating, each measurement on a runtime worker thread; the median round.
+async fn local_pool(b: Budget) -> Result<Row, String> {
+    let rounds = b.rounds * 2 + 1;
+    let (mut ours, mut base, mut submit) = (Vec::new(), Vec::new(), Vec::new());
+    // Round 0 warms up and is not counted.
+    for round in 0..=rounds {
+        let (o, s, r);
+        if round % 2 == 0 {
+            r = tokio::spawn(semaphore_pool(LOCAL_JOBS))
+                .await
+                .map_err(err)??;
+            o = tokio::spawn(local_run(LOCAL_JOBS)).await.map_err(err)??;
+        } else {
+            o = tokio::spawn(local_run(LOCAL_JOBS)).await.map_err(err)??;
+            r = tokio::spawn(semaphore_pool(LOCAL_JOBS))
+                .await
+                .map_err(err)??;
+        }
+        s = tokio::spawn(local_submit(LOCAL_JOBS))
+            .await
+            .map_err(err)??;
+        if round > 0 {
+            ours.push(o);
+            base.push(r);
+            submit.push(s);
+        }
+    }
+    let (o, r, s) = (median(&ours), median(&base), median(&submit));
+    eprintln!(
+        "  jobs/s, median of {rounds} rounds: LocalTask::run {o:.0} [{}]; tokio::spawn + \
+         Semaphore({LOCAL_POOL}) {r:.0} [{}]; for comparison submit+wait {s:.0} ({:.2}x)",
+        rates(&ours),
+        rates(&base),
+        s / r
+    );
+    Ok(Row::new(
+        "local task pool, 100k trivial jobs, pool 10",
+        o,
+        r,
+        "jobs/s",
+        Target::AtLeast(0.8),
+    ))
+}
+
+fn etcd_config(prefix: &str) -> EtcdConfig {
+    let eps = std::env::var("SYNC_ETCD_ENDPOINTS").unwrap_or_default();
+    EtcdConfig::new(eps.split(',').map(str::to_owned))
+        .with_prefix(prefix)
+        .with_ttl(Duration::from_secs(10))
+}
+
+/// A worker process: connects with the prefix and pool from the environment, registers `bench`
+/// (returns its payload), says [`READY`] on stdout, and runs until killed or until its stdin
+/// closes (the parent is gone).
+pub(crate) async fn worker_main() -> ! {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let fail = |what: &str, e: String| -> ! {
+        eprintln!("sync-bench task worker {}: {what}: {e}", std::process::id());
+        std::process::exit(1)
+    };
+    let prefix = std::env::var(PREFIX_VAR).unwrap_or_else(|e| fail(PREFIX_VAR, err(e)));
+    let pool = std::env::var(POOL_VAR)
+        .map_err(err)
+        .and_then(|p| p.parse::<usize>().map_err(err))
+        .unwrap_or_else(|e| fail(POOL_VAR, e));
+    let task = EtcdTask::connect(etcd_config(&prefix), TaskOptions::new().with_pool(pool))
+        .await
+        .unwrap_or_else(|e| fail("connect", err(e)));
+    task.register(Command::new("bench", |input| async move {
+        Ok(input.payload().clone())
+    }))
+    .await
+    .unwrap_or_else(|e| fail("register", err(e)));
+    println!("{READY}");
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
+/// Worker processes, killed (SIGKILL) and reaped when dropped, whatever happened.
+struct Workers(Vec<Child>);
+
+impl Workers {
+    /// Starts `n` workers on `prefix` and returns once each has registered.
+    async fn start(n: usize, prefix: &str, pool: usize) -> Result<Workers, String> {
+        let exe = std::env::current_exe().map_err(err)?;
+        let mut workers = Workers(Vec::new());
+        let mut outs = Vec::new();
+        for _ in 0..n {
+            let mut child = Process::new(&exe)
+                .arg(WORKER_ARG)
+                .env(PREFIX_VAR, prefix)
+                .env(POOL_VAR, pool.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot start a worker process: {e}"))?;
+            outs.push(child.stdout.take().expect("stdout is piped"));
+            workers.0.push(child);
+        }
+        let ready = tokio::task::spawn_blocking(move || {
+            for out in outs {
+                let mut line = String::new();
+                BufReader::new(out).read_line(&mut line).map_err(err)?;
+                if line.trim() != READY {
+                    return Err("a worker process exited before it registered".to_owned());
+                }
+            }
+            Ok(())
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .map_err(|_| "the worker processes did not register within 30 s".to_owned())?
+            .map_err(err)??;
+        Ok(workers)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `loops` copies of `op` (given the loop's index) until the budget's duration has passed
+/// after a warm-up; returns completed operations per second.
+async fn throughput<F, Fut>(d: Duration, loops: usize, op: F) -> Result<f64, String>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..loops)
+        .map(|i| {
+            let (op, count, stop) = (op.clone(), count.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    op(i, n).await?;
+                    n += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    let measured = async {
+        tokio::time::sleep((d / 5).max(Duration::from_millis(200))).await; // warm-up
+        let c0 = count.load(Ordering::Relaxed);
+        let t = Instant::now();
+        tokio::time::sleep(d).await;
+        (count.load(Ordering::Relaxed) - c0) as f64 / t.elapsed().as_secs_f64()
+    };
+    // A loop that fails ends the measurement at once.
+    let mut tasks = futures::future::select_all(tasks);
+    let rate = tokio::select! {
+        rate = measured => rate,
+        (failed, _, rest) = &mut tasks => {
+            stop.store(true, Ordering::Relaxed);
+            for t in rest {
+                t.abort();
+            }
+            return Err(match failed {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => "a loop ended early".to_owned(),
+                Err(e) => err(e),
+            });
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    let rest = tasks.into_inner();
+    let joined = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(rest))
+        .await
+        .map_err(|_| "the loops did not stop within 30 s".to_owned())?;
+    for r in joined {
+        r.map_err(err)??;
+    }
+    Ok(rate)
+}
+
+/// Jobs through the etcd backend with 3 worker processes ([`IN_FLIGHT`] submit+wait loops in
+/// this process) against raw puts at the same concurrency, ÷ 3 (a job is at least three writes:
+/// submit, claim, result).
+async fn etcd_workers(b: Budget) -> Result<Row, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(err)?
+        .subsec_nanos();
+    let prefix = format!("sync-bench/{:x}/task-{nanos:x}", std::process::id());
+    let workers = Workers::start(WORKERS, &prefix, WORKER_POOL).await?;
+    let submitter = EtcdTask::connect(etcd_config(&prefix), TaskOptions::new())
+        .await
+        .map_err(err)?;
+    // As many connections as ours uses: one per worker process and the submitter's.
+    let cfg = etcd_config(&prefix);
+    let mut raws: Vec<Client> = Vec::new();
+    for _ in 0..=WORKERS {
+        raws.push(
+            Client::connect(cfg.endpoint_urls(), None)
+                .await
+                .map_err(err)?,
+        );
+    }
+    let raw_prefix = format!("{prefix}-raw");
+    let result = async {
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..b.rounds {
+            let s = submitter.clone();
+            ours.push(
+                throughput(b.duration, IN_FLIGHT, move |i, n| {
+                    let s = s.clone();
+                    async move {
+                        let job = Job::new("bench", (i, n)).with_retention(RETENTION);
+                        let out = s
+                            .submit(job)
+                            .await
+                            .map_err(err)?
+                            .wait()
+                            .await
+                            .map_err(err)?;
+                        if out != serde_json::json!([i, n]) {
+                            return Err(format!("job ({i}, {n}) returned {out}"));
+                        }
+                        Ok(())
+                    }
+                })
+                .await?,
+            );
+            let (raws, raw_prefix) = (raws.clone(), raw_prefix.clone());
+            base.push(
+                throughput(b.duration, IN_FLIGHT, move |i, n| {
+                    let mut c = raws[i % raws.len()].clone();
+                    let key = format!("{raw_prefix}/{i}");
+                    async move {
+                        c.put(key, n.to_string(), None).await.map_err(err)?;
+                        Ok(())
+                    }
+                })
+                .await?,
+            );
+        }
+        Ok::<_, String>((ours, base))
+    }
+    .await;
+    drop(workers);
+    let _ = raws[0]
+        .clone()
+        .delete(
+            prefix.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await;
+    let (ours, base) = result?;
+    let (o, r) = (median(&ours), median(&base));
+    eprintln!(
+        "  jobs/s with {WORKERS} worker processes (pool {WORKER_POOL}), {IN_FLIGHT} submit+wait \
+         in flight: {o:.0} [{}]; raw puts/s at {IN_FLIGHT} in flight: {r:.0} [{}], ÷ 3 = {:.0}",
+        rates(&ours),
+        rates(&base),
+        r / 3.0
+    );
+    Ok(Row::new(
+        "etcd task, 3 worker processes, throughput",
+        o,
+        r / 3.0,
+        "jobs/s",
+        Target::AtLeast(0.5),
+    ))
+}
