@@ -99,6 +99,10 @@ impl Command {
         &self.name
     }
 
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     pub(crate) fn call(&self, input: Input) -> HandlerFuture {
         (self.func)(input)
     }

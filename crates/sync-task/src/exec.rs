@@ -34,7 +34,7 @@ pub(crate) async fn attempt(
     let (name, job, n) = (input.command.clone(), input.job.clone(), input.attempt);
     let panicked = |p: Box<dyn Any + Send>| {
         let message = panic_message(&*p);
-        tracing::warn!(command = %name, %job, attempt = n, %message, "command panicked");
+        tracing::warn!(command = %name, job = %job, attempt = n, %message, "command panicked");
         AttemptFailure {
             failure: Failure::Panicked { message },
             permanent: false,

@@ -8,10 +8,21 @@ use serde_json::Value;
 
 use crate::{Error, Failure, Result, Task};
 
-/// A job's id: short, printable, unique per backend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
+/// A job's id: short, printable, unique per backend. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Arc<str>);
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(JobId::from)
+    }
+}
 
 impl JobId {
     /// The id as text.
@@ -38,13 +49,13 @@ impl fmt::Display for JobId {
 
 impl From<String> for JobId {
     fn from(s: String) -> Self {
-        JobId(s)
+        JobId(s.into())
     }
 }
 
 impl From<&str> for JobId {
     fn from(s: &str) -> Self {
-        JobId(s.to_owned())
+        JobId(s.into())
     }
 }
 

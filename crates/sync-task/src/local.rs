@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
+use futures::future::Either;
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::exec::{self, Counters, Tracker};
@@ -71,7 +72,7 @@ impl Default for LocalTask {
 
 struct Inner {
     options: TaskOptions,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     commands: RwLock<HashMap<String, Command>>,
     jobs: Mutex<Jobs>,
     closing: AtomicBool,
@@ -92,8 +93,26 @@ struct Jobs {
 
 struct Record {
     command: String,
-    status: watch::Sender<JobStatus>,
+    /// Where the job is; only its final value is announced through `done`, so a waiter is
+    /// woken once.
+    status: Mutex<JobStatus>,
+    done: watch::Sender<bool>,
     idem: Option<String>,
+}
+
+impl Record {
+    fn status(&self) -> MutexGuard<'_, JobStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, status: JobStatus) {
+        *self.status() = status;
+    }
+
+    fn finish(&self, status: JobStatus) {
+        self.set(status);
+        self.done.send_replace(true);
+    }
 }
 
 struct Queued {
@@ -112,6 +131,16 @@ struct Spec {
 }
 
 impl Spec {
+    /// The default options of [`Job`], for `run`.
+    fn default_run() -> Self {
+        Spec {
+            max_attempts: crate::options::DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            timeout: None,
+            retention: crate::options::DEFAULT_RETENTION,
+        }
+    }
+
     fn of(job: &Job) -> Self {
         Spec {
             max_attempts: job.max_attempts(),
@@ -141,10 +170,14 @@ impl Inner {
     }
 
     fn new_id(&self) -> JobId {
-        JobId::from(format!(
-            "local-{:x}",
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        ))
+        use std::io::Write;
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Formatted on the stack: one allocation per id.
+        let mut buf = [0u8; 32];
+        let mut w = &mut buf[..];
+        let _ = write!(w, "local-{n:x}");
+        let len = 32 - w.len();
+        JobId::from(std::str::from_utf8(&buf[..len]).unwrap_or("local"))
     }
 
     /// Drops the records of jobs finished longer than their retention ago.
@@ -178,7 +211,7 @@ impl LocalTask {
     fn build(options: TaskOptions) -> Self {
         LocalTask {
             inner: Arc::new(Inner {
-                slots: Semaphore::new(options.pool()),
+                slots: Arc::new(Semaphore::new(options.pool())),
                 options,
                 commands: Default::default(),
                 jobs: Default::default(),
@@ -240,7 +273,14 @@ impl LocalTask {
             .insert(command.name().to_owned(), command.clone());
         let queued = self.inner.jobs().waiting.remove(command.name());
         for q in queued.into_iter().flatten() {
-            self.spawn(command.clone(), q.id, q.payload, q.spec, Some(q.record));
+            self.spawn(
+                command.clone(),
+                q.id,
+                q.payload,
+                q.spec,
+                Some(q.record),
+                None,
+            );
         }
         Ok(())
     }
@@ -253,17 +293,19 @@ impl LocalTask {
         payload: Value,
         spec: Spec,
         record: Option<Arc<Record>>,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> tokio::task::JoinHandle<Result<Value>> {
         let tracked = self.inner.tracker.enter();
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _tracked = tracked;
-            drive(inner, command, id, payload, spec, record).await
+            drive(inner, command, id, payload, spec, record, permit).await
         })
     }
 }
 
 /// Runs a job's attempts, with backoff between them; records its status if it has a record.
+/// `permit` is a pool slot already taken for the first attempt, if any.
 async fn drive(
     inner: Arc<Inner>,
     command: Command,
@@ -271,41 +313,48 @@ async fn drive(
     payload: Value,
     spec: Spec,
     record: Option<Arc<Record>>,
+    mut permit: Option<OwnedSemaphorePermit>,
 ) -> Result<Value> {
-    let name: Arc<str> = command.name().into();
-    let set = |s: JobStatus| {
+    let set = |s: &dyn Fn() -> JobStatus| {
         if let Some(r) = &record {
-            r.status.send_replace(s);
+            r.set(s());
         }
     };
     let attempts = AtomicU32::new(0);
     let body = async {
         loop {
             let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let permit = inner.slots.acquire().await;
-            set(JobStatus::Running {
+            let slot = match permit.take() {
+                Some(p) => p,
+                None => match inner.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return Err(Failure::ShutDown),
+                },
+            };
+            set(&|| JobStatus::Running {
                 attempt,
                 worker: "local".to_owned(),
             });
             Counters::bump(&inner.counters.attempts);
             let input = Input {
                 job: id.clone(),
-                command: name.clone(),
+                command: command.name_arc(),
                 attempt,
                 max_attempts: spec.max_attempts,
                 payload: payload.clone(),
             };
             let r = exec::attempt(&command, input, spec.timeout).await;
-            drop(permit);
+            drop(slot);
             match r {
                 Ok(v) => return Ok(v),
                 Err(f) if f.retry(attempt, spec.max_attempts) => {
                     Counters::bump(&inner.counters.retried);
                     let delay = spec.backoff.delay(attempt);
-                    set(JobStatus::Pending {
+                    let not_before = SystemTime::now() + delay;
+                    set(&|| JobStatus::Pending {
                         attempts: attempt,
-                        not_before: Some(SystemTime::now() + delay),
-                        last_failure: Some(f.failure),
+                        not_before: Some(not_before),
+                        last_failure: Some(f.failure.clone()),
                     });
                     tokio::time::sleep(delay).await;
                 }
@@ -313,33 +362,41 @@ async fn drive(
             }
         }
     };
-    let mut stop = inner.stop.subscribe();
-    let stopped = async move { stop.wait_for(|s| *s).await.is_ok() };
-    let result = tokio::select! {
-        r = body => r,
-        true = stopped => Err(Failure::ShutDown),
+    // The shutdown signal is only listened to if the job does not finish in its first poll,
+    // so a trivial job costs no registration.
+    let stopped = async {
+        let mut stop = inner.stop.subscribe();
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = match futures::future::select(std::pin::pin!(body), std::pin::pin!(stopped)).await
+    {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => Err(Failure::ShutDown),
     };
     let attempts = attempts.load(Ordering::Relaxed);
-    let status = match result {
-        Ok(output) => {
-            Counters::bump(&inner.counters.succeeded);
-            JobStatus::Succeeded { attempts, output }
-        }
-        Err(failure) => {
-            Counters::bump(&inner.counters.failed);
-            JobStatus::Failed { attempts, failure }
-        }
-    };
+    match &result {
+        Ok(_) => Counters::bump(&inner.counters.succeeded),
+        Err(_) => Counters::bump(&inner.counters.failed),
+    }
     if let Some(r) = &record {
-        r.status.send_replace(status.clone());
+        r.finish(match &result {
+            Ok(output) => JobStatus::Succeeded {
+                attempts,
+                output: output.clone(),
+            },
+            Err(failure) => JobStatus::Failed {
+                attempts,
+                failure: failure.clone(),
+            },
+        });
         inner
             .jobs()
             .expiry
             .push(Reverse((Instant::now() + spec.retention, id.clone())));
     }
-    status
-        .outcome(&name, &id)
-        .expect("a finished status has an outcome")
+    result.map_err(|failure| Error::from_failure(command.name(), &id, attempts, failure))
 }
 
 impl Task for LocalTask {
@@ -370,11 +427,12 @@ impl Task for LocalTask {
             let id = self.inner.new_id();
             let record = Arc::new(Record {
                 command: name.to_owned(),
-                status: watch::Sender::new(JobStatus::Pending {
+                status: Mutex::new(JobStatus::Pending {
                     attempts: 0,
                     not_before: None,
                     last_failure: None,
                 }),
+                done: watch::Sender::new(false),
                 idem: job.idempotency_key().map(str::to_owned),
             });
             jobs.records.insert(id.clone(), record.clone());
@@ -385,7 +443,9 @@ impl Task for LocalTask {
             match command {
                 Some(command) => {
                     drop(jobs);
-                    self.spawn(command, id.clone(), payload, spec, Some(record));
+                    // Take a free slot now if there is one; else the job waits for one.
+                    let permit = self.inner.slots.clone().try_acquire_owned().ok();
+                    self.spawn(command, id.clone(), payload, spec, Some(record), permit);
                 }
                 None => jobs
                     .waiting
@@ -411,7 +471,7 @@ impl Task for LocalTask {
             .then(|| jobs.records.get(job))
             .flatten();
         let status = match record {
-            Some(r) => Ok(r.status.borrow().clone()),
+            Some(r) => Ok(r.status().clone()),
             None => Err(Error::NotFound { job: job.clone() }),
         };
         futures::future::ready(status).boxed()
@@ -427,13 +487,9 @@ impl Task for LocalTask {
                     .flatten()
             };
             let record = record.ok_or_else(|| Error::NotFound { job: job.clone() })?;
-            let mut rx = record.status.subscribe();
-            let finished = rx
-                .wait_for(JobStatus::is_finished)
-                .await
-                .map(|s| s.clone())
-                .ok();
-            let status = finished.unwrap_or_else(|| rx.borrow().clone());
+            let mut done = record.done.subscribe();
+            let _ = done.wait_for(|d| *d).await;
+            let status = record.status().clone();
             status
                 .outcome(&record.command, job)
                 .unwrap_or_else(|| Err(Error::shut_down(&record.command)))
@@ -441,14 +497,26 @@ impl Task for LocalTask {
         .boxed()
     }
 
-    /// Registers `command` and runs it once on the pool, without keeping a job record.
+    /// Registers `command` and runs it once on the pool, without keeping a job record. The
+    /// caller waits for a free slot before the job is handed to the pool, as with a semaphore
+    /// in front of `tokio::spawn`.
     fn run(&self, command: Command) -> BoxFuture<'_, Result<Value>> {
         async move {
             self.install(command.clone())?;
-            let job = Job::new(command.name(), ());
-            let (id, spec) = (self.inner.new_id(), Spec::of(&job));
-            let name = command.name().to_owned();
-            match self.spawn(command, id, Value::Null, spec, None).await {
+            let permit = self
+                .inner
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::shut_down(command.name()))?;
+            let id = self.inner.new_id();
+            let name = command.name_arc();
+            let spec = Spec::default_run();
+            match self
+                .spawn(command, id, Value::Null, spec, None, Some(permit))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Error::shut_down(&name)),
             }
@@ -462,7 +530,7 @@ impl Task for LocalTask {
             inner.closing.store(true, Ordering::SeqCst);
             let waiting: Vec<Queued> = inner.jobs().waiting.drain().flat_map(|(_, v)| v).collect();
             for q in waiting {
-                q.record.status.send_replace(JobStatus::Failed {
+                q.record.finish(JobStatus::Failed {
                     attempts: 0,
                     failure: Failure::ShutDown,
                 });

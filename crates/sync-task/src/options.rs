@@ -191,6 +191,9 @@ pub struct Job {
     wait_for_worker: bool,
 }
 
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+
 /// The longest retention accepted (etcd's lease limit is far above).
 pub const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -202,11 +205,11 @@ impl Job {
         Job {
             command: command.into(),
             payload: serde_json::to_value(payload).map_err(|e| e.to_string()),
-            max_attempts: 3,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             timeout: None,
             idempotency_key: None,
-            retention: Duration::from_secs(3600),
+            retention: DEFAULT_RETENTION,
             wait_for_worker: false,
         }
     }

@@ -16,7 +16,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
-use sync_core::etcd::{EtcdClient, EtcdConfig, LeasePool};
+use sync_core::etcd::{EtcdClient, EtcdConfig, LeasePool, WatchHub};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -111,6 +111,7 @@ impl EtcdTask {
                 me.clone(),
                 options.claim_spread(),
             ),
+            ends: WatchHub::new(client.clone(), keys.jobs()),
             leases: LeasePool::new(client.clone()),
             retention: Retention::new(client.clone()),
             commands: RwLock::new(HashMap::new()),
@@ -297,31 +298,32 @@ impl EtcdTask {
                 async move {
                     let resp = c.txn(txn).await?;
                     if resp.succeeded() {
-                        return Ok(Ok(None));
+                        return Ok(Ok(resp.header().map(|h| h.revision())));
                     }
                     let first = match resp.op_responses().into_iter().next() {
                         Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
                         _ => None,
                     };
                     Ok(match first {
-                        Some(kv) => Ok(Some(String::from_utf8_lossy(kv.value()).into_owned())),
-                        None => Err(()),
+                        Some(kv) => Err(Some(String::from_utf8_lossy(kv.value()).into_owned())),
+                        None => Err(None),
                     })
                 }
             })
             .await
             .map_err(|e| Error::backend(&name, e))?;
         match existing {
-            Ok(None) => {
+            Ok(rev) => {
+                let _ = rev;
                 Counters::bump(&ctx.counters.submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
                 Ok(self.handle(JobId::from(id), &name))
             }
-            Ok(Some(first)) => {
+            Err(Some(first)) => {
                 tracing::debug!(job = %first, command = %name, "idempotency key already used: returning the first job");
                 Ok(self.handle(JobId::from(first), &name))
             }
-            Err(()) => Err(Error::UnknownCommand { command: name }),
+            Err(None) => Err(Error::UnknownCommand { command: name }),
         }
     }
 
@@ -384,12 +386,17 @@ impl EtcdTask {
         if !id.is_well_formed() {
             return Err(Error::NotFound { job: id.clone() });
         }
-        let view = &self.ctx().view;
-        view.start()
+        let ctx = self.ctx();
+        let key = ctx.keys.job(id.as_str());
+        // Subscribe first, then read: a deletion after the subscription reaches us, one before
+        // it shows in the read. (The job's key is deleted in the transaction that writes its
+        // result.)
+        let (mut sub, _) = ctx
+            .ends
+            .subscribe(&key, i64::MAX)
             .await
             .map_err(|e| Error::backend(id.as_str(), e))?;
         loop {
-            let mut sub = view.subscribe(id.as_str());
             let (command, status) = self
                 .read(id)
                 .await?
@@ -397,7 +404,8 @@ impl EtcdTask {
             if let Some(outcome) = status.outcome(&command, id) {
                 return outcome;
             }
-            sub.changed().await;
+            // Deleted: read the result. Recheck: the watch was re-created, read again.
+            let _ = sub.next().await;
         }
     }
 

@@ -2,14 +2,12 @@
 //! sync-core's [`RangeWatch`]: one consistent read, then every change in order, kept for the
 //! life of the handle.
 //!
-//! It serves two masters:
-//! - waiters: the deletion of `q/jobs/<id>` (in the transaction that writes its result) wakes
-//!   whoever [`subscribe`](View::subscribe)d to `id` (subscribe, then read: nothing is missed);
-//! - the local worker: which jobs it may claim and when. Claiming without a herd: every job
-//!   ranks the live workers of its command by a hash of (job id, worker id) (rendezvous
-//!   hashing). The worker ranked `k` considers the job only once it has been claimable for
-//!   `k × spread`; so a new job is tried by one idle worker, the next one steps in only if the
-//!   first is busy or gone, and two idle workers rarely race for the same job.
+//! It tells the local worker which jobs it may claim, and when. Claiming without a herd: every
+//! job ranks the live workers of its command by a hash of (job id, worker id) (rendezvous
+//! hashing). The worker ranked `k` considers the job only once it has been claimable for `k`
+//! steps (the claim spread, widened to twice the measured claim round trip, and doubled for a
+//! while after each lost race); so a new job is tried by one idle worker, the next one steps in
+//! only if the first is busy or gone, and idle workers rarely race for the same job.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +15,7 @@ use std::time::Duration;
 
 use sync_core::etcd::{EtcdClient, RangeChange, RangeEvent, RangeKv, RangeWatch};
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
-use tokio::sync::{mpsc, Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -55,13 +53,13 @@ pub(crate) struct State {
     jobs: HashMap<String, JobEntry>,
     claims: HashMap<String, i64>,
     workers: HashMap<String, BTreeSet<String>>,
-    subs: HashMap<String, Vec<(u64, mpsc::UnboundedSender<()>)>>,
-    next_sub: u64,
     // The local worker.
     me: String,
     spread: Duration,
     /// Moving average of our claim transactions' round trip.
     claim_latency: Duration,
+    /// Grows when our claims lose races (the cluster or the watch lags), shrinks as they win.
+    penalty: f64,
     commands: HashSet<String>,
     ready: BTreeSet<(Instant, i64, String)>,
     busy: HashSet<String>,
@@ -113,13 +111,20 @@ impl State {
         if self.spread.is_zero() {
             Duration::ZERO
         } else {
-            self.spread.max(self.claim_latency * 2)
+            self.spread
+                .max(self.claim_latency * 2)
+                .mul_f64(self.penalty.max(1.0))
         }
     }
 
-    /// Notes how long a claim transaction took.
-    pub(crate) fn claim_took(&mut self, d: Duration) {
+    /// Notes how long a claim transaction took and whether it won.
+    pub(crate) fn claim_took(&mut self, d: Duration, won: bool) {
         self.claim_latency = (self.claim_latency * 4 + d.min(Duration::from_secs(1))) / 5;
+        self.penalty = if won {
+            (self.penalty * 0.97).max(1.0)
+        } else {
+            (self.penalty.max(1.0) * 2.0).min(16.0)
+        };
     }
 
     /// Recomputes whether and from when the local worker may claim job `id`.
@@ -227,15 +232,7 @@ impl State {
                 None => {}
             },
             RangeChange::Delete { key } => match keys.parse(key) {
-                Some(Entry::Job(id)) => {
-                    self.remove_job(id);
-                    // Its result (if it finished) was written in the same transaction.
-                    if let Some(subs) = self.subs.get(id) {
-                        for (_, tx) in subs {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
+                Some(Entry::Job(id)) => self.remove_job(id),
                 Some(Entry::Claim(id)) => {
                     let rev = self.claims.remove(id);
                     if let Some((ours, trigger)) = self.running.get(id) {
@@ -302,11 +299,6 @@ impl State {
         for (id, (rev, trigger)) in &self.running {
             if self.claims.get(id) != Some(rev) {
                 trigger.fire(LossReason::Revoked);
-            }
-        }
-        for subs in self.subs.values() {
-            for (_, tx) in subs {
-                let _ = tx.send(());
             }
         }
     }
@@ -399,35 +391,6 @@ impl Drop for View {
     }
 }
 
-/// Interest in one job's result; unsubscribes on drop.
-pub(crate) struct ResultSub {
-    shared: Arc<Shared>,
-    id: String,
-    sub: u64,
-    rx: mpsc::UnboundedReceiver<()>,
-}
-
-impl ResultSub {
-    /// Resolves when the job may have finished: read it again.
-    pub(crate) async fn changed(&mut self) {
-        if self.rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-impl Drop for ResultSub {
-    fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if let Some(v) = st.subs.get_mut(&self.id) {
-            v.retain(|(s, _)| *s != self.sub);
-            if v.is_empty() {
-                st.subs.remove(&self.id);
-            }
-        }
-    }
-}
-
 impl View {
     pub(crate) fn new(client: EtcdClient, keys: Keys, me: String, spread: Duration) -> Self {
         let state = State {
@@ -466,23 +429,6 @@ impl View {
             })
             .await
             .map(|_| ())
-    }
-
-    /// Subscribes to the end of job `id`. The view's watch started before this call, so the
-    /// job's deletion after a read that follows this call reaches the subscription.
-    pub(crate) fn subscribe(&self, id: &str) -> ResultSub {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut st = self.shared.lock();
-        let sub = st.next_sub;
-        st.next_sub += 1;
-        st.subs.entry(id.to_owned()).or_default().push((sub, tx));
-        drop(st);
-        ResultSub {
-            shared: self.shared.clone(),
-            id: id.to_owned(),
-            sub,
-            rx,
-        }
     }
 }
 

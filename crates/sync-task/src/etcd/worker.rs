@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
-use sync_core::etcd::{EtcdClient, Lease, LeasePool};
+use sync_core::etcd::{EtcdClient, Lease, LeasePool, WatchHub};
 use sync_core::signal::LossReason;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     pub(crate) ttl: Duration,
     pub(crate) me: String,
     pub(crate) view: View,
+    /// Deletions of `q/jobs/<id>`: how waiters learn that a job ended.
+    pub(crate) ends: WatchHub,
     pub(crate) leases: LeasePool,
     pub(crate) retention: Retention,
     pub(crate) commands: RwLock<HashMap<String, Command>>,
@@ -188,7 +190,10 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
     };
     let sent = Instant::now();
     let claimed = claim_txn(ctx, &id, &unclaimed, &claim, &running, &lease).await;
-    ctx.view.shared().lock().claim_took(sent.elapsed());
+    ctx.view
+        .shared()
+        .lock()
+        .claim_took(sent.elapsed(), claimed.is_ok());
     let (claim_rev, payload) = claimed?;
     Counters::bump(&ctx.counters.claims);
     Counters::bump(&ctx.counters.attempts);
