@@ -412,12 +412,20 @@ pub fn check_tasks(out: &mut Outcome, events: &[Event]) {
         ));
     }
     let duplicates: usize = runs.values().map(|c| c.saturating_sub(1)).sum();
+    let mut starts: BTreeMap<u64, usize> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.ev == "start") {
+        if let Some(j) = e.job {
+            *starts.entry(j).or_default() += 1;
+        }
+    }
+    let restarted = starts.values().filter(|c| **c > 1).count();
     let killed = events.iter().filter(|e| e.ev == "killed").count();
     out.note(format!(
-        "task: {} submitted, {} finished, {} duplicate runs (at-least-once), {} workers killed",
+        "task: {} submitted, {} finished, {} duplicate runs to the end (at-least-once), {} jobs started again after a worker died, {} workers killed",
         submitted.len(),
         finished.values().filter(|ok| **ok).count(),
         duplicates,
+        restarted,
         killed
     ));
 }
