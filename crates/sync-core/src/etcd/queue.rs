@@ -36,8 +36,27 @@ pub enum WaitError {
 #[derive(Debug)]
 pub struct Queue {
     client: EtcdClient,
-    hub: WatchHub,
+    hubs: std::sync::Mutex<Hubs>,
 }
+
+/// One delete watch per queue this client uses, kept while someone waits or holds there and for
+/// [`LINGER`] after, so a name used again and again keeps its watch (never behind) while a
+/// client only hears about the queues it uses (no fan-out of every lock's events to every
+/// client).
+#[derive(Debug)]
+struct Hubs {
+    map: std::collections::HashMap<String, HubSlot>,
+    last_sweep: std::time::Instant,
+}
+
+#[derive(Debug)]
+struct HubSlot {
+    hub: Arc<WatchHub>,
+    idle_since: Option<std::time::Instant>,
+}
+
+/// How long an unused queue's watch is kept.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Our place in one queue. Dropping it deletes the key in the background unless
 /// [`defuse`](QueueEntry::defuse)d.
@@ -50,6 +69,8 @@ pub struct QueueEntry {
     own: Option<KeySubscription>,
     /// What the join read: the keys ahead of ours and the revision it read them at.
     ahead: Option<(Vec<String>, i64)>,
+    /// The queue's watch, kept alive while we are in it.
+    hub: Arc<WatchHub>,
     client: EtcdClient,
     armed: bool,
 }
@@ -171,16 +192,39 @@ impl Drop for JoinGuard {
 impl Queue {
     /// The queues under `<prefix>/<kind>/`.
     pub fn new(client: EtcdClient, kind: &str) -> Self {
-        let range = client.keyspace().kind(kind);
+        let _ = kind;
         Queue {
-            hub: WatchHub::new(client.clone(), range),
             client,
+            hubs: std::sync::Mutex::new(Hubs {
+                map: Default::default(),
+                last_sweep: std::time::Instant::now(),
+            }),
         }
     }
 
-    /// The shared delete watch of these queues.
-    pub fn hub(&self) -> &WatchHub {
-        &self.hub
+    /// The delete watch of the queue `dir`, created on first use.
+    fn hub_for(&self, dir: &str) -> Arc<WatchHub> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(hubs.last_sweep) > LINGER / 4 {
+            hubs.last_sweep = now;
+            hubs.map.retain(|_, slot| {
+                // Only the map holds it and nobody listens: idle.
+                if Arc::strong_count(&slot.hub) == 1 && slot.hub.is_idle() {
+                    let since = *slot.idle_since.get_or_insert(now);
+                    now.duration_since(since) < LINGER
+                } else {
+                    slot.idle_since = None;
+                    true
+                }
+            });
+        }
+        let slot = hubs.map.entry(dir.to_owned()).or_insert_with(|| HubSlot {
+            hub: Arc::new(WatchHub::new(self.client.clone(), dir)),
+            idle_since: None,
+        });
+        slot.idle_since = None;
+        slot.hub.clone()
     }
 
     /// The client.
@@ -197,8 +241,9 @@ impl Queue {
         value: Vec<u8>,
         lease: Arc<Lease>,
     ) -> Result<(QueueEntry, bool)> {
-        // Make sure the shared watch exists before our first read (see `WatchHub`).
-        self.hub.start().await?;
+        // Make sure the queue's watch exists before our first read (see `WatchHub`).
+        let hub = self.hub_for(dir);
+        hub.start().await?;
         let key = format!("{dir}{unique}");
         let task = tokio::spawn(join_txn(
             self.client.clone(),
@@ -226,7 +271,7 @@ impl Queue {
                 });
             }
         };
-        let (own, _) = self.hub.subscribe(&joined.key, joined.revision).await?;
+        let (own, _) = hub.subscribe(&joined.key, joined.revision).await?;
         let head = joined.ahead.is_empty();
         Ok((
             QueueEntry {
@@ -236,6 +281,7 @@ impl Queue {
                 lease,
                 own: Some(own),
                 ahead: Some((joined.ahead, joined.read_rev)),
+                hub,
                 client: self.client.clone(),
                 armed: true,
             },
@@ -265,7 +311,7 @@ impl Queue {
                 return Ok(());
             }
             let keys = ahead.iter().map(String::as_str).chain([entry.key.as_str()]);
-            let (mut sub, recheck) = self.hub.subscribe_many(keys, read_rev).await?;
+            let (mut sub, recheck) = entry.hub.subscribe_many(keys, read_rev).await?;
             if recheck {
                 continue;
             }
@@ -345,6 +391,7 @@ impl Queue {
         let client = self.client.clone();
         let (key, revision, lease) = (entry.key.clone(), entry.revision, entry.lease.clone());
         let mut own = entry.take_subscription();
+        let hub = entry.hub.clone();
         entry.defuse();
         let watch_key = key.clone();
         let watch_lease = lease.clone();
@@ -378,6 +425,7 @@ impl Queue {
             signal,
             task,
             armed: true,
+            _hub: hub,
         }
     }
 }
@@ -394,6 +442,8 @@ pub struct Held {
     signal: LossSignal,
     task: JoinHandle<()>,
     armed: bool,
+    /// Keeps the queue's watch alive while held.
+    _hub: Arc<WatchHub>,
 }
 
 impl Held {

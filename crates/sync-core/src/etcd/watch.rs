@@ -1,4 +1,5 @@
-//! One long-lived delete watch per client and key range, shared by every waiter.
+//! A long-lived delete watch over one key range (one queue), shared by every waiter and holder
+//! of that queue in this client.
 //!
 //! A watch created per wait starts at the revision of a read that is already old when the watch
 //! is created; under load etcd then serves it from a catch-up loop that runs every 100 ms, so
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions};
+use etcd_client::{EventType, WatchFilterType, WatchOptions};
 use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
@@ -148,6 +149,11 @@ impl WatchHub {
             .map(|_| ())
     }
 
+    /// Whether nobody is subscribed.
+    pub fn is_idle(&self) -> bool {
+        self.shared.lock().subs.is_empty()
+    }
+
     /// Subscribes to deletes of `key`, which the caller saw existing at revision `read_rev`.
     /// Returns the subscription and whether the caller must read the key again (a delete after
     /// `read_rev` may have been dispatched before it subscribed).
@@ -189,34 +195,31 @@ impl WatchHub {
     }
 }
 
-/// Reads the current revision and opens a delete-only watch from the next one.
+/// Opens a delete-only watch over the range from now on, and returns the revision its creation
+/// reported: every delete after that revision will be delivered. Waiting for the creation also
+/// makes errors (auth, no leader) surface here. A watch created without a start revision is never
+/// behind, so etcd never serves it from its 100 ms catch-up loop.
 async fn open(client: &EtcdClient, range: &str) -> Result<(i64, etcd_client::WatchStream)> {
     let range = range.to_owned();
     client
         .retry("watch", client.default_budget(), |mut c| {
             let range = range.clone();
             async move {
-                let r = c
-                    .get(
-                        range.clone(),
-                        Some(GetOptions::new().with_prefix().with_count_only()),
-                    )
-                    .await?;
-                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
                 let mut stream = c
                     .watch(
                         range,
                         Some(
                             WatchOptions::new()
                                 .with_prefix()
-                                .with_start_revision(rev + 1)
                                 .with_filters([WatchFilterType::NoPut]),
                         ),
                     )
                     .await?;
-                // Wait for the creation to be confirmed, so errors (auth, no leader) surface.
                 match stream.message().await? {
-                    Some(m) if m.created() && !m.canceled() => Ok((rev, stream)),
+                    Some(m) if m.created() && !m.canceled() => {
+                        let rev = m.header().map(|h| h.revision()).unwrap_or(0);
+                        Ok((rev, stream))
+                    }
                     Some(m) => Err(etcd_client::Error::WatchError(format!(
                         "watch was not created: {}",
                         m.cancel_reason()
