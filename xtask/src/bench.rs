@@ -61,6 +61,14 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         rows.len(),
         report.display()
     );
+    let chart = dir.join("report.svg");
+    let bars = crate::chart::parse_rows(&rows.join("\n"));
+    std::fs::write(
+        &chart,
+        crate::chart::svg(&bars, "sync: benchmarks against their baselines"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", chart.display()))?;
+    eprintln!("xtask bench: chart written to {}", chart.display());
     if !status.success() {
         return Err(format!("{shown} failed ({status})"));
     }

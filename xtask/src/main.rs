@@ -7,6 +7,7 @@
 
 mod bench;
 mod chaos;
+mod chart;
 mod process;
 mod services;
 mod testrun;
@@ -37,7 +38,7 @@ commands:
   etcd down     stop them and remove their directory
   bench [--quick] [--only SUBSTRING]
         start the same services, run every benchmark scenario beside its baseline,
-        print the table and write target/sync-bench/report.json
+        print the table and write target/sync-bench/report.json and report.svg
   chaos [--quick] [--only SUBSTRING]
         start the same services, run the fault scenarios (mutual exclusion, leader,
         task, whole-cluster outage, lying NTP server, partition proxy, bad input)
