@@ -91,12 +91,11 @@ pub(crate) fn svg(bars: &[Bar], title: &str) -> String {
             b.ratio,
             esc(&b.target)
         );
-        if let Some(t) = b
+        if let Ok(t) = b
             .target
             .trim_start_matches(['<', '>', '=', ' '])
             .trim_end_matches('x')
             .parse::<f64>()
-            .ok()
         {
             let tx = x(t);
             out += &format!(
