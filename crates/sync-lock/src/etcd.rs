@@ -78,20 +78,18 @@ impl EtcdLock {
         options.validate(name)?;
         let inner = &self.inner;
         let ttl = options.ttl().unwrap_or(inner.client.config().ttl);
-        let lease = inner
-            .leases
-            .get(ttl)
-            .await
-            .map_err(|e| Error::backend(name, e))?;
         let dir = inner.client.keyspace().dir("lock", name);
-        let unique = format!(
-            "{:016x}-{:x}",
-            lease.id(),
-            inner.counter.fetch_add(1, Ordering::Relaxed)
-        );
         inner
-            .queue
-            .join(&dir, &unique, inner.owner.clone().into_bytes(), lease)
+            .leases
+            .with_lease(ttl, |lease| {
+                let unique = format!(
+                    "{:016x}-{:x}",
+                    lease.id(),
+                    inner.counter.fetch_add(1, Ordering::Relaxed)
+                );
+                let (dir, value) = (dir.clone(), inner.owner.clone().into_bytes());
+                async move { inner.queue.join(&dir, &unique, value, lease).await }
+            })
             .await
             .map_err(|e| Error::backend(name, e))
     }

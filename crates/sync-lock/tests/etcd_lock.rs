@@ -238,3 +238,29 @@ async fn holder_told_of_loss_when_its_keepalive_cannot_reach_etcd() {
     );
     g2.release().await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn acquire_right_after_the_lease_was_revoked_gets_a_fresh_lease() {
+    let (lock, admin, cfg) = setup("freshlease").await;
+    let g = lock.acquire("a", AcquireOptions::new()).await.unwrap();
+    let lease = keys_under(&admin, &format!("{}/", cfg.prefix)).await[0].2;
+    admin.raw().lease_revoke(lease).await.unwrap();
+    // Before the keeper's next keepalive notices, the pooled lease is already gone at the
+    // server: the next acquire must not fail for it.
+    let g2 = lock
+        .acquire("b", AcquireOptions::new())
+        .await
+        .expect("acquire with a fresh lease");
+    let keys = keys_under(&admin, &format!("{}/", cfg.prefix)).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_ne!(keys[0].2, lease, "a fresh lease was granted");
+    let reason = tokio::time::timeout(Duration::from_secs(5), g.lost())
+        .await
+        .expect("the first guard is told of the loss");
+    assert!(
+        matches!(reason, LossReason::Revoked | LossReason::LeaseExpired),
+        "{reason:?}"
+    );
+    g2.release().await.unwrap();
+}

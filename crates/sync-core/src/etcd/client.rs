@@ -193,7 +193,9 @@ impl EtcdClient {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = Instant::now() + budget;
-        let mut backoff = Duration::from_millis(20);
+        // The first retry goes at once: the client balances over the members, so it usually
+        // lands on another one than the member that just failed.
+        let mut backoff = Duration::ZERO;
         let mut last: Option<etcd_client::Error> = None;
         loop {
             let now = Instant::now();
@@ -223,8 +225,12 @@ impl EtcdClient {
                 }
             }
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(Duration::from_millis(400));
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            backoff = (backoff * 2)
+                .max(Duration::from_millis(10))
+                .min(Duration::from_millis(400));
         }
     }
 

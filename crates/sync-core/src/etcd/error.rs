@@ -90,6 +90,14 @@ impl Error {
         )
     }
 
+    /// Whether the server said the lease used is gone (expired or revoked).
+    pub fn is_lease_not_found(&self) -> bool {
+        match self {
+            Error::Etcd { source, .. } => source.to_string().contains("requested lease not found"),
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_etcd(endpoints: &str, op: &'static str, e: etcd_client::Error) -> Self {
         match classify(&e) {
             Class::Transient => Error::Unavailable {

@@ -41,6 +41,7 @@ pub fn loss_margin(ttl: Duration) -> Duration {
 pub struct Lease {
     id: i64,
     granted_ttl: Duration,
+    trigger: Arc<LossTrigger>,
     signal: LossSignal,
     keeper: JoinHandle<()>,
     client: EtcdClient,
@@ -81,12 +82,13 @@ impl Lease {
             .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
         let (trigger, signal) = loss_signal();
+        let trigger = Arc::new(trigger);
         let keeper = tokio::spawn(keep_alive(
             client.clone(),
             id,
             granted_ttl,
             sent_at + granted_ttl,
-            trigger,
+            trigger.clone(),
         ));
         tracing::debug!(
             lease = format_args!("{id:x}"),
@@ -96,6 +98,7 @@ impl Lease {
         Ok(Arc::new(Lease {
             id,
             granted_ttl,
+            trigger,
             signal,
             keeper,
             client: client.clone(),
@@ -120,6 +123,14 @@ impl Lease {
     /// Whether it was lost.
     pub fn is_lost(&self) -> bool {
         self.signal.is_fired()
+    }
+
+    /// Reports the lease lost now, for a caller that learned it before the keeper did (the
+    /// server answered "lease not found"). Everything attached to it is told.
+    pub fn mark_lost(&self, reason: LossReason) {
+        if self.trigger.fire(reason) {
+            self.keeper.abort();
+        }
     }
 
     /// Revokes the lease now: every key attached to it is deleted by the server.
@@ -166,7 +177,7 @@ async fn keep_alive(
     id: i64,
     ttl: Duration,
     mut deadline: Instant,
-    trigger: LossTrigger,
+    trigger: Arc<LossTrigger>,
 ) {
     let margin = loss_margin(ttl);
     let interval = ttl / 3;
@@ -259,5 +270,28 @@ impl LeasePool {
     /// Drops the pool's reference to `lease` if it is the pooled one (e.g. after it was lost).
     pub async fn forget(&self, lease: &Lease) {
         self.leases.lock().await.retain(|_, l| l.id() != lease.id());
+    }
+
+    /// Runs `f` with the pooled lease for `ttl`. If the server says the lease is gone (revoked
+    /// behind our back before the keeper noticed), the lease is reported lost and `f` runs once
+    /// more with a fresh one.
+    pub async fn with_lease<T, F, Fut>(&self, ttl: Duration, mut f: F) -> Result<T>
+    where
+        F: FnMut(Arc<Lease>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let lease = self.get(ttl).await?;
+        match f(lease.clone()).await {
+            Err(e) if e.is_lease_not_found() => {
+                tracing::debug!(
+                    lease = format_args!("{:x}", lease.id()),
+                    "pooled lease is gone at the server; granting a new one"
+                );
+                lease.mark_lost(LossReason::LeaseExpired);
+                self.forget(&lease).await;
+                f(self.get(ttl).await?).await
+            }
+            other => other,
+        }
     }
 }

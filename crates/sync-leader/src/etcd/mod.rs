@@ -115,34 +115,19 @@ impl EtcdLeader {
         let ttl = options.ttl().unwrap_or(inner.client.config().ttl);
         let dir = self.dir(group);
         let value = encode_value(id, options.value());
-        let mut fresh_lease = false;
-        loop {
-            let lease = inner
-                .leases
-                .get(ttl)
-                .await
-                .map_err(|e| Error::backend(group, e))?;
-            let unique = format!(
-                "{:016x}-{:x}",
-                lease.id(),
-                inner.counter.fetch_add(1, Ordering::Relaxed)
-            );
-            match inner
-                .queue
-                .join(&dir, &unique, value.clone(), lease.clone())
-                .await
-            {
-                Ok(joined) => return Ok(joined),
-                // The pooled lease was revoked at the server and its keeper has not noticed yet
-                // (it would at its next keepalive): take a fresh one, once.
-                Err(e) if !fresh_lease && e.to_string().contains("lease not found") => {
-                    tracing::debug!(%group, lease = format_args!("{:x}", lease.id()), "pooled lease is gone; granting a new one");
-                    inner.leases.forget(&lease).await;
-                    fresh_lease = true;
-                }
-                Err(e) => return Err(Error::backend(group, e)),
-            }
-        }
+        inner
+            .leases
+            .with_lease(ttl, |lease| {
+                let unique = format!(
+                    "{:016x}-{:x}",
+                    lease.id(),
+                    inner.counter.fetch_add(1, Ordering::Relaxed)
+                );
+                let (dir, value) = (dir.clone(), value.clone());
+                async move { inner.queue.join(&dir, &unique, value, lease).await }
+            })
+            .await
+            .map_err(|e| Error::backend(group, e))
     }
 
     async fn elect_inner(&self, id: &str, options: ElectOptions) -> Result<Elected> {
