@@ -15,6 +15,7 @@ use sync_core::etcd::EtcdConfig;
 use sync_task::{Command, EtcdTask, Job, LocalTask, Task, TaskOptions};
 use tokio::sync::Semaphore;
 
+use crate::stats::{percentile_ms, sample};
 use crate::{Budget, Row, Scenario, Target};
 
 /// The hidden argument that makes this binary an etcd task worker process ([`worker_main`]).
@@ -144,7 +145,8 @@ async fn local_submit(jobs: u64) -> Result<f64, String> {
 /// 100k trivial jobs on a pool of 10: `LocalTask::run` against `tokio::spawn` bounded by
 /// `Semaphore(10)`, alternating, each measurement on a runtime worker thread; the median round.
 async fn local_pool(b: Budget) -> Result<Row, String> {
-    let rounds = b.rounds * 2 + 1;
+    // Cheap (a fraction of a second a round) and noisy: many rounds even when quick.
+    let rounds = b.rounds * 4 + 1;
     let (mut ours, mut base, mut submit) = (Vec::new(), Vec::new(), Vec::new());
     // Round 0 warms up and is not counted.
     for round in 0..=rounds {
@@ -356,44 +358,58 @@ async fn etcd_workers(b: Budget) -> Result<Row, String> {
                 .map_err(err)?,
         );
     }
-    let raw_prefix = format!("{prefix}-raw");
+    // One job: submit, wait for its output, check it. One baseline operation: a put.
+    let job = {
+        let s = submitter.clone();
+        move |i: usize, n: u64| {
+            let s = s.clone();
+            async move {
+                let job = Job::new("bench", (i, n)).with_retention(RETENTION);
+                let handle = s.submit(job).await.map_err(err)?;
+                let out = handle.wait().await.map_err(err)?;
+                if out != serde_json::json!([i, n]) {
+                    return Err(format!("job ({i}, {n}) returned {out}"));
+                }
+                Ok(())
+            }
+        }
+    };
+    let put = {
+        let (raws, raw_prefix) = (raws.clone(), format!("{prefix}-raw"));
+        move |i: usize, n: u64| {
+            let mut c = raws[i % raws.len()].clone();
+            let key = format!("{raw_prefix}/{i}");
+            async move {
+                c.put(key, n.to_string(), None).await.map_err(err)?;
+                Ok(())
+            }
+        }
+    };
     let result = async {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for _ in 0..b.rounds {
-            let s = submitter.clone();
-            ours.push(
-                throughput(b.duration, IN_FLIGHT, move |i, n| {
-                    let s = s.clone();
-                    async move {
-                        let job = Job::new("bench", (i, n)).with_retention(RETENTION);
-                        let out = s
-                            .submit(job)
-                            .await
-                            .map_err(err)?
-                            .wait()
-                            .await
-                            .map_err(err)?;
-                        if out != serde_json::json!([i, n]) {
-                            return Err(format!("job ({i}, {n}) returned {out}"));
-                        }
-                        Ok(())
-                    }
-                })
-                .await?,
-            );
-            let (raws, raw_prefix) = (raws.clone(), raw_prefix.clone());
-            base.push(
-                throughput(b.duration, IN_FLIGHT, move |i, n| {
-                    let mut c = raws[i % raws.len()].clone();
-                    let key = format!("{raw_prefix}/{i}");
-                    async move {
-                        c.put(key, n.to_string(), None).await.map_err(err)?;
-                        Ok(())
-                    }
-                })
-                .await?,
-            );
+            ours.push(throughput(b.duration, IN_FLIGHT, job.clone()).await?);
+            base.push(throughput(b.duration, IN_FLIGHT, put.clone()).await?);
         }
+        // For the record: one at a time, how many sequential puts a job takes.
+        let n = (b.samples / 5).max(20);
+        let mut seq = 0u64;
+        let mut one = sample(n, || {
+            seq += 1;
+            job(usize::MAX, seq)
+        })
+        .await?;
+        let mut one_put = sample(n, || put(0, 0)).await?;
+        let (j50, p50) = (
+            percentile_ms(&mut one, 50.0),
+            percentile_ms(&mut one_put, 50.0),
+        );
+        eprintln!(
+            "  one at a time: a job p50 {j50:.2} ms (p99 {:.2} ms), a put p50 {p50:.2} ms: a job \
+             takes ≈ {:.1} sequential puts",
+            percentile_ms(&mut one, 99.0),
+            j50 / p50
+        );
         Ok::<_, String>((ours, base))
     }
     .await;
