@@ -15,6 +15,7 @@
 //! assert!(validate_name("").is_err());
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backend;
 pub mod duration;
