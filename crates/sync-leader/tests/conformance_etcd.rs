@@ -1,15 +1,13 @@
 //! The leader conformance suite on the etcd backend, against the cluster that `cargo xtask test`
 //! starts (`SYNC_ETCD_ENDPOINTS`). Without the harness these tests are listed as ignored.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::etcd_client::{GetOptions, SortOrder, SortTarget};
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_core::etcd::testing::{self, WipeOnDrop};
+use sync_core::etcd::{EtcdClient, EtcdConfig};
 use sync_leader::conformance::Harness;
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 
@@ -18,6 +16,7 @@ const CHILD_VAR: &str = "SYNC_LEADER_CRASH_CHILD";
 struct EtcdHarness {
     cfg: EtcdConfig,
     admin: EtcdClient,
+    _cleanup: WipeOnDrop,
 }
 
 impl EtcdHarness {
@@ -27,7 +26,11 @@ impl EtcdHarness {
         }
         let cfg = testing::config("leader");
         let admin = testing::connect(cfg.clone()).await;
-        EtcdHarness { cfg, admin }
+        EtcdHarness {
+            cfg,
+            _cleanup: WipeOnDrop(admin.clone()),
+            admin,
+        }
     }
 
     fn dir(&self, group: &str) -> String {
@@ -36,44 +39,9 @@ impl EtcdHarness {
 
     /// The leader's key and lease.
     async fn head(&self, group: &str) -> (Vec<u8>, i64) {
-        let dir = self.dir(group);
-        let admin = &self.admin;
-        admin
-            .retry("read the leader key", admin.default_budget(), |mut c| {
-                let dir = dir.clone();
-                async move {
-                    let r = c
-                        .get(
-                            dir,
-                            Some(
-                                GetOptions::new()
-                                    .with_prefix()
-                                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                                    .with_limit(1),
-                            ),
-                        )
-                        .await?;
-                    let kv = r.kvs().first().expect("somebody leads");
-                    Ok((kv.key().to_vec(), kv.lease()))
-                }
-            })
-            .await
-            .expect("read the leader key")
-    }
-}
-
-impl Drop for EtcdHarness {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        // Clean up on a runtime of our own: the test's runtime is shutting down.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(testing::wipe(&admin))
-        })
-        .join();
+        let keys = testing::keys_under(&self.admin, &self.dir(group)).await;
+        let head = keys.first().expect("somebody leads");
+        (head.key.clone().into_bytes(), head.lease)
     }
 }
 
@@ -162,35 +130,13 @@ impl Harness for EtcdHarness {
     ) -> BoxFuture<'a, u64> {
         let spec = format!("{}\n{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), group, id);
         async move {
-            let exe = std::env::current_exe().unwrap();
-            let mut child = Command::new(exe)
-                .args([
-                    "etcd::invalid_names_rejected",
-                    "--exact",
-                    "--include-ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_VAR, spec)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn the leader process");
-            let stdout = child.stdout.take().unwrap();
-            let line = tokio::task::spawn_blocking(move || {
-                BufReader::new(stdout)
-                    .lines()
-                    .map_while(Result::ok)
-                    .find_map(|l| l.strip_prefix("ELECTED ").map(str::to_owned))
-            });
-            let elected = tokio::time::timeout(Duration::from_secs(30), line).await;
-            child.kill().expect("SIGKILL the leader"); // SIGKILL on Unix
-            child.wait().unwrap();
-            let term = elected
-                .expect("the leader process was not elected within 30 s")
-                .unwrap()
-                .expect("the leader process exited without being elected");
-            term.trim().parse().expect("a term")
+            // Any test of this binary becomes the leader when CHILD_VAR is set (see `new`).
+            let (mut child, term) =
+                testing::spawn_self("etcd::invalid_names_rejected", CHILD_VAR, &spec, "ELECTED ")
+                    .await;
+            child.kill().expect("SIGKILL the leader");
+            child.wait().expect("reap the leader");
+            term.parse().expect("a term")
         }
         .boxed()
     }

@@ -10,7 +10,6 @@ use sync_core::etcd::{testing, EtcdClient};
 use sync_leader::{
     ElectOptions, Error, EtcdConfig, EtcdLeader, Leader, LeaderInfo, LeaderStream, LossReason,
 };
-use tokio::sync::watch;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -23,27 +22,11 @@ async fn setup(test: &str) -> (EtcdLeader, EtcdClient, EtcdConfig) {
 
 /// (key, create revision, lease, value) of every key under `prefix`.
 async fn keys_under(admin: &EtcdClient, prefix: &str) -> Vec<(String, i64, i64, Vec<u8>)> {
-    let prefix = prefix.to_owned();
-    admin
-        .retry("list keys", admin.default_budget(), |mut c| {
-            let prefix = prefix.clone();
-            async move {
-                let r = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
-                Ok(r.kvs()
-                    .iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            kv.create_revision(),
-                            kv.lease(),
-                            kv.value().to_vec(),
-                        )
-                    })
-                    .collect())
-            }
-        })
+    testing::keys_under(admin, prefix)
         .await
-        .expect("list keys")
+        .into_iter()
+        .map(|k| (k.key, k.create_revision, k.lease, k.value))
+        .collect()
 }
 
 async fn next_state(o: &mut LeaderStream, what: &str) -> Option<LeaderInfo> {
@@ -51,74 +34,6 @@ async fn next_state(o: &mut LeaderStream, what: &str) -> Option<LeaderInfo> {
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
         .unwrap_or_else(|| panic!("the observer ended while waiting for: {what}"))
-}
-
-/// A TCP proxy to one etcd member that the test can cut: `cut` closes every connection and
-/// refuses new ones until `restore`.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    /// (generation, blocked): a new generation closes the connections of older ones.
-    ctl: watch::Sender<(u64, bool)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let upstream = testing::endpoints()[0]
-            .trim_start_matches("http://")
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (ctl, rx) = watch::channel((0u64, false));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let (generation, blocked) = *rx.borrow();
-                if blocked {
-                    continue; // dropped: the connection is refused
-                }
-                let upstream = upstream.clone();
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|(g, _)| *g != generation) => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, ctl, task }
-    }
-
-    fn cut(&self) {
-        self.ctl.send_modify(|(g, blocked)| {
-            *g += 1;
-            *blocked = true;
-        });
-    }
-
-    fn restore(&self) {
-        self.ctl.send_modify(|(_, blocked)| *blocked = false);
-    }
-
-    /// A config whose only endpoint is this proxy.
-    fn config(&self, cfg: &EtcdConfig) -> EtcdConfig {
-        let mut via = cfg.clone().with_request_timeout(Duration::from_millis(500));
-        via.endpoints = vec![self.addr.to_string()];
-        via
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
-    }
 }
 
 #[tokio::test]
@@ -275,7 +190,7 @@ async fn campaign_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
 #[tokio::test]
 #[ignore = "needs etcd: run `cargo xtask test`"]
 async fn leader_cut_off_is_told_before_another_is_elected() {
-    let proxy = Proxy::start().await;
+    let proxy = testing::CutProxy::start().await;
     let cfg = testing::config("leader-cut");
     let cut_off = EtcdLeader::connect(proxy.config(&cfg)).await.unwrap();
     let other = EtcdLeader::connect(cfg).await.unwrap();
@@ -317,7 +232,7 @@ async fn leader_cut_off_is_told_before_another_is_elected() {
 #[tokio::test]
 #[ignore = "needs etcd: run `cargo xtask test`"]
 async fn observer_misses_nothing_across_a_disconnect_and_recovers_from_compaction() {
-    let proxy = Proxy::start().await;
+    let proxy = testing::CutProxy::start().await;
     let cfg = testing::config("leader-observe-cut");
     let admin = testing::connect(cfg.clone()).await;
     let watcher = EtcdLeader::connect(proxy.config(&cfg)).await.unwrap();

@@ -1,15 +1,13 @@
 //! The lock conformance suite on the etcd backend, against the cluster that `cargo xtask test`
 //! starts (`SYNC_ETCD_ENDPOINTS`). Without the harness these tests are listed as ignored.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::etcd_client::{GetOptions, SortOrder, SortTarget};
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_core::etcd::testing::{self, WipeOnDrop};
+use sync_core::etcd::{EtcdClient, EtcdConfig};
 use sync_lock::conformance::Harness;
 use sync_lock::{AcquireOptions, EtcdLock, Lock};
 
@@ -18,6 +16,7 @@ const CHILD_VAR: &str = "SYNC_LOCK_CRASH_CHILD";
 struct EtcdHarness {
     cfg: EtcdConfig,
     admin: EtcdClient,
+    _cleanup: WipeOnDrop,
 }
 
 impl EtcdHarness {
@@ -27,26 +26,15 @@ impl EtcdHarness {
         }
         let cfg = testing::config("lock");
         let admin = testing::connect(cfg.clone()).await;
-        EtcdHarness { cfg, admin }
+        EtcdHarness {
+            cfg,
+            _cleanup: WipeOnDrop(admin.clone()),
+            admin,
+        }
     }
 
     fn dir(&self, name: &str) -> String {
         self.admin.keyspace().dir("lock", name)
-    }
-}
-
-impl Drop for EtcdHarness {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        // Clean up on a runtime of our own: the test's runtime is shutting down.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(testing::wipe(&admin))
-        })
-        .join();
     }
 }
 
@@ -89,29 +77,9 @@ impl Harness for EtcdHarness {
 
     fn revoke_holder<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         async move {
-            let dir = self.dir(name);
-            let admin = &self.admin;
-            admin
-                .retry("revoke holder", admin.default_budget(), |mut c| {
-                    let dir = dir.clone();
-                    async move {
-                        let r = c
-                            .get(
-                                dir,
-                                Some(
-                                    GetOptions::new()
-                                        .with_prefix()
-                                        .with_sort(SortTarget::Create, SortOrder::Ascend)
-                                        .with_limit(1),
-                                ),
-                            )
-                            .await?;
-                        let holder = r.kvs().first().expect("somebody holds the lock").lease();
-                        c.lease_revoke(holder).await.map(|_| ())
-                    }
-                })
-                .await
-                .expect("revoke the holder's lease");
+            let keys = testing::keys_under(&self.admin, &self.dir(name)).await;
+            let holder = keys.first().expect("somebody holds the lock");
+            testing::revoke(&self.admin, holder.lease).await;
         }
         .boxed()
     }
@@ -123,34 +91,11 @@ impl Harness for EtcdHarness {
     fn crash_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
         let spec = format!("{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), name);
         async move {
-            let exe = std::env::current_exe().unwrap();
-            let mut child = Command::new(exe)
-                .args([
-                    "etcd::drop_releases",
-                    "--exact",
-                    "--include-ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_VAR, spec)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn the holder process");
-            let stdout = child.stdout.take().unwrap();
-            let line = tokio::task::spawn_blocking(move || {
-                BufReader::new(stdout)
-                    .lines()
-                    .map_while(Result::ok)
-                    .find(|l| l.contains("HOLDING "))
-            });
-            let holding = tokio::time::timeout(Duration::from_secs(30), line).await;
-            child.kill().expect("SIGKILL the holder"); // SIGKILL on Unix
-            child.wait().unwrap();
-            let line = holding
-                .expect("the holder process did not acquire within 30 s")
-                .unwrap();
-            assert!(line.is_some(), "the holder process exited without holding");
+            // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
+            let (mut child, _token) =
+                testing::spawn_self("etcd::drop_releases", CHILD_VAR, &spec, "HOLDING ").await;
+            child.kill().expect("SIGKILL the holder");
+            child.wait().expect("reap the holder");
         }
         .boxed()
     }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use sync_core::etcd::etcd_client::GetOptions;
 use sync_core::etcd::{testing, EtcdClient};
 use sync_lock::{AcquireOptions, Error, EtcdConfig, EtcdLock, Lock, LossReason};
 
@@ -15,20 +14,10 @@ async fn setup(test: &str) -> (EtcdLock, EtcdClient, EtcdConfig) {
 }
 
 async fn keys_under(admin: &EtcdClient, prefix: &str) -> Vec<(String, i64, i64)> {
-    let mut c = admin.raw();
-    let r = c
-        .get(prefix, Some(GetOptions::new().with_prefix()))
+    testing::keys_under(admin, prefix)
         .await
-        .unwrap();
-    r.kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.create_revision(),
-                kv.lease(),
-            )
-        })
+        .into_iter()
+        .map(|k| (k.key, k.create_revision, k.lease))
         .collect()
 }
 
@@ -168,7 +157,7 @@ async fn waiter_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    admin.raw().lease_revoke(lease).await.unwrap();
+    testing::revoke(&admin, lease).await;
     let res = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("the waiter ends")
@@ -182,39 +171,13 @@ async fn waiter_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
 #[ignore = "needs etcd: run `cargo xtask test`"]
 async fn holder_told_of_loss_when_its_keepalive_cannot_reach_etcd() {
     // A client whose only endpoint is a proxy we control: cutting it stops the keepalive.
-    let upstream = testing::endpoints()[0]
-        .trim_start_matches("http://")
-        .to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
-    let proxy = tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = upstream.clone();
-            let mut cut = cut_rx.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = cut.wait_for(|c| *c) => {}
-                }
-            });
-        }
-    });
-    let cfg = testing::config("cut").with_request_timeout(Duration::from_millis(500));
-    let mut via_proxy = cfg.clone();
-    via_proxy.endpoints = vec![addr.to_string()];
-    let lock = EtcdLock::connect(via_proxy).await.unwrap();
+    let proxy = testing::CutProxy::start().await;
+    let cfg = testing::config("cut");
+    let lock = EtcdLock::connect(proxy.config(&cfg)).await.unwrap();
     let other = EtcdLock::connect(cfg).await.unwrap();
     let g = lock.acquire("p", AcquireOptions::new()).await.unwrap();
     let ttl = g.ttl().unwrap();
-    cut_tx.send(true).unwrap();
-    proxy.abort();
+    proxy.cut();
     let cut_at = Instant::now();
     let reason = tokio::time::timeout(ttl * 2, g.lost())
         .await
@@ -245,7 +208,7 @@ async fn acquire_right_after_the_lease_was_revoked_gets_a_fresh_lease() {
     let (lock, admin, cfg) = setup("freshlease").await;
     let g = lock.acquire("a", AcquireOptions::new()).await.unwrap();
     let lease = keys_under(&admin, &format!("{}/", cfg.prefix)).await[0].2;
-    admin.raw().lease_revoke(lease).await.unwrap();
+    testing::revoke(&admin, lease).await;
     // Before the keeper's next keepalive notices, the pooled lease is already gone at the
     // server: the next acquire must not fail for it.
     let g2 = lock

@@ -83,3 +83,202 @@ pub async fn wipe(client: &EtcdClient) {
         })
         .await;
 }
+
+/// One key as the tests inspect it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key.
+    pub key: String,
+    /// Its create revision.
+    pub create_revision: i64,
+    /// Its lease (0 for none).
+    pub lease: i64,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+/// Every key starting with `prefix`, oldest first (retrying transient errors).
+pub async fn keys_under(client: &EtcdClient, prefix: &str) -> Vec<KeyInfo> {
+    let prefix = prefix.to_owned();
+    let mut keys = client
+        .retry("list keys", client.default_budget(), |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                let r = c
+                    .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await?;
+                Ok(r.kvs()
+                    .iter()
+                    .map(|kv| KeyInfo {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        create_revision: kv.create_revision(),
+                        lease: kv.lease(),
+                        value: kv.value().to_vec(),
+                    })
+                    .collect::<Vec<_>>())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("listing keys failed: {e}"));
+    keys.sort_by_key(|k| k.create_revision);
+    keys
+}
+
+/// Revokes `lease` behind its holder's back (retrying transient errors).
+pub async fn revoke(client: &EtcdClient, lease: i64) {
+    client
+        .retry(
+            "revoke lease",
+            client.default_budget(),
+            |mut c| async move { c.lease_revoke(lease).await.map(|_| ()) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("revoking lease {lease:x} failed: {e}"));
+}
+
+/// Deletes every key under the client's prefix when dropped, on a runtime of its own (the
+/// test's runtime may be shutting down by then).
+#[derive(Debug)]
+pub struct WipeOnDrop(pub EtcdClient);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        let client = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(wipe(&client));
+            }
+        })
+        .join();
+    }
+}
+
+/// Runs one test of the current test binary as a child process, with `var` set to `value` so
+/// the test knows to play the child's part, and returns once the child printed a line
+/// containing `marker`; returns the child and the rest of that line after the marker. Kill it
+/// with [`std::process::Child::kill`] (SIGKILL on Unix) to simulate a crash; it is killed if it
+/// does not print the marker within 30 s.
+pub async fn spawn_self(
+    test: &str,
+    var: &str,
+    value: &str,
+    marker: &str,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(var, value)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let marker = marker.to_owned();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.find(&marker)
+                    .map(|at| l[at + marker.len()..].trim().to_owned())
+            })
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(30), line).await {
+        Ok(Ok(Some(rest))) => (child, rest),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child process did not get ready within 30 s: {other:?}");
+        }
+    }
+}
+
+/// A TCP proxy on loopback to the first etcd member, which the test can cut: [`cut`] closes
+/// every connection and refuses new ones until [`restore`]. A client whose only endpoint is the
+/// proxy ([`CutProxy::config`]) is thereby cut off from the cluster, as in a partition.
+///
+/// [`cut`]: CutProxy::cut
+/// [`restore`]: CutProxy::restore
+#[derive(Debug)]
+pub struct CutProxy {
+    addr: std::net::SocketAddr,
+    /// (generation, blocked): a new generation closes the connections of older ones.
+    ctl: tokio::sync::watch::Sender<(u64, bool)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Starts the proxy on a free loopback port.
+    pub async fn start() -> Self {
+        let upstream = endpoints()[0].trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let (ctl, rx) = tokio::sync::watch::channel((0u64, false));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let (generation, blocked) = *rx.borrow();
+                if blocked {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|(g, _)| *g != generation) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, ctl, task }
+    }
+
+    /// Cuts every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.ctl.send_modify(|(g, blocked)| {
+            *g += 1;
+            *blocked = true;
+        });
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.ctl.send_modify(|(_, blocked)| *blocked = false);
+    }
+
+    /// `cfg` with the proxy as its only endpoint (and a short request timeout).
+    pub fn config(&self, cfg: &EtcdConfig) -> EtcdConfig {
+        let mut via = cfg
+            .clone()
+            .with_request_timeout(std::time::Duration::from_millis(500));
+        via.endpoints = vec![self.addr.to_string()];
+        via
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
