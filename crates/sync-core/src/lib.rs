@@ -18,6 +18,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backend;
+pub mod check;
 pub mod duration;
 pub mod name;
 pub mod signal;

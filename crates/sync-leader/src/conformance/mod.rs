@@ -64,35 +64,7 @@ pub(crate) fn opts(h: &dyn Harness, group: &str) -> ElectOptions {
     ElectOptions::new().with_group(group).with_ttl(h.ttl())
 }
 
-/// Polls `cond` until it holds, failing the test after `within`. This waits on an event in the
-/// backend, checked by reading its state; it is not a sleep standing in for synchronisation.
-pub(crate) async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-pub(crate) async fn within<T>(
-    what: &str,
-    d: Duration,
-    fut: impl std::future::Future<Output = T>,
-) -> T {
-    tokio::time::timeout(d, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {d:?}: {what}"))
-}
+pub(crate) use sync_core::check::{eventually, within};
 
 pub(crate) const LONG: Duration = Duration::from_secs(20);
 
