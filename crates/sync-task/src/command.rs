@@ -125,6 +125,7 @@ pub struct Input {
     pub(crate) command: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
+    pub(crate) fence: u64,
     pub(crate) payload: Value,
 }
 
@@ -143,6 +144,14 @@ impl Input {
     /// worker that ran an earlier attempt: a command must tolerate running again.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// A number that strictly increases from one attempt of a job to the next, whichever worker
+    /// runs it (etcd: the create revision of the attempt's claim). Pass it with the command's
+    /// writes so that the resource can refuse a stale attempt (one whose worker lost its claim
+    /// and was told too late to stop an RPC already sent).
+    pub fn fencing_token(&self) -> u64 {
+        self.fence
     }
 
     /// The job's maximum number of attempts.

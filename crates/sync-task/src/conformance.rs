@@ -353,13 +353,15 @@ pub async fn panic_becomes_error(h: &dyn Harness) {
 }
 
 /// Failed attempts are retried after exponentially growing pauses; the command sees its
-/// attempt number.
+/// attempt number, and a fencing token that increases from one attempt to the next.
 pub async fn retries_with_exponential_backoff(h: &dyn Harness) {
     let t = h.task(opts()).await;
     let times: Arc<Mutex<Vec<(u32, Instant)>>> = Default::default();
-    let tm = times.clone();
+    let fences: Arc<Mutex<Vec<u64>>> = Default::default();
+    let (tm, fc) = (times.clone(), fences.clone());
     t.register(Command::new("third-time-lucky", move |input| {
         tm.lock().unwrap().push((input.attempt(), Instant::now()));
+        fc.lock().unwrap().push(input.fencing_token());
         async move {
             if input.attempt() < 3 {
                 Err(CommandError::msg("not yet"))
@@ -390,6 +392,11 @@ pub async fn retries_with_exponential_backoff(h: &dyn Harness) {
     let gap2 = times[2].1 - times[1].1;
     assert!(gap1 >= backoff.delay(1), "first pause {gap1:?}");
     assert!(gap2 >= backoff.delay(2), "second pause {gap2:?}");
+    let fences = fences.lock().unwrap().clone();
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens do not increase from one attempt to the next: {fences:?}"
+    );
     assert!(matches!(
         job.status().await.unwrap(),
         JobStatus::Succeeded { attempts: 3, .. }

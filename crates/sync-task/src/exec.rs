@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde_json::Value;
 
+use crate::command::HandlerFuture;
 use crate::{Command, Failure, Input};
 
 /// How one attempt ended, when it did not succeed.
@@ -32,16 +33,33 @@ pub(crate) async fn attempt(
     timeout: Option<Duration>,
 ) -> Result<Value, AttemptFailure> {
     let (name, job, n) = (input.command.clone(), input.job.clone(), input.attempt);
+    guarded(
+        || command.call(input),
+        timeout,
+        |message| {
+            tracing::warn!(command = %name, job = %job, attempt = n, %message, "command panicked");
+        },
+    )
+    .await
+}
+
+/// Calls `call` and awaits its future, turning a panic (in the call or in the future) and a
+/// timeout into failures; `on_panic` is told the panic message.
+pub(crate) async fn guarded(
+    call: impl FnOnce() -> HandlerFuture,
+    timeout: Option<Duration>,
+    on_panic: impl FnOnce(&str),
+) -> Result<Value, AttemptFailure> {
     let panicked = |p: Box<dyn Any + Send>| {
         let message = panic_message(&*p);
-        tracing::warn!(command = %name, job = %job, attempt = n, %message, "command panicked");
+        on_panic(&message);
         AttemptFailure {
             failure: Failure::Panicked { message },
             permanent: false,
         }
     };
     // The function itself may panic before returning its future.
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| command.call(input))) {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(f) => f,
         Err(p) => return Err(panicked(p)),
     };
@@ -51,7 +69,6 @@ pub(crate) async fn attempt(
         Some(after) => match tokio::time::timeout(after, guarded).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::debug!(command = %name, %job, attempt = n, ?after, "attempt timed out");
                 return Err(AttemptFailure {
                     failure: Failure::TimedOut { after },
                     permanent: false,

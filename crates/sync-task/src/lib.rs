@@ -7,6 +7,7 @@ mod exec;
 mod job;
 mod local;
 mod options;
+mod schedule;
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
@@ -29,6 +30,7 @@ pub use error::{Error, Result};
 pub use job::{JobHandle, JobId, JobStatus};
 pub use local::LocalTask;
 pub use options::{Backoff, Job, TaskOptions, MAX_POOL, MAX_RETENTION};
+pub use schedule::{Schedule, ScheduleHandle, ScheduleStatus, Tick};
 pub use serde_json::Value;
 pub use sync_core::name::MAX_NAME_LEN;
 

@@ -79,6 +79,7 @@ struct Inner {
     stop: watch::Sender<bool>,
     tracker: Arc<Tracker>,
     next_id: AtomicU64,
+    fence: AtomicU64,
     counters: Counters,
 }
 
@@ -219,6 +220,7 @@ impl LocalTask {
                 stop: watch::Sender::new(false),
                 tracker: Default::default(),
                 next_id: AtomicU64::new(1),
+                fence: AtomicU64::new(0),
                 counters: Counters::default(),
             }),
         }
@@ -341,6 +343,7 @@ async fn drive(
                 command: command.name_arc(),
                 attempt,
                 max_attempts: spec.max_attempts,
+                fence: inner.fence.fetch_add(1, Ordering::Relaxed) + 1,
                 payload: payload.clone(),
             };
             let r = exec::attempt(&command, input, spec.timeout).await;

@@ -218,6 +218,7 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
             command: command.name().into(),
             attempt,
             max_attempts: record.max_attempts,
+            fence: claim_rev as u64,
             payload,
         };
         exec::attempt(&command, input, record.timeout()).await
