@@ -13,6 +13,7 @@ use sync::prelude::*;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lock_demo().await?;
     leader_demo().await?;
+    task_demo().await?;
     time_demo().await?;
     println!("\ndemo finished");
     Ok(())
@@ -125,5 +126,49 @@ async fn leader_demo() -> Result<(), Box<dyn std::error::Error>> {
         c.await??;
     }
     println!("  now leading: {:?}", election.leader("scheduler").await?);
+    Ok(())
+}
+
+async fn task_demo() -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::atomic::AtomicUsize;
+    println!("\n== Task: 24 jobs on a pool of 4 workers ==");
+    let task: Arc<dyn Task> = Arc::new(LocalTask::new(TaskOptions::new().with_pool(4))?);
+    let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let per_thread = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let (r, p, t) = (running.clone(), peak.clone(), per_thread.clone());
+    task.register(sync::task::Command::typed("square", move |n: u64| {
+        let (r, p, t) = (r.clone(), p.clone(), t.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            let thread = format!("{:?}", std::thread::current().id());
+            *t.lock().unwrap().entry(thread).or_insert(0usize) += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(n * n)
+        }
+    }))
+    .await?;
+    let mut handles = Vec::new();
+    for n in 1..=24u64 {
+        handles.push(task.submit(Job::new("square", n)).await?);
+    }
+    let mut sum = 0;
+    for h in handles {
+        sum += h.wait_as::<u64>().await?;
+    }
+    println!("  sum of squares 1..=24 = {sum}");
+    println!(
+        "  at most {} jobs ran at once (pool 4); jobs per runtime thread: {:?}",
+        peak.load(Ordering::SeqCst),
+        per_thread.lock().unwrap().values().collect::<Vec<_>>()
+    );
+    // The seed's shape: run a command; its error reaches the caller (a panic would too).
+    let failed = task
+        .run(sync::task::Command::new("atask", |_| async {
+            Err::<(), _>(sync::task::CommandError::msg("disk full"))
+        }))
+        .await;
+    println!("  a failing command reports: {}", failed.unwrap_err());
     Ok(())
 }

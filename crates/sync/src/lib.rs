@@ -12,6 +12,11 @@ pub use sync_lock as lock;
 #[doc(inline)]
 pub use sync_leader as leader;
 
+#[cfg(feature = "task")]
+#[cfg_attr(docsrs, doc(cfg(feature = "task")))]
+#[doc(inline)]
+pub use sync_task as task;
+
 #[cfg(feature = "time")]
 #[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 #[doc(inline)]
@@ -29,6 +34,10 @@ pub mod prelude {
     pub use sync_lock::{AcquireOptions, LocalLock, Lock, LockExt, LockGuard, LockSet};
     #[cfg(all(feature = "lock", feature = "etcd"))]
     pub use sync_lock::{EtcdConfig, EtcdLock};
+    #[cfg(all(feature = "task", feature = "etcd"))]
+    pub use sync_task::EtcdTask;
+    #[cfg(feature = "task")]
+    pub use sync_task::{Command, Job, JobHandle, LocalTask, Task, TaskExt, TaskOptions};
     #[cfg(feature = "time")]
     pub use sync_time::{HybridClock, LocalTime, Time, TimeBounds, TimeExt};
     #[cfg(feature = "ntp")]
