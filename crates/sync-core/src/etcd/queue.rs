@@ -271,7 +271,16 @@ impl Queue {
                 });
             }
         };
-        let (own, _) = hub.subscribe(&joined.key, joined.revision).await?;
+        let (own, recheck) = hub.subscribe(&joined.key, joined.revision).await?;
+        if recheck && !self.still_ours(&joined.key, joined.revision).await? {
+            // Deleted (by someone else, or with its lease) before we could watch it: the
+            // deletion went by unseen, so report it here rather than hand out a dead grant.
+            return Err(Error::Unavailable {
+                endpoints: self.client.endpoints().to_owned(),
+                op: "join queue",
+                source: "our queue key was deleted right after it was created".into(),
+            });
+        }
         let head = joined.ahead.is_empty();
         Ok((
             QueueEntry {
@@ -337,6 +346,20 @@ impl Queue {
                 }
             }
         }
+    }
+
+    /// Whether `key` still exists with create revision `rev`.
+    async fn still_ours(&self, key: &str, rev: i64) -> Result<bool> {
+        let key = key.to_owned();
+        self.client
+            .retry("join queue", self.client.default_budget(), |mut c| {
+                let key = key.clone();
+                async move {
+                    let r = c.get(key, Some(GetOptions::new().with_keys_only())).await?;
+                    Ok(r.kvs().first().map(|kv| kv.create_revision()) == Some(rev))
+                }
+            })
+            .await
     }
 
     /// Reads, at one revision, whether our key is still ours and which keys are ahead of it.
