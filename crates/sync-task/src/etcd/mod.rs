@@ -9,14 +9,15 @@ mod retention;
 mod view;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
-use sync_core::etcd::{EtcdClient, EtcdConfig, LeasePool, WatchHub};
+use sync_core::etcd::{EtcdClient, EtcdConfig, KeySubscription, LeasePool, WatchHub};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -59,8 +60,36 @@ pub struct EtcdTask {
 
 struct Inner {
     ctx: Arc<Ctx>,
+    /// Subscriptions to the end of jobs this handle submitted, taken before the job existed,
+    /// so that the first `wait` needs no read before waiting. Bounded; an evicted one only
+    /// costs that read.
+    fresh: Mutex<Fresh>,
     /// The dispatcher and the registration keeper, started by the first `register`.
     background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Fresh {
+    subs: HashMap<String, KeySubscription>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Fresh {
+    const MAX: usize = 100_000;
+    const AGE: Duration = Duration::from_secs(60);
+
+    fn insert(&mut self, id: String, sub: KeySubscription) {
+        let now = Instant::now();
+        while let Some((at, old)) = self.order.front() {
+            if self.order.len() < Self::MAX && now.duration_since(*at) < Self::AGE {
+                break;
+            }
+            self.subs.remove(old);
+            self.order.pop_front();
+        }
+        self.order.push_back((now, id.clone()));
+        self.subs.insert(id, sub);
+    }
 }
 
 impl Drop for Inner {
@@ -128,6 +157,7 @@ impl EtcdTask {
         Ok(EtcdTask {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
+                fresh: Default::default(),
                 background: Mutex::new(Vec::new()),
             }),
         })
@@ -277,6 +307,12 @@ impl EtcdTask {
             TxnOp::put(keys.payload(&id), payload, None),
         ];
         let mut otherwise = Vec::new();
+        let sub = ctx
+            .ends
+            .subscribe(&keys.job(&id), i64::MAX)
+            .await
+            .map_err(|e| Error::backend(&name, e))?
+            .0;
         if !job.waits_for_worker() {
             when.push(
                 Compare::create_revision(keys.workers(&name), CompareOp::Greater, 0).with_prefix(),
@@ -313,8 +349,12 @@ impl EtcdTask {
             .await
             .map_err(|e| Error::backend(&name, e))?;
         match existing {
-            Ok(rev) => {
-                let _ = rev;
+            Ok(_) => {
+                self.inner
+                    .fresh
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), sub);
                 Counters::bump(&ctx.counters.submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
                 Ok(self.handle(JobId::from(id), &name))
@@ -388,14 +428,31 @@ impl EtcdTask {
         }
         let ctx = self.ctx();
         let key = ctx.keys.job(id.as_str());
-        // Subscribe first, then read: a deletion after the subscription reaches us, one before
-        // it shows in the read. (The job's key is deleted in the transaction that writes its
-        // result.)
-        let (mut sub, _) = ctx
-            .ends
-            .subscribe(&key, i64::MAX)
-            .await
-            .map_err(|e| Error::backend(id.as_str(), e))?;
+        let fresh = self
+            .inner
+            .fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .subs
+            .remove(id.as_str());
+        let mut sub = match fresh {
+            Some(mut sub) => {
+                // Subscribed before the job existed: nothing can have been missed, so wait
+                // for its end (or a recheck) before reading.
+                let _ = sub.next().await;
+                sub
+            }
+            // Subscribe first, then read: a deletion after the subscription reaches us, one
+            // before it shows in the read. (The job's key is deleted in the transaction that
+            // writes its result.)
+            None => {
+                ctx.ends
+                    .subscribe(&key, i64::MAX)
+                    .await
+                    .map_err(|e| Error::backend(id.as_str(), e))?
+                    .0
+            }
+        };
         loop {
             let (command, status) = self
                 .read(id)
