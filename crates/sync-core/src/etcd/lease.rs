@@ -41,7 +41,7 @@ pub fn loss_margin(ttl: Duration) -> Duration {
 pub struct Lease {
     id: i64,
     granted_ttl: Duration,
-    trigger: Arc<LossTrigger>,
+    loss: Arc<Loss>,
     signal: LossSignal,
     keeper: JoinHandle<()>,
     client: EtcdClient,
@@ -82,13 +82,16 @@ impl Lease {
             .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
         let (trigger, signal) = loss_signal();
-        let trigger = Arc::new(trigger);
+        let loss = Arc::new(Loss {
+            trigger,
+            dependents: Default::default(),
+        });
         let keeper = tokio::spawn(keep_alive(
             client.clone(),
             id,
             granted_ttl,
             sent_at + granted_ttl,
-            trigger.clone(),
+            loss.clone(),
         ));
         tracing::debug!(
             lease = format_args!("{id:x}"),
@@ -98,7 +101,7 @@ impl Lease {
         Ok(Arc::new(Lease {
             id,
             granted_ttl,
-            trigger,
+            loss,
             signal,
             keeper,
             client: client.clone(),
@@ -128,9 +131,16 @@ impl Lease {
     /// Reports the lease lost now, for a caller that learned it before the keeper did (the
     /// server answered "lease not found"). Everything attached to it is told.
     pub fn mark_lost(&self, reason: LossReason) {
-        if self.trigger.fire(reason) {
+        if self.loss.fire(reason) {
             self.keeper.abort();
         }
+    }
+
+    /// Makes `trigger` fire (with the lease's reason) when the lease is lost, or at once if it
+    /// was. Held only weakly: a trigger dropped meanwhile is skipped. This is how everything
+    /// attached to the lease learns of its loss without a task of its own.
+    pub fn attach(&self, trigger: &Arc<LossTrigger>) {
+        self.loss.attach(trigger);
     }
 
     /// Revokes the lease now: every key attached to it is deleted by the server.
@@ -177,7 +187,7 @@ async fn keep_alive(
     id: i64,
     ttl: Duration,
     mut deadline: Instant,
-    trigger: Arc<LossTrigger>,
+    trigger: Arc<Loss>,
 ) {
     let margin = loss_margin(ttl);
     let interval = ttl / 3;
@@ -234,6 +244,41 @@ async fn keep_alive(
                 next = Instant::now();
             }
         }
+    }
+}
+
+/// The lease's own loss trigger and the triggers attached to it.
+#[derive(Debug)]
+struct Loss {
+    trigger: LossTrigger,
+    dependents: std::sync::Mutex<Vec<std::sync::Weak<LossTrigger>>>,
+}
+
+impl Loss {
+    fn fire(&self, reason: LossReason) -> bool {
+        let mut deps = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.trigger.fire(reason.clone()) {
+            return false;
+        }
+        for d in deps.drain(..) {
+            if let Some(t) = d.upgrade() {
+                t.fire(reason.clone());
+            }
+        }
+        true
+    }
+
+    fn attach(&self, t: &Arc<LossTrigger>) {
+        let mut deps = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = self.trigger.signal().reason() {
+            drop(deps);
+            t.fire(reason);
+            return;
+        }
+        if deps.len() >= 64 && deps.len().is_power_of_two() {
+            deps.retain(|d| d.strong_count() > 0);
+        }
+        deps.push(Arc::downgrade(t));
     }
 }
 

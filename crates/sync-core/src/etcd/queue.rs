@@ -405,40 +405,43 @@ impl Queue {
         Ok((ahead, read_rev))
     }
 
-    /// Turns the head entry into a [`Held`]: from now on a task watches for our key's deletion
-    /// and our lease's loss, and fires the held thing's loss signal on either.
+    /// Turns the head entry into a [`Held`]: from now on the queue's watch fires the held
+    /// thing's loss signal if our key is deleted, and the lease fires it if the lease is lost,
+    /// with no task per held key.
     pub fn hold(&self, mut entry: QueueEntry) -> Held {
         let (trigger, signal) = loss_signal();
         let trigger = Arc::new(trigger);
-        let t = trigger.clone();
-        let client = self.client.clone();
         let (key, revision, lease) = (entry.key.clone(), entry.revision, entry.lease.clone());
-        let mut own = entry.take_subscription();
         let hub = entry.hub.clone();
+        // Register the trigger first, then look at what the entry's own subscription already
+        // received: a deletion is seen by one or the other, never by neither.
+        let on_delete = hub.watch_trigger(&key, revision, &trigger);
+        let mut own = entry.take_subscription();
         entry.defuse();
-        let watch_key = key.clone();
-        let watch_lease = lease.clone();
-        let task = tokio::spawn(async move {
-            let reason = loop {
-                tokio::select! {
-                    ev = own.next() => match ev {
-                        KeyEvent::Deleted { .. } => break LossReason::Revoked,
-                        KeyEvent::Recheck => {
-                            let mut c = client.raw();
-                            if let Ok(r) = c.get(watch_key.clone(), None).await {
-                                if r.kvs().first().map(|kv| kv.create_revision()) != Some(revision) {
-                                    break LossReason::Revoked;
-                                }
-                            }
-                        }
-                    },
-                    reason = watch_lease.signal().fired() => break reason,
+        let mut recheck = false;
+        while let Some(ev) = own.try_next() {
+            match ev {
+                KeyEvent::Deleted { .. } => {
+                    trigger.fire(LossReason::Revoked);
                 }
-            };
-            if t.fire(reason.clone()) {
-                tracing::warn!(key = %watch_key, %reason, "held key lost");
+                KeyEvent::Recheck => recheck = true,
             }
-        });
+        }
+        drop(own);
+        if recheck && !trigger.is_fired() {
+            let (client, t, k) = (self.client.clone(), Arc::downgrade(&trigger), key.clone());
+            tokio::spawn(async move {
+                let mut c = client.raw();
+                if let Ok(r) = c.get(k, Some(GetOptions::new().with_keys_only())).await {
+                    if r.kvs().first().map(|kv| kv.create_revision()) != Some(revision) {
+                        if let Some(t) = t.upgrade() {
+                            t.fire(LossReason::Revoked);
+                        }
+                    }
+                }
+            });
+        }
+        lease.attach(&trigger);
         Held {
             key,
             revision,
@@ -446,8 +449,8 @@ impl Queue {
             client: self.client.clone(),
             trigger,
             signal,
-            task,
             armed: true,
+            on_delete: Some(on_delete),
             _hub: hub,
         }
     }
@@ -463,8 +466,9 @@ pub struct Held {
     client: EtcdClient,
     trigger: Arc<LossTrigger>,
     signal: LossSignal,
-    task: JoinHandle<()>,
     armed: bool,
+    /// Fires the trigger if our key is deleted (by anyone but us).
+    on_delete: Option<super::watch::TriggerSubscription>,
     /// Keeps the queue's watch alive while held.
     _hub: Arc<WatchHub>,
 }
@@ -498,7 +502,8 @@ impl Held {
     /// Deletes our key if it is still ours; returns whether it was (`false`: it was lost first).
     pub async fn release(mut self) -> Result<bool> {
         self.armed = false;
-        self.task.abort();
+        // Our own deletion is not a loss.
+        self.on_delete = None;
         let lost_before = self.signal.reason();
         let r = leave(&self.client, &self.key, self.revision).await;
         self.trigger.fire(LossReason::Released);
@@ -512,7 +517,6 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.task.abort();
         self.trigger.fire(LossReason::Released);
         if !self.armed {
             return;

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
 use super::{EtcdClient, Result};
+use crate::signal::{LossReason, LossTrigger};
 
 /// What a subscriber hears about its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +38,13 @@ pub enum KeyEvent {
 type Delivery = (Option<Arc<[u8]>>, KeyEvent);
 type Subscribers = Vec<(u64, mpsc::UnboundedSender<Delivery>)>;
 
+/// Held keys whose deletion fires a loss trigger directly: (id, trigger, create revision).
+type Triggers = Vec<(u64, std::sync::Weak<LossTrigger>, i64)>;
+
 #[derive(Default, Debug)]
 struct State {
     subs: HashMap<Arc<[u8]>, Subscribers>,
+    triggers: HashMap<Arc<[u8]>, Triggers>,
     dispatched: i64,
     next_id: u64,
 }
@@ -98,6 +103,11 @@ impl KeySubscription {
         self.next_keyed().await.1
     }
 
+    /// An event already delivered, if any (does not wait).
+    pub fn try_next(&mut self) -> Option<KeyEvent> {
+        self.rx.try_recv().ok().map(|(_, e)| e)
+    }
+
     /// The next event and, for a deletion, which key it was.
     pub async fn next_keyed(&mut self) -> (Option<Arc<[u8]>>, KeyEvent) {
         match self.rx.recv().await {
@@ -116,6 +126,26 @@ impl Drop for KeySubscription {
                 if v.is_empty() {
                     st.subs.remove(key);
                 }
+            }
+        }
+    }
+}
+
+/// A held key whose deletion fires a loss trigger; unregisters on drop.
+#[derive(Debug)]
+pub struct TriggerSubscription {
+    shared: Arc<Shared>,
+    key: Arc<[u8]>,
+    id: u64,
+}
+
+impl Drop for TriggerSubscription {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if let Some(v) = st.triggers.get_mut(&self.key) {
+            v.retain(|(id, _, _)| *id != self.id);
+            if v.is_empty() {
+                st.triggers.remove(&self.key);
             }
         }
     }
@@ -151,7 +181,33 @@ impl WatchHub {
 
     /// Whether nobody is subscribed.
     pub fn is_idle(&self) -> bool {
-        self.shared.lock().subs.is_empty()
+        let st = self.shared.lock();
+        st.subs.is_empty() && st.triggers.is_empty()
+    }
+
+    /// Fires `trigger` with [`LossReason::Revoked`] when `key` (create revision `rev`) is
+    /// deleted, without a task of the caller's: for held keys. The hub must be started, and the
+    /// caller must already be subscribed to `key` (so no deletion can fall between the two).
+    pub fn watch_trigger(
+        &self,
+        key: &str,
+        rev: i64,
+        trigger: &Arc<LossTrigger>,
+    ) -> TriggerSubscription {
+        let key: Arc<[u8]> = Arc::from(key.as_bytes());
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.triggers
+            .entry(key.clone())
+            .or_default()
+            .push((id, Arc::downgrade(trigger), rev));
+        drop(st);
+        TriggerSubscription {
+            shared: self.shared.clone(),
+            key,
+            id,
+        }
     }
 
     /// Subscribes to deletes of `key`, which the caller saw existing at revision `read_rev`.
@@ -255,6 +311,15 @@ async fn run(
                         let Some(kv) = ev.kv() else { continue };
                         let revision = kv.mod_revision();
                         st.dispatched = st.dispatched.max(revision);
+                        if let Some(triggers) = st.triggers.get(kv.key()) {
+                            for (_, t, _) in triggers {
+                                if let Some(t) = t.upgrade() {
+                                    if t.fire(LossReason::Revoked) {
+                                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "held key deleted: loss reported");
+                                    }
+                                }
+                            }
+                        }
                         if let Some((key, subs)) = st.subs.get_key_value(kv.key()) {
                             for (_, tx) in subs {
                                 let _ =
@@ -284,6 +349,15 @@ async fn run(
                             let _ = tx.send((None, KeyEvent::Recheck));
                         }
                     }
+                    // Held keys: read each back; one deleted meanwhile fires its trigger.
+                    let held: Vec<(Arc<[u8]>, std::sync::Weak<LossTrigger>, i64)> = st
+                        .triggers
+                        .iter()
+                        .flat_map(|(k, v)| v.iter().map(|(_, t, r)| (k.clone(), t.clone(), *r)))
+                        .collect();
+                    if !held.is_empty() {
+                        tokio::spawn(recheck_held(client.clone(), held));
+                    }
                     tracing::debug!(%range, rev, "shared watch re-created");
                     break;
                 }
@@ -292,6 +366,37 @@ async fn run(
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
+            }
+        }
+    }
+}
+
+/// After a watch restart: fires the trigger of every held key that no longer exists with its
+/// create revision (its deletion may have gone by while the watch was down).
+async fn recheck_held(
+    client: EtcdClient,
+    held: Vec<(Arc<[u8]>, std::sync::Weak<LossTrigger>, i64)>,
+) {
+    for (key, trigger, rev) in held {
+        let Some(trigger) = trigger.upgrade() else {
+            continue;
+        };
+        let k = key.to_vec();
+        let still = client
+            .retry("recheck held key", client.default_budget(), |mut c| {
+                let k = k.clone();
+                async move {
+                    let r = c
+                        .get(k, Some(etcd_client::GetOptions::new().with_keys_only()))
+                        .await?;
+                    Ok(r.kvs().first().map(|kv| kv.create_revision()) == Some(rev))
+                }
+            })
+            .await;
+        // An error here leaves the decision to the lease keeper's deadline.
+        if let Ok(false) = still {
+            if trigger.fire(LossReason::Revoked) {
+                tracing::warn!(key = %String::from_utf8_lossy(&key), "held key gone after a watch restart: loss reported");
             }
         }
     }
