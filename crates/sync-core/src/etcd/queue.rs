@@ -176,17 +176,19 @@ impl Drop for JoinGuard {
                 Ok(Ok(j)) => {
                     let _ = leave(&client, &j.key, j.revision).await;
                 }
-                _ => {
-                    // The transaction failed or timed out; an attempt may still land late, so
-                    // delete now and once more after a request timeout.
-                    let mut c = client.raw();
-                    let _ = c.delete(key.clone(), None).await;
-                    tokio::time::sleep(client.config().request_timeout).await;
-                    let _ = c.delete(key, None).await;
-                }
+                _ => delete_late(client, key).await,
             }
         });
     }
+}
+
+/// After a join transaction that failed or timed out: an attempt may have landed, or may still
+/// land late, so delete the (unique) key now and once more after a request timeout.
+async fn delete_late(client: EtcdClient, key: String) {
+    let mut c = client.raw();
+    let _ = c.delete(key.clone(), None).await;
+    tokio::time::sleep(client.config().request_timeout).await;
+    let _ = c.delete(key, None).await;
 }
 
 impl Queue {
@@ -258,12 +260,24 @@ impl Queue {
             key,
         };
         let joined = match guard.task.as_mut().expect("set above").await {
-            Ok(r) => {
+            Ok(Ok(j)) => {
                 guard.task = None;
-                r?
+                j
+            }
+            Ok(Err(e)) => {
+                guard.task = None;
+                tokio::spawn(delete_late(
+                    self.client.clone(),
+                    std::mem::take(&mut guard.key),
+                ));
+                return Err(e);
             }
             Err(join_err) => {
                 guard.task = None;
+                tokio::spawn(delete_late(
+                    self.client.clone(),
+                    std::mem::take(&mut guard.key),
+                ));
                 return Err(Error::Etcd {
                     endpoints: self.client.endpoints().to_owned(),
                     op: "join queue",
