@@ -41,7 +41,12 @@ impl Drop for EtcdHarness {
 }
 
 impl Harness for EtcdHarness {
-    fn task(&self, options: TaskOptions) -> BoxFuture<'_, Arc<dyn Task>> {
+    fn task(&self, mut options: TaskOptions) -> BoxFuture<'_, Arc<dyn Task>> {
+        // None of these tests is about crashes: a longer worker lease than the connection's
+        // 2 s keeps a slow test machine from losing it (and re-running a job) spuriously.
+        if options.ttl().is_none() {
+            options = options.with_ttl(Duration::from_secs(10));
+        }
         async move {
             let t: Arc<dyn Task> = Arc::new(
                 EtcdTask::connect(self.cfg.clone(), options)
@@ -63,8 +68,8 @@ impl Harness for EtcdHarness {
 
     fn expiry_slack(&self) -> Duration {
         // The retention lease lives up to one bucket (1 s) longer; etcd checks lease expiry
-        // every ~500 ms and a busy cluster may take a little longer.
-        Duration::from_secs(5)
+        // every ~500 ms, and a busy cluster revokes expired leases later.
+        Duration::from_secs(10)
     }
 
     fn hands_back(&self) -> bool {
