@@ -75,7 +75,7 @@ struct Fresh {
 }
 
 impl Fresh {
-    const MAX: usize = 100_000;
+    const MAX: usize = 10_000;
     const AGE: Duration = Duration::from_secs(60);
 
     fn insert(&mut self, id: String, sub: KeySubscription) {
