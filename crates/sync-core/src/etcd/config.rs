@@ -364,21 +364,9 @@ fn redact_url(url: &str) -> String {
     out
 }
 
+/// URL components use the same %-escapes as our key encoding.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    super::keys::decode_name(s)
 }
 
 #[cfg(test)]

@@ -117,19 +117,21 @@ impl QueueEntry {
 
 impl Drop for QueueEntry {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            leave_in_background(&self.client, std::mem::take(&mut self.key), self.revision);
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let client = self.client.clone();
-            let key = std::mem::take(&mut self.key);
-            let rev = self.revision;
-            rt.spawn(async move {
-                if let Err(e) = leave(&client, &key, rev).await {
-                    tracing::warn!(%key, error = %e, "could not delete an abandoned queue key; its lease will remove it");
-                }
-            });
-        }
+    }
+}
+
+/// [`leave`] on the runtime, for `Drop`; the lease is the safety net if it fails.
+fn leave_in_background(client: &EtcdClient, key: String, rev: i64) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let client = client.clone();
+        rt.spawn(async move {
+            if let Err(e) = leave(&client, &key, rev).await {
+                tracing::warn!(%key, error = %e, "could not delete a dropped queue key; its lease will remove it");
+            }
+        });
     }
 }
 
@@ -532,18 +534,8 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.trigger.fire(LossReason::Released);
-        if !self.armed {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let client = self.client.clone();
-            let key = std::mem::take(&mut self.key);
-            let rev = self.revision;
-            rt.spawn(async move {
-                if let Err(e) = leave(&client, &key, rev).await {
-                    tracing::warn!(%key, error = %e, "could not delete a dropped key; its lease will remove it");
-                }
-            });
+        if self.armed {
+            leave_in_background(&self.client, std::mem::take(&mut self.key), self.revision);
         }
     }
 }
