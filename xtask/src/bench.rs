@@ -12,8 +12,11 @@ use crate::{process, testrun, tools, Result};
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let tools = tools::ensure(true)?;
-    eprintln!("xtask bench: starting a 3-member etcd cluster and chronyd on loopback");
-    let services = Services::start(&tools)?;
+    let single = args.iter().any(|a| a == "--single");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--single").collect();
+    let size = if single { 1 } else { 3 };
+    eprintln!("xtask bench: starting a {size}-member etcd cluster and chronyd on loopback");
+    let services = Services::start_sized(&tools, size)?;
     let mut cmd = testrun::cargo_command();
     cmd.args([
         "run",

@@ -36,8 +36,9 @@ commands:
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
   etcd status   health of each etcd member and of chronyd
   etcd down     stop them and remove their directory
-  bench [--quick] [--only SUBSTRING]
-        start the same services, run every benchmark scenario beside its baseline,
+  bench [--quick] [--single] [--only SUBSTRING]
+        start the same services (--single: a one-member cluster), run every
+        benchmark scenario beside its baseline,
         print the table and write target/sync-bench/report.json and report.svg
   chaos [--quick] [--only SUBSTRING]
         start the same services, run the fault scenarios (mutual exclusion, leader,

@@ -85,11 +85,16 @@ impl Services {
     /// Starts the cluster and chronyd and waits until every member is healthy and chronyd
     /// answers. On failure everything started is stopped and the error shows the logs.
     pub(crate) fn start(tools: &Tools) -> Result<Services> {
+        Services::start_sized(tools, MEMBERS)
+    }
+
+    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`).
+    pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
         let mut attempt = 1;
         loop {
-            let mut services = Services::spawn(tools)?;
+            let mut services = Services::spawn(tools, size)?;
             let ready = services
-                .wait_etcd(&(0..MEMBERS).collect::<Vec<_>>(), ETCD_READY)
+                .wait_etcd(&(0..size).collect::<Vec<_>>(), ETCD_READY)
                 .and_then(|()| services.wait_ntp(NTP_READY));
             match ready {
                 Ok(()) => return Ok(services),
@@ -114,16 +119,16 @@ impl Services {
     }
 
     /// Creates the directory, picks ports and spawns every process, without waiting.
-    fn spawn(tools: &Tools) -> Result<Services> {
+    fn spawn(tools: &Tools, size: usize) -> Result<Services> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let unique = format!("{DIR_PREFIX}{}-{nanos}", std::process::id());
         let dir = env::temp_dir().join(&unique);
-        let ports = free_tcp_ports(2 * MEMBERS)?;
+        let ports = free_tcp_ports(2 * size)?;
         let udp = free_udp_ports(2)?;
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let members = (0..MEMBERS)
+        let members = (0..size)
             .map(|i| Member {
                 name: format!("m{}", i + 1),
                 client_port: ports[2 * i],
@@ -142,7 +147,7 @@ impl Services {
             detached: false,
         };
         // From here on, dropping `services` stops whatever was spawned.
-        for i in 0..MEMBERS {
+        for i in 0..size {
             services.members[i].proc = Some(services.spawn_member(i)?);
         }
         services.chronyd = Some(services.spawn_chronyd()?);
