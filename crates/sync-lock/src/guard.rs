@@ -16,6 +16,14 @@ pub trait RawGuard: Send + Sync + fmt::Debug {
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool>>;
 }
 
+/// The built-in backend's raw guard inline (no allocation on the local hot path), any other
+/// boxed.
+#[derive(Debug)]
+pub(crate) enum Raw {
+    Local(crate::local::LocalRawGuard),
+    Boxed(Box<dyn RawGuard>),
+}
+
 /// Exclusive ownership of a named lock, until [`release`](LockGuard::release), drop, or loss.
 ///
 /// Act on the protected resource only while the guard is not [`lost`](LockGuard::lost), and pass
@@ -39,7 +47,7 @@ pub struct LockGuard {
     token: u64,
     ttl: Option<Duration>,
     signal: LossSignal,
-    raw: Option<Box<dyn RawGuard>>,
+    raw: Option<Raw>,
 }
 
 impl fmt::Debug for LockGuard {
@@ -67,7 +75,22 @@ impl LockGuard {
             token: fencing_token,
             ttl,
             signal,
-            raw: Some(raw),
+            raw: Some(Raw::Boxed(raw)),
+        }
+    }
+
+    pub(crate) fn new_local(
+        name: std::sync::Arc<str>,
+        fencing_token: u64,
+        signal: LossSignal,
+        raw: crate::local::LocalRawGuard,
+    ) -> Self {
+        LockGuard {
+            name,
+            token: fencing_token,
+            ttl: None,
+            signal,
+            raw: Some(Raw::Local(raw)),
         }
     }
 
@@ -108,8 +131,10 @@ impl LockGuard {
     /// is released then, and nobody else's lock is touched).
     pub async fn release(mut self) -> Result<()> {
         let lost_before = self.signal.reason();
-        let raw = self.raw.take().expect("a guard is released once");
-        let still_held = raw.release().await?;
+        let still_held = match self.raw.take().expect("a guard is released once") {
+            Raw::Local(g) => g.release_now(),
+            Raw::Boxed(raw) => raw.release().await?,
+        };
         tracing::debug!(lock = %self.name, token = self.token, "lock released");
         match lost_before {
             Some(reason) => Err(Error::Lost {

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 use tokio::sync::oneshot;
 
-use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, RawGuard, Result};
+use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, Result};
 
 /// Locks shared by the tasks of one process. Cheap to clone: clones share the locks.
 ///
@@ -214,17 +214,16 @@ impl LocalLock {
     }
 
     fn guard(&self, name: Arc<str>, id: u64, grant: Grant) -> LockGuard {
-        LockGuard::new(
+        LockGuard::new_local(
             name.clone(),
             grant.token,
-            None,
             grant.signal,
-            Box::new(LocalRawGuard {
+            LocalRawGuard {
                 shared: self.shared.clone(),
                 name,
                 id,
                 done: false,
-            }),
+            },
         )
     }
 
@@ -317,7 +316,7 @@ impl Drop for Waiter<'_> {
 }
 
 #[derive(Debug)]
-struct LocalRawGuard {
+pub(crate) struct LocalRawGuard {
     shared: Arc<Shared>,
     name: Arc<str>,
     id: u64,
@@ -330,13 +329,12 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-impl RawGuard for LocalRawGuard {
-    fn release(mut self: Box<Self>) -> BoxFuture<'static, Result<bool>> {
+impl LocalRawGuard {
+    /// Releases at once (nothing to wait for in-process); whether it was still held.
+    pub(crate) fn release_now(mut self) -> bool {
         self.done = true;
-        let held = self
-            .shared
-            .end_hold(&self.name, Some(self.id), LossReason::Released);
-        futures::future::ready(Ok(held)).boxed()
+        self.shared
+            .end_hold(&self.name, Some(self.id), LossReason::Released)
     }
 }
 
