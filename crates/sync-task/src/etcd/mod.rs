@@ -4,6 +4,7 @@
 //! why idle workers do not all race for each job), [`worker`] for the claim → run → record cycle,
 //! and `docs/task.md` for the lifecycle and what can run twice.
 
+mod batch;
 mod records;
 mod retention;
 mod view;
@@ -148,6 +149,7 @@ impl EtcdTask {
             stop: watch::Sender::new(Stop::Running),
             tracker: Default::default(),
             counters: Counters::default(),
+            batcher: Default::default(),
             client,
             keys,
             options,

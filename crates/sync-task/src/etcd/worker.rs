@@ -16,6 +16,7 @@ use sync_core::signal::LossReason;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::batch::Batcher;
 use super::records::{now_ms, ClaimRecord, JobRecord, Keys, Outcome, ResultRecord};
 use super::retention::Retention;
 use super::view::{Next, Pick, View};
@@ -55,6 +56,7 @@ pub(crate) struct Ctx {
     pub(crate) stop: watch::Sender<Stop>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) counters: Counters,
+    pub(crate) batcher: std::sync::OnceLock<Batcher>,
 }
 
 impl Ctx {
@@ -68,6 +70,12 @@ impl Ctx {
 
     pub(crate) fn stopping(&self) -> Stop {
         *self.stop.borrow()
+    }
+
+    /// The group-commit batcher (started on first use, inside the runtime).
+    pub(crate) fn batcher(&self) -> &Batcher {
+        self.batcher
+            .get_or_init(|| Batcher::new(self.client.clone()))
     }
 
     /// The worker's lease (a new one if the last was lost).
@@ -323,58 +331,46 @@ async fn claim_txn(
     let payload_key = ctx.keys.payload(id);
     let (claim_v, job_v) = (to_json(claim), to_json(running));
     let lease_id = lease.id();
-    let claimed = ctx
-        .client
-        .retry("claim job", ctx.client.default_budget(), |mut c| {
-            let txn = Txn::new()
-                .when(unclaimed.to_vec())
-                .and_then([
-                    TxnOp::put(
-                        claim_key.clone(),
-                        claim_v.clone(),
-                        Some(PutOptions::new().with_lease(lease_id)),
-                    ),
-                    TxnOp::put(job_key.clone(), job_v.clone(), None),
-                    TxnOp::get(payload_key.clone(), None),
-                ])
-                // A retry after an attempt that landed but whose reply was lost: read ours.
-                .or_else([
-                    TxnOp::get(claim_key.clone(), None),
-                    TxnOp::get(payload_key.clone(), None),
-                ]);
-            async move {
-                let resp = c.txn(txn).await?;
-                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                let gets: Vec<Option<etcd_client::KeyValue>> = resp
-                    .op_responses()
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
-                        _ => None,
-                    })
-                    .collect();
-                let payload = |i: usize| {
-                    gets.get(i)
-                        .cloned()
-                        .flatten()
-                        .map(|kv| kv.value().to_vec())
-                        .unwrap_or_else(|| b"null".to_vec())
-                };
-                if resp.succeeded() {
-                    return Ok(Some((rev, payload(0))));
-                }
-                let ours = gets.first().cloned().flatten().and_then(|kv| {
-                    let same: Option<ClaimRecord> = serde_json::from_slice(kv.value()).ok();
-                    (kv.lease() == lease_id
-                        && same.is_some_and(|s| {
-                            s.worker == claim.worker && s.attempt == claim.attempt
-                        }))
-                    .then(|| kv.create_revision())
-                });
-                Ok(ours.map(|rev| (rev, payload(1))))
-            }
+    let txn = Txn::new()
+        .when(unclaimed.to_vec())
+        .and_then([
+            TxnOp::put(
+                claim_key.clone(),
+                claim_v,
+                Some(PutOptions::new().with_lease(lease_id)),
+            ),
+            TxnOp::put(job_key, job_v, None),
+            TxnOp::get(payload_key.clone(), None),
+        ])
+        // A retry after an attempt that landed but whose reply was lost: read ours.
+        .or_else([TxnOp::get(claim_key, None), TxnOp::get(payload_key, None)]);
+    let out = ctx.batcher().txn("claim job", id, txn).await?;
+    let gets: Vec<Option<etcd_client::KeyValue>> = out
+        .responses
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+            _ => None,
         })
-        .await?;
+        .collect();
+    let payload = |i: usize| {
+        gets.get(i)
+            .cloned()
+            .flatten()
+            .map(|kv| kv.value().to_vec())
+            .unwrap_or_else(|| b"null".to_vec())
+    };
+    let claimed = if out.succeeded {
+        Some((out.revision, payload(0)))
+    } else {
+        let ours = gets.first().cloned().flatten().and_then(|kv| {
+            let same: Option<ClaimRecord> = serde_json::from_slice(kv.value()).ok();
+            (kv.lease() == lease_id
+                && same.is_some_and(|s| s.worker == claim.worker && s.attempt == claim.attempt))
+            .then(|| kv.create_revision())
+        });
+        ours.map(|rev| (rev, payload(1)))
+    };
     claimed.ok_or(ClaimError::Conflict)
 }
 
@@ -411,33 +407,28 @@ async fn finish(
                 Some(PutOptions::new().with_lease(lease)),
             ));
         }
+        let txn = Txn::new()
+            .when(guard.clone())
+            .and_then(ops)
+            .or_else([TxnOp::get(result_key.clone(), None)]);
         let r = ctx
-            .client
-            .retry("record job result", ctx.client.default_budget(), |mut c| {
-                let txn = Txn::new()
-                    .when(guard.clone())
-                    .and_then(ops.clone())
-                    .or_else([TxnOp::get(result_key.clone(), None)]);
-                let me = result.worker.clone();
-                let attempts = result.attempts;
-                async move {
-                    let resp = c.txn(txn).await?;
-                    if resp.succeeded() {
-                        return Ok(true);
-                    }
-                    // A retry after an attempt that landed but whose reply was lost.
-                    let ours = match resp.op_responses().into_iter().next() {
+            .batcher()
+            .txn("record job result", id, txn)
+            .await
+            .map(|out| {
+                // A retry after an attempt that landed but whose reply was lost finds ours.
+                out.succeeded
+                    || match out.responses.into_iter().next() {
                         Some(TxnOpResponse::Get(g)) => g.kvs().first().is_some_and(|kv| {
                             serde_json::from_slice::<ResultRecord>(kv.value()).is_ok_and(|r| {
-                                me.is_some() && r.worker == me && r.attempts == attempts
+                                result.worker.is_some()
+                                    && r.worker == result.worker
+                                    && r.attempts == result.attempts
                             })
                         }),
                         _ => false,
-                    };
-                    Ok(ours)
-                }
-            })
-            .await;
+                    }
+            });
         match r {
             Err(sync_core::etcd::Error::Etcd { source, .. })
                 if tries < 3 && source.to_string().contains("lease not found") =>
@@ -459,15 +450,15 @@ async fn hand_back(
 ) -> sync_core::etcd::Result<bool> {
     let (job_key, claim_key) = (ctx.keys.job(id), ctx.keys.claim(id));
     let value = to_json(record);
-    ctx.client
-        .retry("reschedule job", ctx.client.default_budget(), |mut c| {
-            let txn = Txn::new().when(guard.clone()).and_then([
-                TxnOp::put(job_key.clone(), value.clone(), None),
-                TxnOp::delete(claim_key.clone(), None),
-            ]);
-            async move { Ok(c.txn(txn).await?.succeeded()) }
-        })
-        .await
+    let txn = Txn::new().when(guard).and_then([
+        TxnOp::put(job_key, value, None),
+        TxnOp::delete(claim_key, None),
+    ]);
+    Ok(ctx
+        .batcher()
+        .txn("reschedule job", id, txn)
+        .await?
+        .succeeded)
 }
 
 /// Keeps the worker's registrations (`workers/<command>/<worker>`) on its current lease: after

@@ -1,0 +1,204 @@
+//! Group commit for the worker's transactions (claim, finish, retry, hand back).
+//!
+//! Each of them is a small transaction about one job. Under load many are ready at the same
+//! moment; sending each alone costs etcd one request, one raft entry and one apply each. The
+//! batcher sends the ones that are waiting as one transaction of nested transactions (etcd
+//! evaluates each nested transaction's comparisons on its own, so one job's conflict does not
+//! fail the others), with a few batches in flight. When the cluster is idle a transaction goes
+//! out alone at once: batching adds no latency, it only grows while requests queue up.
+//!
+//! Two transactions about one job never share a batch. If a batch fails as a whole (after the
+//! client's retries), each transaction is sent again on its own, so each gets its own outcome.
+//! Every transaction tolerates being applied twice (see the `or_else` branches in `worker`).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use etcd_client::{Txn, TxnOp, TxnOpResponse};
+use sync_core::etcd::{Error, EtcdClient, Result};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How many job transactions one batch carries at most (etcd's default `--max-txn-ops` is 128
+/// per level).
+const MAX_BATCH: usize = 32;
+/// How many batches may be in flight at once.
+const IN_FLIGHT: usize = 4;
+
+/// The outcome of one job's transaction.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) succeeded: bool,
+    /// The revision at which it was applied.
+    pub(crate) revision: i64,
+    pub(crate) responses: Vec<TxnOpResponse>,
+}
+
+struct Req {
+    op: &'static str,
+    job: String,
+    txn: Txn,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+pub(crate) struct Batcher {
+    tx: mpsc::UnboundedSender<Req>,
+    task: JoinHandle<()>,
+    client: EtcdClient,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batcher")
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Batcher {
+    /// A batcher sending on `client`. Needs a tokio runtime.
+    pub(crate) fn new(client: EtcdClient) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Batcher {
+            task: tokio::spawn(run(client.clone(), rx)),
+            tx,
+            client,
+        }
+    }
+
+    /// Applies `txn` (about job `job`), alone or with others.
+    pub(crate) async fn txn(&self, op: &'static str, job: &str, txn: Txn) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let req = Req {
+            op,
+            job: job.to_owned(),
+            txn,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
+            return alone(&self.client, req.op, req.txn).await;
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Etcd {
+                endpoints: self.client.endpoints().to_owned(),
+                op,
+                source: "the transaction batcher stopped".into(),
+            }),
+        }
+    }
+}
+
+async fn run(client: EtcdClient, mut rx: mpsc::UnboundedReceiver<Req>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carry: VecDeque<Req> = VecDeque::new();
+    loop {
+        let first = match carry.pop_front() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        // Wait for a free slot before collecting: requests pile up meanwhile.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut jobs = HashSet::from([first.job.clone()]);
+        let mut batch = vec![first];
+        let mut deferred = Vec::new();
+        while batch.len() < MAX_BATCH {
+            let Some(r) = carry.pop_front().or_else(|| rx.try_recv().ok()) else {
+                break;
+            };
+            if jobs.insert(r.job.clone()) {
+                batch.push(r);
+            } else {
+                deferred.push(r);
+            }
+        }
+        for r in deferred.into_iter().rev() {
+            carry.push_front(r);
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            send(&client, batch).await;
+        });
+    }
+}
+
+async fn send(client: &EtcdClient, mut batch: Vec<Req>) {
+    if batch.len() == 1 {
+        let Some(r) = batch.pop() else { return };
+        let out = alone(client, r.op, r.txn).await;
+        let _ = r.reply.send(out);
+        return;
+    }
+    let outer = Txn::new().and_then(
+        batch
+            .iter()
+            .map(|r| TxnOp::txn(r.txn.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let n = batch.len();
+    let applied = client
+        .retry("job transactions", client.default_budget(), |mut c| {
+            let outer = outer.clone();
+            async move {
+                let resp = c.txn(outer).await?;
+                let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let subs: Vec<_> = resp
+                    .op_responses()
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        TxnOpResponse::Txn(t) => Some(Outcome {
+                            succeeded: t.succeeded(),
+                            revision,
+                            responses: t.op_responses(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(subs)
+            }
+        })
+        .await;
+    match applied {
+        Ok(subs) if subs.len() == n => {
+            for (r, out) in batch.into_iter().zip(subs) {
+                let _ = r.reply.send(Ok(out));
+            }
+        }
+        other => {
+            if let Err(e) = other {
+                tracing::debug!(error = %e, jobs = n, "batched job transactions failed; sending them one by one");
+            }
+            let each = batch.into_iter().map(|r| async move {
+                let out = alone(client, r.op, r.txn).await;
+                let _ = r.reply.send(out);
+            });
+            futures::future::join_all(each).await;
+        }
+    }
+}
+
+async fn alone(client: &EtcdClient, op: &'static str, txn: Txn) -> Result<Outcome> {
+    client
+        .retry(op, client.default_budget(), |mut c| {
+            let txn = txn.clone();
+            async move {
+                let resp = c.txn(txn).await?;
+                Ok(Outcome {
+                    succeeded: resp.succeeded(),
+                    revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+                    responses: resp.op_responses(),
+                })
+            }
+        })
+        .await
+}
