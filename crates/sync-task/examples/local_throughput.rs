@@ -2,7 +2,8 @@
 //! `tokio::spawn` bounded by `Semaphore(10)`, in the same run. Prints figures; asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p sync-task --example local_throughput [JOBS] [ROUNDS]
+//! [IN_FLIGHT=16] [ONLY=baseline|run|submit] \
+//!   cargo run --release -p sync-task --example local_throughput [JOBS] [ROUNDS]
 //! ```
 
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use sync_task::{Command, Job, LocalTask, Task, TaskOptions};
 use tokio::sync::Semaphore;
 
 const POOL: usize = 10;
-/// How many `run`/`submit` calls the caller keeps in flight.
+/// How many `run`/`submit` calls the caller keeps in flight (`IN_FLIGHT`, default 16).
 fn in_flight() -> usize {
     std::env::var("IN_FLIGHT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(16)
 }
 
 fn trivial(i: u64) -> u64 {
