@@ -47,3 +47,28 @@ pub async fn within<T>(what: &str, d: Duration, fut: impl Future<Output = T>) ->
         .await
         .unwrap_or_else(|_| panic!("timed out after {d:?}: {what}"))
 }
+
+/// Expands to one `#[tokio::test]` per case of a conformance suite: `suite` is a module (in
+/// scope) whose `pub async fn case(&dyn Harness)` functions are the cases, `make` builds the
+/// harness, and the attributes in brackets (e.g. `#[ignore = "…"]`) go on every test. The
+/// primitives' own macros (`lock_conformance!`, …) call it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! conformance_cases {
+    ($suite:ident, $make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
+        $( $crate::__conformance_case!($suite, $make, $attrs, $case); )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case {
+    ($suite:ident, $make:expr, [$(#[$attr:meta])*], $case:ident) => {
+        $(#[$attr])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let harness = $make;
+            $suite::$case(&harness).await;
+        }
+    };
+}

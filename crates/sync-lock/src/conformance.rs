@@ -504,7 +504,8 @@ macro_rules! lock_conformance {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__lock_conformance_cases!($make, [$(#[$attr])*];
+            use $crate::conformance as __suite;
+            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
                 mutual_exclusion_in_process,
                 mutual_exclusion_across_clients,
                 fifo_order,
@@ -524,27 +525,6 @@ macro_rules! lock_conformance {
                 many_names_in_parallel,
                 release_hands_over_to_waiter,
             );
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __lock_conformance_cases {
-    ($make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
-        $( $crate::__lock_conformance_case!($make, $attrs, $case); )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __lock_conformance_case {
-    ($make:expr, [$(#[$attr:meta])*], $case:ident) => {
-        $(#[$attr])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $case() {
-            let harness = $make;
-            $crate::conformance::$case(&harness).await;
         }
     };
 }

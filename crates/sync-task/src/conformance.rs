@@ -1047,7 +1047,8 @@ macro_rules! task_conformance {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__task_conformance_cases!($make, [$(#[$attr])*];
+            use $crate::conformance as __suite;
+            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
                 seed_run_returns_output_and_errors,
                 every_job_runs_once,
                 pool_bound_never_exceeded,
@@ -1070,27 +1071,6 @@ macro_rules! task_conformance {
                 dyn_and_generic_use,
                 many_jobs_spread_over_pool,
             );
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __task_conformance_cases {
-    ($make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
-        $( $crate::__task_conformance_case!($make, $attrs, $case); )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __task_conformance_case {
-    ($make:expr, [$(#[$attr:meta])*], $case:ident) => {
-        $(#[$attr])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $case() {
-            let harness = $make;
-            $crate::conformance::$case(&harness).await;
         }
     };
 }

@@ -17,6 +17,11 @@ mod etcd;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
+/// For the conformance macro's expansion in other crates.
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub use sync_core as __core;
+
 use std::future::Future;
 use std::sync::Arc;
 

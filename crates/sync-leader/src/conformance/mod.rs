@@ -115,7 +115,8 @@ macro_rules! leader_conformance {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
-            $crate::__leader_conformance_cases!($make, [$(#[$attr])*];
+            use $crate::conformance as __suite;
+            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
                 one_leader_among_five_in_process,
                 one_leader_among_five_across_clients,
                 resign_hands_over_in_fifo_order,
@@ -137,27 +138,6 @@ macro_rules! leader_conformance {
                 groups_do_not_interfere,
                 drop_resigns,
             );
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __leader_conformance_cases {
-    ($make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
-        $( $crate::__leader_conformance_case!($make, $attrs, $case); )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __leader_conformance_case {
-    ($make:expr, [$(#[$attr:meta])*], $case:ident) => {
-        $(#[$attr])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $case() {
-            let harness = $make;
-            $crate::conformance::$case(&harness).await;
         }
     };
 }
