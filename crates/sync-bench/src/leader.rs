@@ -127,9 +127,7 @@ async fn handover(b: Budget) -> Result<Row, String> {
         });
         // Wait until the second candidate is queued behind the leader.
         let group_dir = a.client().keyspace().dir("election", "handover");
-        while sync_core::etcd::testing::count_keys(a.client(), &group_dir).await < 2 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        sync_core::etcd::testing::queued(a.client(), &group_dir, 2).await;
         let t0 = Instant::now();
         e.resign().await.map_err(err)?;
         let (t1, e2) = next.await.map_err(err)?;
@@ -204,9 +202,7 @@ async fn failover(b: Budget) -> Result<Row, String> {
         // Let the successor queue up behind the leader, then kill the leader.
         let watcher = EtcdClient::connect(config()).await.map_err(err)?;
         let dir = watcher.keyspace().dir("election", &group);
-        while sync_core::etcd::testing::count_keys(&watcher, &dir).await < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        sync_core::etcd::testing::queued(&watcher, &dir, 2).await;
         let killed = Instant::now();
         child.kill().map_err(err)?;
         let _ = child.wait();

@@ -317,9 +317,7 @@ async fn etcd_handoff(b: Budget) -> Result<Row, String> {
             let g = b2.acquire("h", AcquireOptions::new()).await;
             (Instant::now(), g)
         });
-        while sync_core::etcd::testing::count_keys(&admin, &dir).await < 2 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        sync_core::etcd::testing::queued(&admin, &dir, 2).await;
         let t0 = Instant::now();
         g.release().await.map_err(err)?;
         let (t1, g2) = waiter.await.map_err(err)?;

@@ -165,13 +165,7 @@ async fn campaign_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
     let e = a.elect("a", ElectOptions::new()).await.unwrap();
     let campaign = tokio::spawn(async move { b.elect("b", ElectOptions::new()).await });
     let dir = admin.keyspace().dir("election", sync_leader::DEFAULT_GROUP);
-    let lease = loop {
-        let keys = keys_under(&admin, &dir).await;
-        if keys.len() == 2 {
-            break keys.iter().max_by_key(|k| k.1).unwrap().2;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let lease = testing::queued(&admin, &dir, 2).await[1].lease;
     admin
         .retry("revoke", admin.default_budget(), |mut c| async move {
             c.lease_revoke(lease).await.map(|_| ())
@@ -259,9 +253,7 @@ async fn observer_misses_nothing_across_a_disconnect_and_recovers_from_compactio
         async move { b.elect("b", o).await.unwrap() }
     });
     let dir = admin.keyspace().dir("election", group);
-    while testing::count_keys(&admin, &dir).await != 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testing::queued(&admin, &dir, 2).await;
     ea.resign().await.unwrap();
     let eb = eb.await.unwrap();
     let b_term = eb.term();

@@ -72,14 +72,7 @@ async fn child_main(spec: &str) -> ! {
 }
 
 async fn wait_candidates(admin: &EtcdClient, dir: &str, n: usize) {
-    let start = Instant::now();
-    while testing::count_keys(admin, dir).await != n {
-        assert!(
-            start.elapsed() < LONG,
-            "{n} candidates never queued in {dir}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    testing::queued(admin, dir, n).await;
 }
 
 /// Campaigns in the background; yields the office and the instant `elect` returned.

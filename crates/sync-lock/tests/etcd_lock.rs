@@ -150,13 +150,7 @@ async fn waiter_whose_lease_is_revoked_fails_instead_of_succeeding_late() {
     let waiting = tokio::spawn(async move { b.acquire("w", AcquireOptions::new()).await });
     // Wait for the waiter's key, then revoke its lease.
     let dir = format!("{}/lock/w/", cfg.prefix);
-    let lease = loop {
-        let keys = keys_under(&admin, &dir).await;
-        if keys.len() == 2 {
-            break keys.iter().max_by_key(|k| k.1).unwrap().2;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let lease = testing::queued(&admin, &dir, 2).await[1].lease;
     testing::revoke(&admin, lease).await;
     let res = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await

@@ -282,3 +282,22 @@ impl Drop for CutProxy {
         self.cut();
     }
 }
+
+/// Waits until exactly `n` keys are queued under `dir` (holder plus waiters) and returns them,
+/// oldest first; panics, failing the test, if that does not happen within 20 s. Polling the
+/// backend for the event, with a deadline: not a sleep standing in for synchronisation.
+pub async fn queued(client: &EtcdClient, dir: &str, n: usize) -> Vec<KeyInfo> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let keys = keys_under(client, dir).await;
+        if keys.len() == n {
+            return keys;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} keys never queued under {dir} (found {})",
+            keys.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
