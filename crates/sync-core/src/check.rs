@@ -72,3 +72,118 @@ macro_rules! __conformance_case {
         }
     };
 }
+
+/// How a [`cancel_at_every_poll`] sweep ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Sweep<T> {
+    /// The operation completed within `polls` polls (every smaller count was dropped and
+    /// checked); its output is here.
+    Completed {
+        /// How many polls it took.
+        polls: usize,
+        /// What it returned.
+        output: T,
+    },
+    /// The operation was still pending after `polls` polls and was not woken again within the
+    /// idle time: it waits for something outside it (a lock held by someone else). Every count
+    /// up to `polls` was dropped and checked, this last one included.
+    Parked {
+        /// The polls it took to reach its waiting state.
+        polls: usize,
+    },
+}
+
+/// A waker that counts wake-ups into a [`tokio::sync::Notify`].
+struct NotifyWaker(tokio::sync::Notify);
+
+impl futures::task::ArcWake for NotifyWaker {
+    fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+        arc_self.0.notify_one();
+    }
+}
+
+/// How long a pending operation may go without a wake-up before the sweep treats it as parked
+/// (waiting on something outside it).
+pub const PARKED_AFTER: Duration = Duration::from_secs(1);
+
+/// The cancel-at-every-poll test: for N = 1, 2, …, builds the operation with `make`, polls it N
+/// times (each poll after the operation woke itself, as an executor would), drops it, and runs
+/// `after_drop(N)`, which checks that nothing was left behind (no key, no queued claim) and that
+/// the next contender gets through. The sweep ends when the operation completes within N polls
+/// ([`Sweep::Completed`]) or stays pending without a wake-up for [`PARKED_AFTER`]
+/// ([`Sweep::Parked`]: it waits for something outside it; that state was dropped and checked
+/// too). Panics (fails the test) after `max_polls` polls without either.
+///
+/// Every operation that may leave state behind in a backend is tested with it: a future may be
+/// dropped at any await, by a caller's `select!` or `timeout`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use sync_core::check::{cancel_at_every_poll, Sweep};
+/// let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+/// let c = counter.clone();
+/// let sweep = cancel_at_every_poll(
+///     "three yields",
+///     100,
+///     || async {
+///         for _ in 0..3 {
+///             tokio::task::yield_now().await;
+///         }
+///         7
+///     },
+///     |_polls| {
+///         let c = c.clone();
+///         async move {
+///             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+///         }
+///     },
+/// )
+/// .await;
+/// assert!(matches!(sweep, Sweep::Completed { polls: 4, output: 7 }));
+/// assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 3);
+/// # });
+/// ```
+pub async fn cancel_at_every_poll<T, F, Fut, C, CFut>(
+    what: &str,
+    max_polls: usize,
+    mut make: F,
+    mut after_drop: C,
+) -> Sweep<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+    C: FnMut(usize) -> CFut,
+    CFut: Future<Output = ()>,
+{
+    use std::task::{Context, Poll};
+    for n in 1..=max_polls {
+        let notify = std::sync::Arc::new(NotifyWaker(tokio::sync::Notify::new()));
+        let waker = futures::task::waker(notify.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(make());
+        let mut parked = None;
+        for i in 1..=n {
+            if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+                return Sweep::Completed { polls: i, output };
+            }
+            if i == n {
+                break;
+            }
+            if tokio::time::timeout(PARKED_AFTER, notify.0.notified())
+                .await
+                .is_err()
+            {
+                parked = Some(i);
+                break;
+            }
+        }
+        // Dropped here, after n polls (or once parked).
+        drop(fut);
+        after_drop(parked.unwrap_or(n)).await;
+        if let Some(polls) = parked {
+            return Sweep::Parked { polls };
+        }
+    }
+    panic!("{what}: neither completed nor parked within {max_polls} polls");
+}
