@@ -161,7 +161,7 @@ where
         let notify = std::sync::Arc::new(NotifyWaker(tokio::sync::Notify::new()));
         let waker = futures::task::waker(notify.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut fut = std::pin::pin!(make());
+        let mut fut = Box::pin(make());
         let mut parked = None;
         for i in 1..=n {
             if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {

@@ -6,9 +6,16 @@
 //! the last of them (its predecessor) completes its wait, so a release makes exactly one waiter
 //! the head, with no further read. See `docs/etcd.md` for why this is safe.
 //!
-//! Cancel safety: [`Queue::join`] runs its transaction on a spawned task, and a [`QueueEntry`]
-//! deletes its key when dropped unless [`QueueEntry::defuse`] was called; so dropping the future
-//! of an acquire or a campaign at any point leaves no key behind.
+//! Cancel safety, structurally: from the moment a key may exist until a holder owns it, exactly
+//! one armed owner is responsible for deleting it, and every exit (a drop at any await, any
+//! error) goes through that owner's `Drop`:
+//! - while the join's transaction is in flight, a `JoinGuard` (the transaction runs on a
+//!   spawned task; a dropped join deletes the key once it lands, or after it failed);
+//! - from the transaction's reply on, the armed [`QueueEntry`], built before any further await;
+//! - once held, the [`Held`]. [`QueueEntry::leave`] and [`Held::release`] stay armed until
+//!   etcd confirmed the delete, so dropping them mid-delete still deletes in the background.
+//!
+//! `cancel_at_every_poll` cases in the lock and leader conformance suites check it.
 
 use etcd_client::{GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
@@ -96,11 +103,13 @@ impl QueueEntry {
         &self.lease
     }
 
-    /// Leaves the queue now: deletes our key if it is still ours (same create revision), so a
-    /// late call never deletes a successor's key. Returns whether it deleted it.
+    /// Leaves the queue now: deletes our key. Returns whether it deleted it. The entry stays
+    /// armed until the delete is confirmed: if this future is dropped, or the delete fails, the
+    /// entry's drop deletes the key in the background.
     pub async fn leave(mut self) -> Result<bool> {
+        let deleted = leave(&self.client, &self.key, self.revision).await?;
         self.armed = false;
-        leave(&self.client, &self.key, self.revision).await
+        Ok(deleted)
     }
 
     /// Forgets the key without deleting it (it stays until its lease ends).
@@ -287,8 +296,22 @@ impl Queue {
                 });
             }
         };
-        let (own, recheck) = hub.subscribe(&joined.key, joined.revision).await?;
-        if recheck && !self.still_ours(&joined.key, joined.revision).await? {
+        // From here on the key exists, and the armed entry owns it: every exit below (an error,
+        // or the caller dropping this future at any await) deletes it.
+        let mut entry = QueueEntry {
+            key: joined.key,
+            dir: dir.to_owned(),
+            revision: joined.revision,
+            lease,
+            own: None,
+            ahead: Some((joined.ahead, joined.read_rev)),
+            hub: hub.clone(),
+            client: self.client.clone(),
+            armed: true,
+        };
+        let (own, recheck) = hub.subscribe(&entry.key, entry.revision).await?;
+        entry.own = Some(own);
+        if recheck && !self.still_ours(&entry.key, entry.revision).await? {
             // Deleted (by someone else, or with its lease) before we could watch it: the
             // deletion went by unseen, so report it here rather than hand out a dead grant.
             return Err(Error::Unavailable {
@@ -297,21 +320,11 @@ impl Queue {
                 source: "our queue key was deleted right after it was created".into(),
             });
         }
-        let head = joined.ahead.is_empty();
-        Ok((
-            QueueEntry {
-                key: joined.key,
-                dir: dir.to_owned(),
-                revision: joined.revision,
-                lease,
-                own: Some(own),
-                ahead: Some((joined.ahead, joined.read_rev)),
-                hub,
-                client: self.client.clone(),
-                armed: true,
-            },
-            head,
-        ))
+        let head = entry
+            .ahead
+            .as_ref()
+            .is_some_and(|(ahead, _)| ahead.is_empty());
+        Ok((entry, head))
     }
 
     /// Waits until `entry` is the head of its queue. Ends with an error, never a late success,
@@ -516,18 +529,16 @@ impl Held {
     }
 
     /// Deletes our key if it is still ours; returns whether it was (`false`: it was lost first).
+    /// Until the delete is confirmed the key stays armed: if this future is dropped, or the
+    /// delete fails, the drop deletes it in the background.
     pub async fn release(mut self) -> Result<bool> {
-        self.armed = false;
         // Our own deletion is not a loss.
         self.on_delete = None;
         let lost_before = self.signal.reason();
-        let r = leave(&self.client, &self.key, self.revision).await;
+        let deleted = leave(&self.client, &self.key, self.revision).await?;
+        self.armed = false;
         self.trigger.fire(LossReason::Released);
-        match (r, lost_before) {
-            (Ok(deleted), None) => Ok(deleted),
-            (Ok(_), Some(_)) => Ok(false),
-            (Err(e), _) => Err(e),
-        }
+        Ok(deleted && lost_before.is_none())
     }
 }
 

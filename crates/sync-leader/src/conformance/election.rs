@@ -305,3 +305,125 @@ pub async fn drop_resigns(h: &dyn Harness) {
     e2.resign().await.unwrap();
     queued(h, group, 0).await;
 }
+
+/// The most polls a cancel-at-every-poll sweep may take before it must have completed or parked.
+const MAX_POLLS: usize = 2_000;
+
+/// After a dropped operation in `group`: eventually only `left` candidates remain, nobody but
+/// `leader` is reported as leading, and, when nobody leads, a fresh client is elected at once.
+async fn nothing_left(
+    h: &dyn Harness,
+    group: &str,
+    leader: Option<&str>,
+    what: &str,
+    polls: usize,
+) {
+    let left = usize::from(leader.is_some());
+    eventually(
+        &format!("{what} dropped after {polls} polls left its candidacy"),
+        LONG,
+        || async { h.candidates(group).await == left },
+    )
+    .await;
+    let c = h.client().await;
+    let now = c.leader(group).await.unwrap().map(|l| l.id);
+    assert_eq!(
+        now.as_deref(),
+        leader,
+        "{what} dropped after {polls} polls: leader() names the wrong candidate"
+    );
+    if leader.is_none() {
+        let e = within(
+            &format!("{what} dropped after {polls} polls: a fresh candidate is elected"),
+            LONG,
+            c.elect("next", opts(h, group)),
+        )
+        .await
+        .unwrap();
+        e.resign().await.unwrap();
+        queued(h, group, 0).await;
+    }
+}
+
+/// `elect` then `resign` in a group nobody leads, dropped after 1, 2, … polls until it
+/// completes: after every drop no candidacy is left and the next candidate is elected at once.
+pub async fn elect_and_resign_cancelled_at_every_poll(h: &dyn Harness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let group = "cancel-every-poll";
+    let b = h.client().await;
+    let sweep = cancel_at_every_poll(
+        "elect + resign",
+        MAX_POLLS,
+        || {
+            let b = b.clone();
+            let o = opts(h, group);
+            async move {
+                let e = b.elect("b", o).await.expect("elect in an empty group");
+                e.resign().await.expect("resign")
+            }
+        },
+        |polls| nothing_left(h, group, None, "elect + resign", polls),
+    )
+    .await;
+    assert!(
+        matches!(sweep, Sweep::Completed { .. }),
+        "elect in an empty group never completed: {sweep:?}"
+    );
+    nothing_left(h, group, None, "the completed elect + resign", 0).await;
+}
+
+/// A waiting `elect` in a group someone leads, dropped after 1, 2, … polls until it waits: after
+/// every drop only the leader is left (and named by `leader()`), and once it resigns the next
+/// candidate is elected.
+pub async fn contended_elect_cancelled_at_every_poll(h: &dyn Harness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let group = "cancel-every-poll-led";
+    let (a, b) = (h.client().await, h.client().await);
+    let e = a.elect("a", opts(h, group)).await.unwrap();
+    let sweep = cancel_at_every_poll(
+        "contended elect",
+        MAX_POLLS,
+        || {
+            let b = b.clone();
+            let o = opts(h, group);
+            async move { b.elect("ghost", o).await }
+        },
+        |polls| nothing_left(h, group, Some("a"), "contended elect", polls),
+    )
+    .await;
+    match sweep {
+        Sweep::Parked { .. } => {}
+        Sweep::Completed { output, polls } => {
+            panic!("elect in a led group completed after {polls} polls: {output:?}")
+        }
+        other => panic!("unexpected sweep outcome: {other:?}"),
+    }
+    e.resign().await.unwrap();
+    nothing_left(h, group, None, "the leader's resignation", 0).await;
+}
+
+/// The outside tester's scenario: while one candidate leads, another makes many campaigns that
+/// are dropped after a random 0–20 ms (by an outer timeout, and through the maximum wait); none
+/// is ever named leader, and after the leader resigns a fresh candidate is elected at once.
+pub async fn abandoned_elects_leave_no_ghost(h: &dyn Harness) {
+    let group = "abandoned";
+    let (a, b) = (h.client().await, h.client().await);
+    let e = a.elect("a", opts(h, group)).await.unwrap();
+    for i in 0..100u64 {
+        // Spread over 0–20 ms, the same on every run.
+        let wait = Duration::from_micros((i * 7_919) % 20_000);
+        if i % 2 == 0 {
+            let r = tokio::time::timeout(wait, b.elect("ghost", opts(h, group))).await;
+            assert!(r.is_err(), "elected in a led group: {r:?}");
+        } else {
+            let r = b.elect("ghost", opts(h, group).with_max_wait(wait)).await;
+            assert!(
+                matches!(r, Err(Error::Timeout { .. })),
+                "a maximum wait of {wait:?} in a led group ended with {r:?}"
+            );
+        }
+    }
+    nothing_left(h, group, Some("a"), "abandoned campaigns", 0).await;
+    e.resign().await.unwrap();
+    nothing_left(h, group, None, "abandoned campaigns", 0).await;
+}

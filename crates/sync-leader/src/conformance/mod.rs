@@ -137,6 +137,9 @@ macro_rules! leader_conformance {
                 leader_kept_past_ttl,
                 groups_do_not_interfere,
                 drop_resigns,
+                elect_and_resign_cancelled_at_every_poll,
+                contended_elect_cancelled_at_every_poll,
+                abandoned_elects_leave_no_ghost,
             );
         }
     };
