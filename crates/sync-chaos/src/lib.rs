@@ -11,6 +11,7 @@
 
 pub mod badinput;
 pub mod check;
+pub mod cluster;
 pub mod event;
 pub mod ntp;
 pub mod proxy;

@@ -24,17 +24,64 @@ use tokio::time::Instant;
 use super::{Error, EtcdClient, Result};
 use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 
-/// The safety margin subtracted from a lease's server-side deadline: a fifth of the TTL, at least
-/// 200 ms and at most 2 s.
+/// The safety margin subtracted from a lease's server-side deadline: a fifteenth of the TTL, at
+/// least 200 ms and at most 2 s. It covers the difference between our clock's rate and the
+/// server's, and the time the holder needs to act on the loss; the server itself only expires a
+/// lease on a timer some hundreds of milliseconds after its deadline, and a successor only learns
+/// of it after a raft round and a watch event on top.
 ///
 /// ```
 /// use std::time::Duration;
 /// use sync_core::etcd::loss_margin;
-/// assert_eq!(loss_margin(Duration::from_secs(2)), Duration::from_millis(400));
+/// assert_eq!(loss_margin(Duration::from_secs(3)), Duration::from_millis(200));
+/// assert_eq!(loss_margin(Duration::from_secs(15)), Duration::from_secs(1));
 /// assert_eq!(loss_margin(Duration::from_secs(60)), Duration::from_secs(2));
 /// ```
 pub fn loss_margin(ttl: Duration) -> Duration {
-    (ttl / 5).clamp(Duration::from_millis(200), Duration::from_secs(2))
+    (ttl / 15).clamp(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+/// The outage the keeper plans to ride out without a false loss: the time etcd needs, on its
+/// default timing (heartbeat 100 ms, election timeout 1000 ms), to replace a raft leader that
+/// died (measured 1.1–2.2 s on an idle machine: a follower waits a randomised 1–2 election
+/// timeouts, then one vote round; longer on a loaded one), plus a retry and a round trip to the
+/// new leader. While no leader exists the server cannot expire
+/// a lease, and the new leader extends every lease, so a keepalive that gets through right after
+/// the election keeps the lease; the keeper renews often enough that the last good renewal
+/// still covers the whole outage when the TTL allows it (see [`renew_interval`]).
+pub const RIDE_OUT: Duration = Duration::from_millis(2700);
+
+/// The shortest renewal interval: below it keepalives would only load the cluster.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest TTL a lease may have: etcd's own maximum (9,000,000,000 s).
+pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
+
+/// How often a lease of `ttl` is renewed: every TTL/3, or more often when that is needed to ride
+/// out an outage of [`RIDE_OUT`] after the last good renewal (`ttl - margin - interval >=
+/// RIDE_OUT`), but never more often than every 100 ms. So the minimum TTL that rides out a
+/// raft-leader election on etcd's default timing is `RIDE_OUT + loss_margin + 100 ms` = 3 s;
+/// use more on loaded machines or if your etcd's `--election-timeout` is longer than the
+/// default (the ride-out grows with the TTL: 5.6 s at TTL 10 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_core::etcd::{loss_margin, renew_interval, RIDE_OUT};
+/// let ttl = Duration::from_secs(3);
+/// assert!(ttl - loss_margin(ttl) - renew_interval(ttl) >= RIDE_OUT);
+/// assert_eq!(renew_interval(Duration::from_secs(30)), Duration::from_secs(10));
+/// ```
+pub fn renew_interval(ttl: Duration) -> Duration {
+    let budget = ttl
+        .saturating_sub(loss_margin(ttl))
+        .saturating_sub(RIDE_OUT);
+    (ttl / 3).min(budget).max(MIN_INTERVAL)
+}
+
+/// How long one keepalive may take before the keeper gives up on its connection and tries again
+/// on a new stream (possibly on another member): a quarter of the TTL, between 500 ms and 3 s.
+fn attempt_timeout(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(3))
 }
 
 /// A lease kept alive in the background; dropping it stops the keepalive and revokes it.
@@ -61,14 +108,20 @@ impl Lease {
     /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum) and
     /// starts keeping it alive.
     pub async fn grant(client: &EtcdClient, ttl: Duration) -> Result<Arc<Lease>> {
+        if ttl > MAX_TTL {
+            return Err(Error::InvalidConfig(format!(
+                "a lease TTL of {ttl:?} is longer than etcd's maximum of {}s",
+                MAX_TTL.as_secs()
+            )));
+        }
+        // Whole seconds, rounded up (no overflow: ttl <= MAX_TTL).
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         if secs == 0 {
             return Err(Error::InvalidConfig(
                 "a lease TTL must be at least 1s".to_owned(),
             ));
         }
-        let secs = i64::try_from(secs)
-            .map_err(|_| Error::InvalidConfig(format!("lease TTL {ttl:?} is too long")))?;
+        let secs = secs as i64;
         let sent_at = Instant::now();
         // Each attempt notes its own send time; an attempt that was sent earlier and whose reply
         // got lost would leave an orphan lease that simply expires.
@@ -80,7 +133,7 @@ impl Lease {
             })
             .await
             .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
-        let granted_ttl = Duration::from_secs(granted.max(1) as u64);
+        let granted_ttl = Duration::from_secs(granted.max(1) as u64).min(MAX_TTL);
         let (trigger, signal) = loss_signal();
         let loss = Arc::new(Loss {
             trigger,
@@ -190,60 +243,84 @@ async fn keep_alive(
     trigger: Arc<Loss>,
 ) {
     let margin = loss_margin(ttl);
-    let interval = ttl / 3;
+    let interval = renew_interval(ttl);
+    let per_attempt = attempt_timeout(ttl);
     let mut next = Instant::now() + interval;
     let mut stream: Option<(etcd_client::LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut last_error = String::new();
+    let mut failures: u32 = 0;
     let lease = format_args!("{id:x}").to_string();
     loop {
         let give_up = deadline.checked_sub(margin).unwrap_or(deadline);
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = tokio::time::sleep_until(give_up) => {
-                tracing::warn!(%lease, %last_error, "lease keepalive lapsed: reporting loss");
+                tracing::warn!(
+                    %lease,
+                    %last_error,
+                    "lease keepalive lapsed: reporting loss of every lock and leadership on this lease"
+                );
                 trigger.fire(LossReason::KeepaliveFailed { last_error });
                 return;
             }
         }
         let attempt = async {
+            let sent_at = Instant::now();
             if stream.is_none() {
+                // Opening the stream sends one keepalive and reads its reply (a reply with
+                // TTL <= 0 comes back as "lease not found"): that renewal counts.
                 let mut c = client.raw();
                 stream = Some(c.lease_keep_alive(id).await?);
+                return Ok::<_, etcd_client::Error>(Some((sent_at, ttl.as_secs() as i64)));
             }
-            let (keeper, replies) = stream.as_mut().expect("stream was just set");
-            let sent_at = Instant::now();
+            let (keeper, replies) = stream.as_mut().expect("stream is set");
             keeper.keep_alive().await?;
             match replies.message().await? {
-                Some(r) => Ok::<_, etcd_client::Error>(Some((sent_at, r.ttl()))),
+                Some(r) => Ok(Some((sent_at, r.ttl()))),
                 None => Ok(None),
             }
         };
-        match tokio::time::timeout_at(give_up, attempt).await {
+        let outcome =
+            tokio::time::timeout_at(give_up.min(Instant::now() + per_attempt), attempt).await;
+        match outcome {
             Ok(Ok(Some((_, ttl_left)))) if ttl_left <= 0 => {
                 tracing::warn!(%lease, "lease expired or was revoked: reporting loss");
                 trigger.fire(LossReason::LeaseExpired);
                 return;
             }
             Ok(Ok(Some((sent_at, ttl_left)))) => {
-                deadline = sent_at + Duration::from_secs(ttl_left as u64);
+                if failures > 0 {
+                    tracing::debug!(%lease, failures, "keepalive got through again");
+                }
+                failures = 0;
+                let renewed = sent_at.checked_add(Duration::from_secs(ttl_left as u64));
+                deadline = renewed.unwrap_or(deadline).max(deadline);
                 next = sent_at + interval;
+                continue;
             }
-            Ok(Ok(None)) => {
-                last_error = "the keepalive stream closed".to_owned();
-                stream = None;
-                next = Instant::now() + Duration::from_millis(100);
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(msg))) if msg.contains("not found") => {
+                tracing::warn!(%lease, "lease not found at the server: reporting loss");
+                trigger.fire(LossReason::LeaseExpired);
+                return;
             }
+            Ok(Ok(None)) => last_error = "the keepalive stream closed".to_owned(),
             Ok(Err(e)) => {
                 tracing::debug!(%lease, error = %e, "keepalive failed, retrying");
                 last_error = e.to_string();
-                stream = None;
-                next = Instant::now() + Duration::from_millis(100);
             }
             Err(_) => {
-                // The select at the top of the loop reports the loss.
-                next = Instant::now();
+                last_error = format!("no keepalive reply within {per_attempt:?}");
+                tracing::debug!(%lease, "keepalive timed out, retrying on a new stream");
             }
         }
+        // Failed: drop the stream (its member may be dead or cut off) and retry soon on a new
+        // one, which the client balances to another member. A raft election answers "no
+        // leader" until it is over, so keep trying, briefly spaced, until the deadline rule
+        // says the lease can no longer be vouched for.
+        stream = None;
+        failures = failures.saturating_add(1);
+        let pause = Duration::from_millis(10) * failures.min(5);
+        next = Instant::now() + pause;
     }
 }
 

@@ -1,0 +1,297 @@
+//! Raft-leader kills on etcd's **default** timing (heartbeat 100 ms, election timeout 1000 ms),
+//! against a 3-member cluster of the test's own (see `sync_chaos::cluster`): a lock holder and a
+//! leader with TTL 3 s ride out five kills of the raft leader in a row without a false loss, and
+//! when no member can be reached at all, both are told before their leases could expire.
+
+use std::time::{Duration, Instant};
+
+use sync_chaos::cluster::Cluster;
+use sync_core::etcd::EtcdConfig;
+use sync_leader::{ElectOptions, EtcdLeader, Leader};
+use sync_lock::{AcquireOptions, EtcdLock, Lock};
+
+const TTL: Duration = Duration::from_secs(3);
+
+/// The tests of this file each run a cluster of their own and kill its members; run one at a time
+/// so that neither slows the other's elections.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Member clients of the cluster, one per member, for status polls.
+async fn member_clients(cluster: &Cluster) -> Vec<sync_core::etcd::etcd_client::Client> {
+    let mut clients = Vec::new();
+    for ep in cluster.endpoints() {
+        let c = sync_core::etcd::etcd_client::Client::connect([ep.as_str()], None)
+            .await
+            .expect("connect to a member");
+        clients.push(c);
+    }
+    clients
+}
+
+/// The raft leader's member id as member `i` reports it (0: none, or no answer).
+async fn reported_leader(clients: &mut [sync_core::etcd::etcd_client::Client], i: usize) -> u64 {
+    match tokio::time::timeout(Duration::from_millis(200), clients[i].status()).await {
+        Ok(Ok(s)) => s.leader(),
+        _ => 0,
+    }
+}
+
+/// Kills the raft leader (member `leader`) and waits until a live member reports a new one
+/// (polling every 20 ms); returns how long that took: an upper bound of the election's length.
+async fn kill_and_time_election(cluster: &mut Cluster, leader: usize) -> (Instant, Duration) {
+    let mut clients = member_clients(cluster).await;
+    let old = reported_leader(&mut clients, leader).await;
+    assert_ne!(old, 0, "member {leader} does not report a leader");
+    let killed_at = Instant::now();
+    blocking(|| cluster.kill(leader));
+    loop {
+        for i in (0..clients.len()).filter(|&i| i != leader) {
+            let now = reported_leader(&mut clients, i).await;
+            if now != 0 && now != old {
+                return (killed_at, killed_at.elapsed());
+            }
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "no new raft leader within 20 s of killing member {leader}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_time() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = blocking(|| Cluster::start(3))
+        .unwrap_or_else(|e| panic!("cannot start a 3-member etcd on default timing: {e}"));
+    let cfg = EtcdConfig::new(cluster.endpoints())
+        .with_prefix(format!("raft-kills-{:x}", rand::random::<u64>()))
+        .with_ttl(TTL)
+        .with_connect_timeout(Duration::from_secs(10));
+    let locks = EtcdLock::connect(cfg.clone())
+        .await
+        .expect("connect (lock)");
+    let election = EtcdLeader::connect(cfg).await.expect("connect (leader)");
+    let hold = || async {
+        let guard = locks
+            .acquire("held", AcquireOptions::new().with_ttl(TTL))
+            .await
+            .expect("acquire");
+        let elected = election
+            .elect("me", ElectOptions::new().with_group("g").with_ttl(TTL))
+            .await
+            .expect("elect");
+        (guard, elected)
+    };
+    let (mut guard, mut elected) = hold().await;
+
+    // The keeper is built to ride out RIDE_OUT after its last renewal (at most 100 ms before
+    // the kill), plus a retry and a round trip: a raft election seen to end within this bound
+    // must cause no loss. On a machine so loaded that etcd's election itself takes longer, the
+    // deadline rule rightly reports a loss: such a round proves nothing either way, is reported,
+    // and does not count towards the five.
+    let conclusive_within = sync_core::etcd::RIDE_OUT - Duration::from_millis(400);
+    let (mut conclusive, mut rounds) = (0, 0);
+    while conclusive < 5 {
+        rounds += 1;
+        let round = rounds;
+        assert!(
+            rounds <= 10,
+            "only {conclusive} of {} raft elections ended within {conclusive_within:?}: this \
+             machine is too loaded for the test to show anything",
+            rounds - 1
+        );
+        let leader = blocking(|| cluster.wait_leader(Duration::from_secs(15)))
+            .unwrap_or_else(|e| panic!("round {round}: no raft leader: {e}"));
+        let (killed_at, election_took) = kill_and_time_election(&mut cluster, leader).await;
+        println!(
+            "round {round}: killed the raft leader m{}; a new one was elected within {election_took:?}",
+            leader + 1,
+        );
+        // Stay down well past the TTL: a lease that was not renewed through the new raft leader
+        // would be gone by then, and its holder told.
+        tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+        let lost = (guard.is_lost() || !elected.is_leader()).then(|| {
+            format!(
+                "lock: {:?}, leadership: {:?}",
+                guard.loss_signal().reason(),
+                elected.revoked_signal().reason()
+            )
+        });
+        match lost {
+            None if election_took <= conclusive_within => conclusive += 1,
+            None => println!("round {round}: no loss, but the election was too slow to count"),
+            Some(what) if election_took <= conclusive_within => panic!(
+                "round {round}: a false loss after a raft-leader kill whose election ended \
+                 within {election_took:?} ({:?} ago): {what}",
+                killed_at.elapsed()
+            ),
+            Some(what) => {
+                println!(
+                    "round {round}: inconclusive: the election took {election_took:?}, beyond \
+                     what TTL {TTL:?} rides out, and the loss was reported ({what})"
+                );
+                drop((guard, elected));
+                blocking(|| cluster.restart(leader))
+                    .unwrap_or_else(|e| panic!("round {round}: restarting member {leader}: {e}"));
+                (guard, elected) = hold().await;
+                continue;
+            }
+        }
+        blocking(|| cluster.restart(leader))
+            .unwrap_or_else(|e| panic!("round {round}: restarting member {leader}: {e}"));
+    }
+
+    // Still usable: another acquire of a free name works, and the held lock is still ours.
+    let other = locks
+        .acquire("other", AcquireOptions::new().with_ttl(TTL))
+        .await
+        .expect("acquire after the kills");
+    other.release().await.expect("release after the kills");
+
+    // Whole cluster gone: the deadline rule must still fire, before the server could expire the
+    // lease (at the latest TTL after the last renewal, which was before the kill).
+    let killed_at = Instant::now();
+    blocking(|| {
+        for i in 0..3 {
+            cluster.kill(i);
+        }
+    });
+    let (lost, revoked) = tokio::time::timeout(TTL * 2, async {
+        let lost = async {
+            guard.lost().await;
+            killed_at.elapsed()
+        };
+        let revoked = async {
+            elected.revoked().await;
+            killed_at.elapsed()
+        };
+        tokio::join!(lost, revoked)
+    })
+    .await
+    .expect("neither lost() nor revoked() fired within 2×TTL of losing every member");
+    println!(
+        "every member killed: lost() after {lost:?}, revoked() after {revoked:?} (TTL {TTL:?})"
+    );
+    assert!(
+        lost < TTL && revoked < TTL,
+        "loss reported too late: lock after {lost:?}, leadership after {revoked:?} (TTL {TTL:?})"
+    );
+}
+
+/// The variable that makes this test binary play the crashing holder (see `holder_child`).
+const CHILD_VAR: &str = "SYNC_RAFT_KILLS_CHILD";
+
+/// The child's part: acquire the lock named in the spec, say so, wait to be killed.
+async fn holder_child(spec: &str) -> ! {
+    let mut parts = spec.splitn(3, '\n');
+    let (endpoints, prefix, ttl) = (
+        parts.next().expect("endpoints"),
+        parts.next().expect("prefix"),
+        parts.next().expect("ttl").parse::<u64>().expect("ttl"),
+    );
+    let cfg = EtcdConfig::new(endpoints.split(',')).with_prefix(prefix);
+    let locks = EtcdLock::connect(cfg).await.expect("child connects");
+    let g = locks
+        .acquire(
+            "crash",
+            AcquireOptions::new().with_ttl(Duration::from_secs(ttl)),
+        )
+        .await
+        .expect("child acquires");
+    println!("\nHOLDING {}", g.fencing_token());
+    use std::io::Write;
+    std::io::stdout().flush().expect("flush");
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
+/// A holder killed while the raft leader dies too: the new raft leader restarts every lease's
+/// countdown (the TTL plus its election timeout, 1 s), so the next waiter gets the lock later
+/// than after a plain crash, the later the closer the raft leader's death came to the lease's
+/// expiry. Measures it (printed) with the raft leader killed at the same time as the holder,
+/// halfway through the TTL and just before the lease would expire, and holds each to the bound
+/// that `docs/guarantees.md` states: at most TTL + 4.5 s after the raft leader's death (1 s of
+/// extension, the election: ≤ 2.2 s on default timing, etcd's 0.5 s expiry tick, the hand-over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_documented_bound() {
+    if let Ok(spec) = std::env::var(CHILD_VAR) {
+        holder_child(&spec).await;
+    }
+    let _serial = SERIAL.lock().await;
+    const CRASH_TTL: Duration = Duration::from_secs(2);
+    let mut cluster = blocking(|| Cluster::start(3))
+        .unwrap_or_else(|e| panic!("cannot start a 3-member etcd on default timing: {e}"));
+    let prefix = format!("raft-crash-{:x}", rand::random::<u64>());
+    let cfg = EtcdConfig::new(cluster.endpoints())
+        .with_prefix(prefix.clone())
+        .with_ttl(TTL)
+        .with_connect_timeout(Duration::from_secs(10));
+    let locks = EtcdLock::connect(cfg).await.expect("connect");
+    let mut worst = Duration::ZERO;
+    let offsets = [
+        Duration::ZERO,
+        CRASH_TTL / 2,
+        CRASH_TTL - Duration::from_millis(300),
+    ];
+    for (round, offset) in (1..).zip(offsets) {
+        let spec = format!(
+            "{}\n{prefix}\n{}",
+            cluster.endpoints().join(","),
+            CRASH_TTL.as_secs()
+        );
+        let (mut child, _token) = sync_core::etcd::testing::spawn_self(
+            "holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_documented_bound",
+            CHILD_VAR,
+            &spec,
+            "HOLDING ",
+        )
+        .await;
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move {
+                let g = locks
+                    .acquire("crash", AcquireOptions::new().with_ttl(TTL))
+                    .await
+                    .expect("the waiter acquires");
+                let at = Instant::now();
+                g.release().await.expect("release");
+                at
+            }
+        });
+        let leader = blocking(|| cluster.wait_leader(Duration::from_secs(15)))
+            .unwrap_or_else(|e| panic!("round {round}: no raft leader: {e}"));
+        let killed_at = Instant::now();
+        child.kill().expect("SIGKILL the holder");
+        child.wait().expect("reap the holder");
+        // The fault's timing is the test's subject: the raft leader dies `offset` after the holder.
+        tokio::time::sleep_until((killed_at + offset).into()).await;
+        let raft_killed_at = Instant::now();
+        blocking(|| cluster.kill(leader));
+        let got = tokio::time::timeout(CRASH_TTL + Duration::from_secs(20), waiter)
+            .await
+            .expect("the waiter never got the crashed holder's lock")
+            .expect("waiter panicked");
+        let took = got - killed_at;
+        let after_raft = got - raft_killed_at;
+        println!(
+            "round {round}: holder killed, raft leader {:?} later; the waiter got the lock \
+             {took:?} after the crash, {after_raft:?} after the raft leader's death (TTL {CRASH_TTL:?})",
+            raft_killed_at - killed_at
+        );
+        worst = worst.max(after_raft);
+        blocking(|| cluster.restart(leader))
+            .unwrap_or_else(|e| panic!("round {round}: restarting member {leader}: {e}"));
+    }
+    assert!(
+        worst <= CRASH_TTL + Duration::from_millis(4500),
+        "a crashed holder's lock reached the next waiter {worst:?} after the raft leader's death \
+         (TTL {CRASH_TTL:?}; documented bound TTL + 4.5 s)"
+    );
+}
