@@ -1,11 +1,15 @@
-//! From samples to bounds: the error formula, the best sample per server, and the interval
-//! intersection across servers that leaves false tickers out.
+//! From samples to bounds: the error formula, the best sample per server, the interval
+//! intersection across servers that leaves false tickers out, and the quorum it needs.
 //!
 //! All intervals here are *offsets*, in nanoseconds, of true time from the sync's anchor clock
 //! (see `query.rs`), at the moment the sync started: the same reference for every server, so
 //! they can be intersected directly.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::query::{Answer, ServerOutcome};
+use crate::{Error, ServerFailure, SourceStatus, SourceVerdict};
 
 /// Timestamp resolution allowance: `sntpc` works in whole microseconds (our transmit and
 /// receive timestamps are truncated to 1 µs, the offset too), so each sample is off by less
@@ -121,16 +125,6 @@ pub(crate) struct Interval {
 }
 
 impl Interval {
-    pub(crate) fn midpoint(&self) -> i128 {
-        self.lo + (self.hi - self.lo) / 2
-    }
-
-    /// Half the width, rounded up, so `midpoint ± half_width` covers the interval.
-    pub(crate) fn half_width(&self) -> Duration {
-        let w = u128::try_from(self.hi - self.lo).unwrap_or(0);
-        Duration::from_nanos(u64::try_from(w.div_ceil(2)).unwrap_or(u64::MAX))
-    }
-
     fn overlaps(&self, other: &Interval) -> bool {
         self.lo <= other.hi && other.lo <= self.hi
     }
@@ -150,17 +144,18 @@ pub(crate) struct Agreement {
 
 /// Marzullo-style intersection, as in NTP's selection algorithm (RFC 5905 §11.2.1).
 ///
-/// For `f = 0, 1, …` while `n - f` is still a majority of the `n` intervals: find the lowest
-/// and highest points covered by at least `n - f` intervals. The first `f` for which
-/// `low <= high` wins, and `[low, high]` is the result: if at most `f` intervals are wrong,
-/// true time is covered by at least `n - f` correct ones, so it lies in `[low, high]`.
-/// Intervals that do not overlap `[low, high]` are false tickers.
+/// For `f = 0, 1, …` while `n - f` is still a majority of the `n` intervals and at least
+/// `min_agreeing`: find the lowest and highest points covered by at least `n - f` intervals.
+/// The first `f` for which `low <= high` wins, and `[low, high]` is the result: if at most `f`
+/// intervals are wrong, true time is covered by at least `n - f` correct ones, so it lies in
+/// `[low, high]`. Intervals that do not overlap `[low, high]` are false tickers.
 ///
-/// `None` when no majority overlaps (e.g. two servers that disagree: nobody can tell which
-/// one is right).
-pub(crate) fn intersect(intervals: &[Interval]) -> Option<Agreement> {
+/// `None` when no majority of at least `min_agreeing` overlaps (e.g. two servers that
+/// disagree: nobody can tell which one is right).
+pub(crate) fn intersect(intervals: &[Interval], min_agreeing: usize) -> Option<Agreement> {
     let n = intervals.len();
-    if n == 0 {
+    let need_at_least = (n / 2 + 1).max(min_agreeing);
+    if n == 0 || n < need_at_least {
         return None;
     }
     // Endpoints: +1 entering an interval, -1 leaving it. Intervals are closed, so at equal
@@ -176,7 +171,7 @@ pub(crate) fn intersect(intervals: &[Interval]) -> Option<Agreement> {
         .collect();
     descending.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
 
-    for f in 0..=(n - 1) / 2 {
+    for f in 0..=(n - need_at_least) {
         let need = (n - f) as i32;
         let first_covered = |ends: &[(i128, i32)]| {
             let mut count = 0;
@@ -199,6 +194,163 @@ pub(crate) fn intersect(intervals: &[Interval]) -> Option<Agreement> {
         }
     }
     None
+}
+
+/// What one sync's outcomes come to: per server what became of it, and the agreed interval
+/// (offsets from the anchor clock) with how many servers overlap it, or why there is none.
+#[derive(Debug)]
+pub(crate) struct Selection {
+    pub(crate) sources: Vec<SourceStatus>,
+    pub(crate) result: Result<(Interval, usize), SyncFailure>,
+}
+
+/// Why a sync produced no new clock. Kept apart from [`Error`] because it goes both to the
+/// caller and into the status, and `Error` is not `Clone`.
+#[derive(Debug)]
+pub(crate) enum SyncFailure {
+    Unreachable(Vec<(String, Arc<Error>)>),
+    Quorum {
+        required: usize,
+        configured: usize,
+        answered: Vec<String>,
+        failures: Vec<(String, Arc<Error>)>,
+    },
+    Disagreement(Vec<String>),
+}
+
+impl SyncFailure {
+    pub(crate) fn to_error(&self) -> Error {
+        let failures = |list: &[(String, Arc<Error>)]| {
+            list.iter()
+                .map(|(s, e)| ServerFailure::new(s.clone(), e.clone()))
+                .collect()
+        };
+        match self {
+            SyncFailure::Unreachable(list) => Error::NoServerReachable {
+                failures: failures(list),
+            },
+            SyncFailure::Quorum {
+                required,
+                configured,
+                answered,
+                failures: list,
+            } => Error::NoQuorum {
+                required: *required,
+                configured: *configured,
+                answered: answered.clone(),
+                failures: failures(list),
+            },
+            SyncFailure::Disagreement(servers) => Error::NoAgreement {
+                servers: servers.clone(),
+            },
+        }
+    }
+}
+
+/// From the servers' outcomes (one per distinct configured server) to the agreed interval:
+/// at least `required` servers, and a majority of those that answered, must overlap it.
+pub(crate) fn select(outcomes: &[ServerOutcome], drift_ppm: u32, required: usize) -> Selection {
+    // (index in `outcomes`, best sample) of each server that answered.
+    let answered: Vec<(usize, Sample)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o.answer {
+            Answer::Sampled(s, _) => Some((i, s)),
+            _ => None,
+        })
+        .collect();
+    let intervals: Vec<Interval> = answered
+        .iter()
+        .map(|(_, s)| s.interval(drift_ppm))
+        .collect();
+    let agreement = intersect(&intervals, required);
+
+    let mut chimers = agreement
+        .as_ref()
+        .map(|a| a.truechimers.clone())
+        .unwrap_or_default()
+        .into_iter();
+    let sources: Vec<SourceStatus> = outcomes
+        .iter()
+        .map(|o| SourceStatus {
+            name: o.name.clone(),
+            address: o.address,
+            verdict: match &o.answer {
+                Answer::Failed(e) => SourceVerdict::Failed(e.clone()),
+                Answer::KissedOff { code, retry_in, .. } => SourceVerdict::KissedOff {
+                    code: code.clone(),
+                    retry_in: *retry_in,
+                },
+                Answer::Duplicate { of } => SourceVerdict::Duplicate { of: of.clone() },
+                Answer::Sampled(sample, count) => {
+                    if chimers.next().unwrap_or(false) {
+                        SourceVerdict::Selected {
+                            offset_nanos: sample.offset_nanos,
+                            delay: sample.delay,
+                            error: sample.error(drift_ppm),
+                            samples: *count,
+                        }
+                    } else {
+                        SourceVerdict::FalseTicker {
+                            offset_nanos: sample.offset_nanos,
+                            delay: sample.delay,
+                            error: sample.error(drift_ppm),
+                        }
+                    }
+                }
+            },
+        })
+        .collect();
+
+    let described = |list: &[(usize, Sample)]| -> Vec<String> {
+        list.iter()
+            .map(|(i, s)| {
+                format!(
+                    "{} ({:+.3} ms ± {:.3} ms)",
+                    outcomes[*i].name,
+                    s.offset_nanos as f64 / 1e6,
+                    s.error(drift_ppm).as_secs_f64() * 1e3
+                )
+            })
+            .collect()
+    };
+    let failures: Vec<(String, Arc<Error>)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.answer {
+            Answer::Failed(e) | Answer::KissedOff { error: e, .. } => {
+                Some((o.name.clone(), e.clone()))
+            }
+            Answer::Sampled(..) | Answer::Duplicate { .. } => None,
+        })
+        .collect();
+    let result = if answered.is_empty() {
+        Err(SyncFailure::Unreachable(failures))
+    } else if answered.len() < required {
+        Err(SyncFailure::Quorum {
+            required,
+            configured: outcomes.len(),
+            answered: described(&answered),
+            failures,
+        })
+    } else {
+        match agreement {
+            None => Err(SyncFailure::Disagreement(described(&answered))),
+            Some(a) => {
+                for (k, chimer) in a.truechimers.iter().enumerate() {
+                    if !chimer {
+                        tracing::warn!(
+                            server = %outcomes[answered[k].0].name,
+                            offset_ns = answered[k].1.offset_nanos,
+                            "NTP server rejected as a false ticker"
+                        );
+                    }
+                }
+                let agreeing = a.truechimers.iter().filter(|c| **c).count();
+                Ok((a.interval, agreeing))
+            }
+        }
+    };
+    Selection { sources, result }
 }
 
 #[cfg(test)]
@@ -261,33 +413,40 @@ mod tests {
 
     #[test]
     fn all_agreeing_intervals_intersect_tightly() {
-        let a = intersect(&[iv(0, 10), iv(2, 12), iv(4, 9)]).unwrap();
+        let a = intersect(&[iv(0, 10), iv(2, 12), iv(4, 9)], 1).unwrap();
         assert_eq!(a.interval, iv(4, 9));
         assert_eq!(a.truechimers, [true, true, true]);
         assert_eq!(a.falsetickers_assumed, 0);
         // Touching ends count as overlap (closed intervals).
-        assert_eq!(intersect(&[iv(0, 5), iv(5, 9)]).unwrap().interval, iv(5, 5));
+        assert_eq!(
+            intersect(&[iv(0, 5), iv(5, 9)], 1).unwrap().interval,
+            iv(5, 5)
+        );
     }
 
     #[test]
     fn a_liar_far_away_is_a_falseticker() {
-        let a = intersect(&[iv(0, 10), iv(5_000, 5_010), iv(2, 12)]).unwrap();
+        let a = intersect(&[iv(0, 10), iv(5_000, 5_010), iv(2, 12)], 1).unwrap();
         assert_eq!(a.interval, iv(2, 10));
         assert_eq!(a.truechimers, [true, false, true]);
         assert_eq!(a.falsetickers_assumed, 1);
         // Five sources, two liars on different sides.
-        let a = intersect(&[iv(-100, -90), iv(0, 10), iv(1, 11), iv(3, 8), iv(90, 100)]).unwrap();
+        let a = intersect(
+            &[iv(-100, -90), iv(0, 10), iv(1, 11), iv(3, 8), iv(90, 100)],
+            1,
+        )
+        .unwrap();
         assert_eq!(a.interval, iv(3, 8));
         assert_eq!(a.truechimers, [false, true, true, true, false]);
     }
 
     #[test]
     fn no_majority_means_no_agreement() {
-        assert_eq!(intersect(&[iv(0, 1), iv(5, 6)]), None);
-        assert_eq!(intersect(&[iv(0, 1), iv(5, 6), iv(10, 11)]), None);
-        assert_eq!(intersect(&[]), None);
+        assert_eq!(intersect(&[iv(0, 1), iv(5, 6)], 1), None);
+        assert_eq!(intersect(&[iv(0, 1), iv(5, 6), iv(10, 11)], 1), None);
+        assert_eq!(intersect(&[], 1), None);
         // One source: trusted alone.
-        assert_eq!(intersect(&[iv(3, 4)]).unwrap().interval, iv(3, 4));
+        assert_eq!(intersect(&[iv(3, 4)], 1).unwrap().interval, iv(3, 4));
     }
 
     /// Tiny deterministic xorshift, so the property checks need no dependency.
@@ -317,7 +476,7 @@ mod tests {
                     ivs.push(iv(-next(100), next(100)));
                 }
             }
-            let a = intersect(&ivs).expect("an honest majority always agrees");
+            let a = intersect(&ivs, 1).expect("an honest majority always agrees");
             assert!(a.interval.lo <= 0 && 0 <= a.interval.hi, "{ivs:?} -> {a:?}");
             for (i, chimer) in a.truechimers.iter().enumerate() {
                 assert_eq!(*chimer, i >= liars, "{ivs:?} -> {a:?}");
@@ -345,7 +504,7 @@ mod tests {
                     ivs.push(iv(-next(100), next(100)));
                 }
             }
-            let a = intersect(&ivs).expect("an honest majority always agrees");
+            let a = intersect(&ivs, 1).expect("an honest majority always agrees");
             let wrong = ivs.iter().filter(|v| !(v.lo <= 0 && 0 <= v.hi)).count();
             if wrong <= a.falsetickers_assumed {
                 assert!(a.interval.lo <= 0 && 0 <= a.interval.hi, "{ivs:?} -> {a:?}");
