@@ -22,6 +22,11 @@ mod ntp;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
+/// For the conformance macro's expansion in other crates.
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub use sync_core as __core;
+
 pub use bounds::TimeBounds;
 pub use clock::{ClockSource, ManualClock, SystemClock};
 pub use error::{Error, Result, ServerFailure};

@@ -110,13 +110,21 @@ fn hybrid_timestamps_serialize() {
 }
 
 #[cfg(feature = "conformance")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_local() {
-    use sync_time::conformance::{run_all, Reference};
-    run_all(&LocalTime::new(), Reference::SystemClock).await;
-    let tight =
-        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(1)));
-    run_all(&tight, Reference::SystemClock).await;
+mod conformance {
+    use super::*;
+    use sync_time::conformance::Backend;
+
+    sync_time::time_conformance!(local, Backend::new(LocalTime::new(), 0, false));
+    sync_time::time_conformance!(
+        local_tight,
+        Backend::new(
+            LocalTime::with_options(
+                LocalOptions::new().with_assumed_error(Duration::from_millis(1))
+            ),
+            0,
+            false
+        )
+    );
 }
 
 /// Finding 9 (issue 10): merging a remote timestamp at the very end of the range cannot give a

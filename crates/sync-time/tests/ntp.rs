@@ -615,20 +615,56 @@ async fn ntp_hybrid_clocks_order_events_and_reject_a_node_too_far_ahead() {
 #[cfg(feature = "conformance")]
 mod conformance {
     use super::*;
-    use sync_time::conformance::{run_all, Reference};
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_ntp_fake_server() {
-        let a = FakeNtpServer::honest(0).await;
-        let b = FakeNtpServer::honest(0).await;
-        let time = NtpTime::connect(options(&[&a, &b])).await.unwrap();
-        run_all(&time, Reference::SystemClock).await;
+    /// Fake servers (kept alive as long as the backend) and the backend synced to them.
+    struct FakeHarness {
+        _servers: Vec<FakeNtpServer>,
+        time: NtpTime,
+        skew: i64,
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_ntp_skewed_server() {
-        let server = FakeNtpServer::honest(3 * SEC).await;
-        let time: Arc<dyn Time> = Arc::new(NtpTime::connect(options(&[&server])).await.unwrap());
-        run_all(&*time, Reference::Other).await;
+    impl FakeHarness {
+        /// `n` servers `skew` off the system clock. Each holds requests for a varying time
+        /// (0 to 6 ms, a different cycle per server), so every sync's interval is wider or
+        /// narrower and its midpoint moves: the re-sync checks see moving intervals.
+        async fn new(n: usize, skew: i64) -> Self {
+            let mut servers = Vec::new();
+            for i in 0..n {
+                let mut delays = [0, 3, 1, 6, 2].map(Duration::from_millis).to_vec();
+                delays.rotate_left(i);
+                servers.push(
+                    FakeNtpServer::start(Config {
+                        skew_nanos: skew,
+                        inbound_delays: delays,
+                        ..Config::default()
+                    })
+                    .await,
+                );
+            }
+            let refs: Vec<&FakeNtpServer> = servers.iter().collect();
+            let time = NtpTime::connect(options(&refs).with_samples(2))
+                .await
+                .unwrap();
+            Self {
+                _servers: servers,
+                time,
+                skew,
+            }
+        }
     }
+
+    impl sync_time::conformance::Harness for FakeHarness {
+        fn time(&self) -> &dyn Time {
+            &self.time
+        }
+        fn true_offset_nanos(&self) -> i64 {
+            self.skew
+        }
+        fn monotonic(&self) -> bool {
+            true
+        }
+    }
+
+    sync_time::time_conformance!(ntp_fake_servers, FakeHarness::new(3, 0).await);
+    sync_time::time_conformance!(ntp_skewed_server, FakeHarness::new(1, 3 * SEC).await);
 }
