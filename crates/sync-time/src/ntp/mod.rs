@@ -1,13 +1,18 @@
 //! The `ntp` backend: several SNTP servers, validated, filtered, intersected, and served from
 //! the monotonic clock between syncs.
 //!
-//! - `query`: resolve, sample with `sntpc` under a timeout, keep the minimum-delay sample;
+//! - `query`: resolve, skip kissed-off and duplicate servers, sample with `sntpc` under a
+//!   timeout, keep the minimum-delay sample;
 //! - `validation`: which replies are usable, and the typed error for each one that is not;
 //! - `selection`: the error formula and the intersection that rejects false tickers;
-//! - `clock`: the synchronized clock between syncs.
+//! - `quorum`: from the servers' outcomes to the agreed interval, if enough servers agree;
+//! - `clock`: the synchronized clock between syncs, and how a re-sync takes over.
 
 mod clock;
+#[cfg(test)]
+mod proptests;
 mod query;
+mod quorum;
 mod selection;
 mod validation;
 
@@ -19,7 +24,7 @@ use futures::future::BoxFuture;
 
 use self::clock::{Merge, Served};
 use self::query::{query_all, Anchor, Server};
-use self::selection::{select, Selection};
+use self::quorum::{select, Selection};
 use crate::bounds::{from_unix_nanos, to_unix_nanos};
 use crate::{
     ClockSource, Error, NtpOptions, Result, SourceStatus, Status, SyncState, SystemClock, Time,
