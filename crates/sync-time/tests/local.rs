@@ -109,24 +109,6 @@ fn hybrid_timestamps_serialize() {
     assert_eq!(serde_json::from_str::<HlcTimestamp>(&json).unwrap(), t);
 }
 
-#[cfg(feature = "conformance")]
-mod conformance {
-    use super::*;
-    use sync_time::conformance::Backend;
-
-    sync_time::time_conformance!(local, Backend::new(LocalTime::new(), 0, false));
-    sync_time::time_conformance!(
-        local_tight,
-        Backend::new(
-            LocalTime::with_options(
-                LocalOptions::new().with_assumed_error(Duration::from_millis(1))
-            ),
-            0,
-            false
-        )
-    );
-}
-
 /// Finding 9 (issue 10): merging a remote timestamp at the very end of the range cannot give a
 /// timestamp after it; that is an error, never a stamp that orders before the remote.
 #[test]
