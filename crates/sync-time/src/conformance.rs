@@ -381,10 +381,12 @@ pub async fn after_and_before_agree_with_bounds(h: &dyn Harness) {
 /// least the error bound (`now()` is the midpoint, `earliest` must pass it) and not forever.
 pub async fn commit_wait_waits_until_after(h: &dyn Harness) {
     let time = h.time();
+    // Started before `t` is read: however long this thread is descheduled from here on, true
+    // time must still pass `t + error` before the wait may end.
+    let started = Instant::now();
     let t = now(time, "commit_wait_waits_until_after");
     let error = bounds(time, "commit_wait_waits_until_after").error();
     let limit = error * 4 + Duration::from_secs(1);
-    let started = Instant::now();
     tokio::time::timeout(limit, time.wait_until_after(t))
         .await
         .unwrap_or_else(|_| {
@@ -396,7 +398,7 @@ pub async fn commit_wait_waits_until_after(h: &dyn Harness) {
         "commit_wait_waits_until_after: returned but after(t) is false"
     );
     // It must actually have waited out the uncertainty (a midpoint `now()` is `error` after
-    // `earliest`; allow for the drift and slew terms).
+    // `earliest`; the slack covers the error's growth between reading `t` and the bounds).
     let waited = started.elapsed();
     assert!(
         waited + Duration::from_micros(100) >= error,

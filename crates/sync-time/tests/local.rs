@@ -140,8 +140,9 @@ async fn local_commit_wait_is_about_one_error_bound_and_can_be_sub_millisecond()
         let time = LocalTime::with_options(LocalOptions::new().with_assumed_error(error));
         let mut best = Duration::MAX;
         for _ in 0..runs {
-            let t = time.now().unwrap();
+            // Started before `t` is read, so a descheduled thread cannot shorten the wait.
             let started = Instant::now();
+            let t = time.now().unwrap();
             time.wait_until_after(t).await.unwrap();
             let waited = started.elapsed();
             assert!(time.after(t).unwrap());

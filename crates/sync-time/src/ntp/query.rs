@@ -244,14 +244,15 @@ pub(crate) async fn query_all(
             .map_err(|e| Answer::Failed(Arc::new(e)))
     }))
     .await;
-    // One vote per address: the first server with an address is asked, later ones are not.
+    // One vote per address (an IPv4-mapped IPv6 address is its IPv4 address): the first
+    // server with an address is asked, later ones are not.
     let mut first_with: HashMap<SocketAddr, &str> = HashMap::new();
     let plan: Vec<(Option<SocketAddr>, Result<SocketAddr, Answer>)> = resolved
         .into_iter()
         .zip(servers)
         .map(|(resolved, server)| match resolved {
             Err(answer) => (None, Err(answer)),
-            Ok(a) => match first_with.get(&a) {
+            Ok(a) => match first_with.get(&SocketAddr::new(a.ip().to_canonical(), a.port())) {
                 Some(of) => (
                     Some(a),
                     Err(Answer::Duplicate {
@@ -259,7 +260,10 @@ pub(crate) async fn query_all(
                     }),
                 ),
                 None => {
-                    first_with.insert(a, &server.name);
+                    first_with.insert(
+                        SocketAddr::new(a.ip().to_canonical(), a.port()),
+                        &server.name,
+                    );
                     (Some(a), Ok(a))
                 }
             },
