@@ -1,5 +1,6 @@
 //! What `now()` costs after a sync, and what one sync costs, against their baselines
-//! (`SystemTime::now()` and a raw `sntpc` query), measured in the same run.
+//! (`SystemTime::now()` and a raw `sntpc` query), measured in the same run; and how long a
+//! commit-wait (`wait_until_after(now())`) takes against the error bound.
 //!
 //! ```text
 //! SYNC_NTP_SERVER=127.0.0.1:PORT cargo run --release -p sync-time --features ntp --example time_cost
@@ -12,13 +13,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sync_time::{LocalTime, NtpOptions, NtpTime, Time};
+use sync_time::{LocalOptions, LocalTime, NtpOptions, NtpTime, Time, TimeExt};
 
 const NOW_CALLS: u32 = 1_000_000;
 const QUERIES: u32 = 1_000;
 /// Rounds per figure; baseline and ours alternate within each round, and the median round
 /// counts, so a burst of load on the machine hits both alike and is voted out.
 const ROUNDS: usize = 9;
+/// Commit-waits per backend.
+const WAITS: usize = 200;
 
 fn per_call(total: Duration, n: u32) -> f64 {
     total.as_secs_f64() * 1e9 / f64::from(n)
@@ -47,7 +50,7 @@ fn time_calls(n: u32, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
     rounds.into_iter().map(median).collect()
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let server = std::env::var("SYNC_NTP_SERVER").unwrap_or_else(|_| {
         panic!("set SYNC_NTP_SERVER=127.0.0.1:PORT to a running chronyd (see notes/services.md)")
@@ -172,4 +175,34 @@ async fn main() {
         status.offset_nanos.unwrap_or_default(),
         status.error.unwrap_or_default()
     );
+
+    println!("commit-wait: wait_until_after(now()), {WAITS} runs each: min / median / p99, and the error bound");
+    let local_200us =
+        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_micros(200)));
+    let local_5ms =
+        LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(5)));
+    for (name, time) in [
+        ("ntp (chronyd, loopback)", &ntp as &dyn Time),
+        ("local, assumed ±200 µs ", &local_200us),
+        ("local, assumed ±5 ms   ", &local_5ms),
+    ] {
+        let mut waits = Vec::with_capacity(WAITS);
+        let mut errors = Vec::with_capacity(WAITS);
+        for _ in 0..WAITS {
+            let t = time.now().unwrap();
+            errors.push(time.now_bounds().unwrap().error().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            time.wait_until_after(t).await.unwrap();
+            waits.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        waits.sort_by(f64::total_cmp);
+        let error = median(errors);
+        println!(
+            "  {name}  {:8.1} / {:8.1} / {:8.1} µs   error {error:8.1} µs   median/error {:.2}",
+            waits[0],
+            waits[WAITS / 2],
+            waits[WAITS * 99 / 100],
+            waits[WAITS / 2] / error
+        );
+    }
 }

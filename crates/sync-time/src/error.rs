@@ -56,6 +56,48 @@ pub enum Error {
         servers: Vec<String>,
     },
 
+    /// Too few servers gave a usable time for their agreement to be believed: an agreement
+    /// needs a majority of the configured servers (or
+    /// [`min_agreeing`](crate::NtpOptions::min_agreeing) of them, if set).
+    #[error(
+        "only {} of the {configured} configured NTP servers gave a usable time ({}), fewer \
+         than the {required} that must agree before a time is believed; fix or replace the \
+         failing servers, or lower `min_agreeing` to accept fewer (status() then says so)",
+        .answered.len(),
+        NoQuorumList(.answered, .failures)
+    )]
+    NoQuorum {
+        /// How many servers must agree.
+        required: usize,
+        /// Distinct servers configured.
+        configured: usize,
+        /// Each server that answered, with its offset and error.
+        answered: Vec<String>,
+        /// Each server that did not, with why.
+        failures: Vec<ServerFailure>,
+    },
+
+    /// A hybrid timestamp after this one does not exist: its wall part is at the end of the
+    /// range (`u64::MAX` nanoseconds after 1970, in year 2554) and its counter too.
+    #[error(
+        "no hybrid timestamp exists after {after}: its wall time is the largest representable; \
+         a remote timestamp this large is bogus, so reject the message that carried it"
+    )]
+    TimestampOverflow {
+        /// The timestamp nothing can follow.
+        after: HlcTimestamp,
+    },
+
+    /// A text is not a hybrid timestamp `wall_nanos.logical` (both whole numbers in range).
+    #[error(
+        "{input:?} is not a hybrid timestamp: expected `wall_nanos.logical`, two whole numbers \
+         (as `HlcTimestamp`'s Display writes it)"
+    )]
+    InvalidTimestamp {
+        /// The text (its first 64 characters).
+        input: String,
+    },
+
     /// A query (or a name lookup) got no answer within the timeout.
     #[error(
         "NTP server {server} did not answer within {timeout:?}; check the address and port, \
@@ -188,6 +230,7 @@ impl Error {
             Error::NotSynchronized { .. }
             | Error::NoServerReachable { .. }
             | Error::NoAgreement { .. }
+            | Error::NoQuorum { .. }
             | Error::Timeout { .. }
             | Error::ServerUnsynchronized { .. }
             | Error::Resolve { .. }
@@ -198,6 +241,8 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::NoRuntime { .. }
             | Error::ClockOffsetTooLarge { .. }
+            | Error::TimestampOverflow { .. }
+            | Error::InvalidTimestamp { .. }
             | Error::ClockBeforeEpoch => false,
         }
     }
@@ -244,6 +289,24 @@ impl fmt::Display for ServerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The inner messages already name the server.
         write!(f, "{}", short(&self.error))
+    }
+}
+
+/// `a (+1.000 ms ± 0.050 ms); failed: b did not answer within 1s; …` for [`Error::NoQuorum`].
+struct NoQuorumList<'a>(&'a [String], &'a [ServerFailure]);
+
+impl fmt::Display for NoQuorumList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let answered = if self.0.is_empty() {
+            "none answered".to_owned()
+        } else {
+            format!("answered: {}", self.0.join(", "))
+        };
+        if self.1.is_empty() {
+            write!(f, "{answered}")
+        } else {
+            write!(f, "{answered}; failed: {}", ServerFailure::list(self.1))
+        }
     }
 }
 

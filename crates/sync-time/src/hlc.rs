@@ -7,10 +7,11 @@
 //! (Kulkarni et al., "Logical Physical Clocks", 2014).
 
 use std::fmt;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result, Time};
 
@@ -28,10 +29,27 @@ pub const DEFAULT_MAX_OFFSET: Duration = Duration::from_millis(500);
 /// let c = HlcTimestamp::new(1_001, 0);
 /// assert!(a < b && b < c);
 /// assert_eq!(b.to_string(), "1000.1");
+/// assert_eq!("1000.1".parse::<HlcTimestamp>()?, b);
+/// # Ok::<(), sync_time::Error>(())
 /// ```
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+///
+/// # JSON
+///
+/// Serialized as `{"wall_nanos": 1732000000000000000, "logical": 3}`. Today's `wall_nanos` is
+/// above 2^53, which JavaScript (and any parser that reads JSON numbers as `f64`) rounds, so
+/// for such readers use the lossless form [`lossless`](crate::lossless), where `wall_nanos` is
+/// a decimal string: `{"wall_nanos": "1732000000000000000", "logical": 3}`. Deserializing
+/// accepts both forms, so readers need not know which one the writer chose.
+///
+/// ```
+/// use sync_time::HlcTimestamp;
+///
+/// let t = HlcTimestamp::new(1_732_000_000_000_000_001, 3);
+/// let json = serde_json::to_string(&sync_time::lossless::Lossless(t)).unwrap();
+/// assert_eq!(json, r#"{"wall_nanos":"1732000000000000001","logical":3}"#);
+/// assert_eq!(serde_json::from_str::<HlcTimestamp>(&json).unwrap(), t);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct HlcTimestamp {
     wall_nanos: u64,
     logical: u32,
@@ -62,18 +80,148 @@ impl HlcTimestamp {
     }
 
     /// The next timestamp after `self` at the same wall time (or the next nanosecond if the
-    /// counter is exhausted, so ordering never breaks).
-    fn tick(self) -> Self {
+    /// counter is exhausted, so ordering never breaks). None at the very end of the range.
+    fn tick(self) -> Option<Self> {
         match self.logical.checked_add(1) {
-            Some(logical) => Self::new(self.wall_nanos, logical),
-            None => Self::new(self.wall_nanos.saturating_add(1), 0),
+            Some(logical) => Some(Self::new(self.wall_nanos, logical)),
+            None => Some(Self::new(self.wall_nanos.checked_add(1)?, 0)),
         }
+    }
+
+    fn tick_or_overflow(self) -> Result<Self> {
+        self.tick().ok_or(Error::TimestampOverflow { after: self })
     }
 }
 
 impl fmt::Display for HlcTimestamp {
+    /// `wall_nanos.logical`, e.g. `1732000000000000000.3`; [`FromStr`] reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.wall_nanos, self.logical)
+    }
+}
+
+impl FromStr for HlcTimestamp {
+    type Err = Error;
+
+    /// Parses the [`Display`](fmt::Display) form `wall_nanos.logical`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidTimestamp {
+            input: s.chars().take(64).collect(),
+        };
+        let (wall, logical) = s.split_once('.').ok_or_else(bad)?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(wall) || !digits(logical) {
+            return Err(bad());
+        }
+        Ok(Self::new(
+            wall.parse().map_err(|_| bad())?,
+            logical.parse().map_err(|_| bad())?,
+        ))
+    }
+}
+
+/// `wall_nanos` as a JSON number or a decimal string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WallNanos {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    wall_nanos: WallNanos,
+    logical: u32,
+}
+
+impl<'de> Deserialize<'de> for HlcTimestamp {
+    /// Accepts `wall_nanos` as a number or as a decimal string (the [`lossless`](crate::lossless)
+    /// form).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let f = Fields::deserialize(deserializer)?;
+        let wall_nanos = match f.wall_nanos {
+            WallNanos::Number(n) => n,
+            WallNanos::Text(s) => {
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "wall_nanos {s:?} is not a whole number of nanoseconds"
+                    )));
+                }
+                s.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("wall_nanos {s:?} does not fit in a u64"))
+                })?
+            }
+        };
+        Ok(Self::new(wall_nanos, f.logical))
+    }
+}
+
+/// The lossless JSON form of [`HlcTimestamp`]: `wall_nanos` as a decimal string, so that
+/// parsers that read numbers as `f64` (JavaScript's `JSON.parse`) do not round it.
+///
+/// Use the wrapper [`Lossless`](lossless::Lossless), or `#[serde(with = "sync_time::lossless")]`
+/// on a field:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sync_time::HlcTimestamp;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Message {
+///     #[serde(with = "sync_time::lossless")]
+///     stamp: HlcTimestamp,
+/// }
+///
+/// let m = Message { stamp: HlcTimestamp::new(9_007_199_254_740_993, 0) }; // 2^53 + 1
+/// let json = serde_json::to_string(&m).unwrap();
+/// assert_eq!(json, r#"{"stamp":{"wall_nanos":"9007199254740993","logical":0}}"#);
+/// assert_eq!(serde_json::from_str::<Message>(&json).unwrap().stamp, m.stamp);
+/// ```
+pub mod lossless {
+    use super::*;
+
+    /// An [`HlcTimestamp`] that serializes in the lossless form.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+    pub struct Lossless(pub HlcTimestamp);
+
+    #[derive(Serialize)]
+    struct Fields {
+        wall_nanos: String,
+        logical: u32,
+    }
+
+    /// Serializes `t` with `wall_nanos` as a decimal string.
+    pub fn serialize<S: Serializer>(
+        t: &HlcTimestamp,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        Fields {
+            wall_nanos: t.wall_nanos.to_string(),
+            logical: t.logical,
+        }
+        .serialize(serializer)
+    }
+
+    /// Deserializes either form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<HlcTimestamp, D::Error> {
+        HlcTimestamp::deserialize(deserializer)
+    }
+
+    impl Serialize for Lossless {
+        fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+            serialize(&self.0, serializer)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lossless {
+        fn deserialize<D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> std::result::Result<Self, D::Error> {
+            deserialize(deserializer).map(Lossless)
+        }
     }
 }
 
@@ -140,13 +288,16 @@ impl<T: Time + ?Sized> HybridClock<T> {
     }
 
     /// A timestamp for a local event or an outgoing message, after every earlier one.
+    ///
+    /// Fails with [`Error::TimestampOverflow`] only if an earlier [`update`](Self::update)
+    /// took the clock to the very end of the range.
     pub fn now(&self) -> Result<HlcTimestamp> {
         let physical = self.physical_nanos()?;
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let next = if physical > last.wall_nanos {
             HlcTimestamp::new(physical, 0)
         } else {
-            last.tick()
+            last.tick_or_overflow()?
         };
         *last = next;
         Ok(next)
@@ -156,7 +307,9 @@ impl<T: Time + ?Sized> HybridClock<T> {
     /// this clock issued before.
     ///
     /// Fails with [`Error::ClockOffsetTooLarge`] (and leaves the clock unchanged) when `remote`
-    /// is more than [`max_offset`](Self::max_offset) ahead of local physical time.
+    /// is more than [`max_offset`](Self::max_offset) ahead of local physical time, and with
+    /// [`Error::TimestampOverflow`] when no timestamp after `remote` exists (a remote at the
+    /// end of the range, accepted only with a huge `max_offset`).
     pub fn update(&self, remote: HlcTimestamp) -> Result<HlcTimestamp> {
         let physical = self.physical_nanos()?;
         let max = u64::try_from(self.max_offset.as_nanos()).unwrap_or(u64::MAX);
@@ -170,11 +323,11 @@ impl<T: Time + ?Sized> HybridClock<T> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let wall = physical.max(last.wall_nanos).max(remote.wall_nanos);
         let next = if wall == last.wall_nanos && wall == remote.wall_nanos {
-            HlcTimestamp::new(wall, last.logical.max(remote.logical)).tick()
+            HlcTimestamp::new(wall, last.logical.max(remote.logical)).tick_or_overflow()?
         } else if wall == last.wall_nanos {
-            last.tick()
+            last.tick_or_overflow()?
         } else if wall == remote.wall_nanos {
-            remote.tick()
+            remote.tick_or_overflow()?
         } else {
             HlcTimestamp::new(wall, 0)
         };
@@ -260,7 +413,42 @@ mod tests {
     #[test]
     fn counter_overflow_moves_to_the_next_nanosecond() {
         let t = HlcTimestamp::new(5, u32::MAX).tick();
-        assert_eq!(t, HlcTimestamp::new(6, 0));
+        assert_eq!(t, Some(HlcTimestamp::new(6, 0)));
+        assert_eq!(HlcTimestamp::new(u64::MAX, u32::MAX).tick(), None);
+    }
+
+    #[test]
+    fn display_and_from_str_round_trip_and_reject_junk() {
+        for t in [
+            HlcTimestamp::new(0, 0),
+            HlcTimestamp::new(u64::MAX, u32::MAX),
+            HlcTimestamp::new(1_732_000_000_000_000_001, 7),
+        ] {
+            assert_eq!(t.to_string().parse::<HlcTimestamp>().unwrap(), t);
+        }
+        for bad in [
+            "",
+            ".",
+            "1",
+            "1.",
+            ".1",
+            "1.2.3",
+            "-1.0",
+            "+1.0",
+            "1.-0",
+            "a.b",
+            "18446744073709551616.0",
+            "1.4294967296",
+            " 1.0",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<HlcTimestamp>(),
+                    Err(Error::InvalidTimestamp { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

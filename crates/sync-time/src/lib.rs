@@ -22,16 +22,21 @@ mod ntp;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
+/// For the conformance macro's expansion in other crates.
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub use sync_core as __core;
+
 pub use bounds::TimeBounds;
 pub use clock::{ClockSource, ManualClock, SystemClock};
 pub use error::{Error, Result, ServerFailure};
-pub use hlc::{HlcTimestamp, HybridClock, DEFAULT_MAX_OFFSET};
+pub use hlc::{lossless, HlcTimestamp, HybridClock, DEFAULT_MAX_OFFSET};
 pub use local::LocalTime;
 #[cfg(feature = "ntp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ntp")))]
 pub use ntp::NtpTime;
 pub use options::{connect, LocalOptions, NtpOptions, TimeConfig};
-pub use status::{SourceStatus, SourceVerdict, Status, SyncState};
+pub use status::{SourceStatus, SourceVerdict, Status, SyncState, Verification};
 
 /// A source of synchronized wall-clock time with an honest error bound.
 ///
@@ -130,10 +135,17 @@ pub trait TimeExt: Time {
     }
 
     /// Commit-wait: returns once `t` has certainly passed on every correct clock, i.e. once
-    /// [`after(t)`](TimeExt::after) is true. Waits about `t - earliest`, so roughly twice the
-    /// error bound for a timestamp taken from [`now`](Time::now).
+    /// [`after(t)`](TimeExt::after) is true. Waits about `t - earliest`: for a timestamp taken
+    /// from [`now`](Time::now) (the midpoint) that is about **one** error bound (Spanner, which
+    /// stamps with `latest`, waits two).
     ///
-    /// Cancel-safe (it only sleeps). Fails if the backend cannot give bounds.
+    /// Not rounded up to the runtime's 1 ms timer: the last stretch (2 ms at most) is slept on
+    /// tokio's blocking pool with the operating system's finer timer, so a sub-millisecond
+    /// bound gives a sub-millisecond wait.
+    ///
+    /// Cancel-safe (it only sleeps; a dropped wait may leave a blocking thread asleep for the
+    /// rest of its under-2 ms stretch). Fails if the backend cannot give bounds. Needs a tokio
+    /// runtime.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -143,7 +155,7 @@ pub trait TimeExt: Time {
     ///
     /// let time = LocalTime::with_options(LocalOptions::new().with_assumed_error(Duration::from_millis(2)));
     /// let commit_ts = time.now()?;
-    /// time.wait_until_after(commit_ts).await?; // ≈ 2 ms
+    /// time.wait_until_after(commit_ts).await?; // ≈ 2 ms: one error bound
     /// assert!(time.after(commit_ts)?);
     /// # Ok(())
     /// # }
@@ -155,14 +167,35 @@ pub trait TimeExt: Time {
                 if bounds.is_after(t) {
                     return Ok(());
                 }
+                // `earliest` must pass `t`: strictly, hence the nanosecond. It advances slightly
+                // slower than real time (drift), so another short round may follow; never spin.
                 let remaining = t
                     .duration_since(bounds.earliest())
-                    .unwrap_or(Duration::ZERO);
-                // The earliest bound advances slightly slower than real time (drift), so a
-                // second, short round may be needed; never spin.
-                tokio::time::sleep(remaining.max(Duration::from_micros(100))).await;
+                    .unwrap_or(Duration::ZERO)
+                    + Duration::from_nanos(1);
+                if remaining > FINE_WAIT {
+                    // tokio's timer has 1 ms ticks and rounds up: wake at most a tick early.
+                    tokio::time::sleep(remaining - FINE_WAIT / 2).await;
+                } else {
+                    fine_sleep(remaining).await;
+                }
             }
         })
+    }
+}
+
+/// Below this, [`TimeExt::wait_until_after`] sleeps on a blocking thread (the OS timer, tens of
+/// microseconds of slack) rather than on tokio's timer (1 ms ticks, rounded up).
+const FINE_WAIT: Duration = Duration::from_millis(2);
+
+/// Sleeps `d` (under [`FINE_WAIT`]) with the OS timer on tokio's blocking pool, falling back to
+/// tokio's timer if the pool is unavailable (runtime shutting down).
+async fn fine_sleep(d: Duration) {
+    if tokio::task::spawn_blocking(move || std::thread::sleep(d))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(d).await;
     }
 }
 

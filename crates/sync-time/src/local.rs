@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::{ClockSource, LocalOptions, Result, Status, SyncState, SystemClock, Time, TimeBounds};
+use crate::{
+    ClockSource, LocalOptions, Result, Status, SyncState, SystemClock, Time, TimeBounds,
+    Verification,
+};
 
 /// The system clock as a [`Time`].
 ///
@@ -83,6 +86,7 @@ impl Time for LocalTime {
         status.error = Some(self.options.assumed_error);
         status.error_at_sync = Some(self.options.assumed_error);
         status.offset_nanos = Some(0);
+        status.verification = Verification::Assumed;
         status
     }
 }

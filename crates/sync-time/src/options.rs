@@ -62,8 +62,10 @@ impl Default for LocalOptions {
 /// `ε = δ/2 + root_delay/2 + root_dispersion + φ·(time since the sync started) + 2 µs`
 ///
 /// where `δ` is the round trip, `φ` is [`max_drift_ppm`](Self::max_drift_ppm) and 2 µs covers
-/// the microsecond resolution of the timestamps. The bounds are the interval most servers
-/// agree on, and afterwards widen by `φ` × the time since the sync.
+/// the microsecond resolution of the timestamps. The bounds are the interval that a majority
+/// of the configured servers agree on (or [`min_agreeing`](Self::min_agreeing) of them), and
+/// afterwards widen by `φ` × the time since the sync. A server listed twice (or two names for
+/// one address) counts once.
 ///
 /// ```
 /// use std::time::Duration;
@@ -103,6 +105,15 @@ pub struct NtpOptions {
     /// [`Stale`](crate::SyncState::Stale) (default 5 min). Time is still served.
     #[serde(with = "sync_core::duration::serde")]
     pub stale_after: Duration,
+    /// How many servers must agree before their time is believed (default `None`: a majority
+    /// of the distinct configured servers, so 2 of 3, 3 of 4 or 5). Silent, refusing and
+    /// outvoted servers do not count, so with the default one liar that alone answers is
+    /// never believed. A smaller number keeps time available when most servers are down, at
+    /// the cost of trusting fewer: [`Status::verification`](crate::Status::verification) then
+    /// says the bound rests on fewer servers than a majority, or on one alone.
+    ///
+    /// Whatever this says, an agreement also needs a majority of the servers that answered.
+    pub min_agreeing: Option<u32>,
 }
 
 impl NtpOptions {
@@ -164,6 +175,44 @@ impl NtpOptions {
         self
     }
 
+    /// Sets [`min_agreeing`](Self::min_agreeing): how many servers must agree (at least 1, at
+    /// most the number of distinct servers).
+    ///
+    /// ```
+    /// use sync_time::NtpOptions;
+    ///
+    /// // Three servers: by default two must agree; accept one alone when two are down.
+    /// let opts = NtpOptions::new(["a:123", "b:123", "c:123"]).with_min_agreeing(1);
+    /// assert_eq!(opts.min_agreeing, Some(1));
+    /// assert_eq!(opts.required_agreeing(), 1);
+    /// assert_eq!(NtpOptions::new(["a", "b", "c", "a:123"]).required_agreeing(), 2);
+    /// ```
+    pub fn with_min_agreeing(mut self, n: u32) -> Self {
+        self.min_agreeing = Some(n);
+        self
+    }
+
+    /// The servers, each once: duplicates (the same `host:port` after trimming, lower-casing
+    /// and adding the default port) are dropped, the first spelling is kept.
+    pub fn distinct_servers(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.servers
+            .iter()
+            .filter(|s| seen.insert(Self::with_default_port(s).to_ascii_lowercase()))
+            .map(|s| s.trim().to_owned())
+            .collect()
+    }
+
+    /// How many servers must agree: [`min_agreeing`](Self::min_agreeing), or else a majority
+    /// of the [distinct](Self::distinct_servers) servers.
+    pub fn required_agreeing(&self) -> usize {
+        let configured = self.distinct_servers().len();
+        match self.min_agreeing {
+            Some(n) => n as usize,
+            None => configured / 2 + 1,
+        }
+    }
+
     /// Checks that these options can work.
     pub fn validate(&self) -> Result<()> {
         if self.servers.is_empty() {
@@ -179,6 +228,15 @@ impl NtpOptions {
         }
         if self.samples == 0 {
             return Err(Error::config("`samples` must be at least 1"));
+        }
+        if let Some(n) = self.min_agreeing {
+            let distinct = self.distinct_servers().len();
+            if n == 0 || n as usize > distinct {
+                return Err(Error::config(format!(
+                    "`min_agreeing` of {n} is impossible with {distinct} distinct server(s): \
+                     it must be between 1 and the number of servers"
+                )));
+            }
         }
         if self.query_timeout.is_zero() {
             return Err(Error::config("`query_timeout` must be more than zero"));
@@ -199,7 +257,6 @@ impl NtpOptions {
 
     /// The server as a `host:port` string that a resolver accepts: port 123 is added when
     /// missing.
-    #[cfg_attr(not(feature = "ntp"), allow(dead_code))] // used by the ntp backend
     pub(crate) fn with_default_port(server: &str) -> String {
         let s = server.trim();
         if s.parse::<std::net::SocketAddr>().is_ok() {
@@ -225,6 +282,7 @@ impl Default for NtpOptions {
             retry_interval: Duration::from_secs(5),
             max_drift_ppm: 500,
             stale_after: Duration::from_secs(300),
+            min_agreeing: None,
         }
     }
 }
@@ -233,7 +291,7 @@ impl Default for NtpOptions {
 /// parsed from a URL.
 ///
 /// URLs: `local`, `local?assumed_error=50ms`,
-/// `ntp://host1:123,host2:123,host3?samples=4&timeout=1s&interval=64s&retry=5s&drift_ppm=500&stale_after=5m`.
+/// `ntp://host1:123,host2:123,host3?samples=4&timeout=1s&interval=64s&retry=5s&drift_ppm=500&stale_after=5m&min_agreeing=2`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -329,10 +387,12 @@ impl FromStr for TimeConfig {
                     "retry" | "retry_interval" => opts.retry_interval = duration(key, value)?,
                     "drift_ppm" | "max_drift_ppm" => opts.max_drift_ppm = number(key, value)?,
                     "stale_after" => opts.stale_after = duration(key, value)?,
+                    "min_agreeing" => opts.min_agreeing = Some(number(key, value)?),
                     _ => {
                         return Err(unknown(
                             key,
-                            "samples, timeout, interval, retry, drift_ppm, stale_after",
+                            "samples, timeout, interval, retry, drift_ppm, stale_after, \
+                             min_agreeing",
                         ))
                     }
                 }
@@ -428,6 +488,23 @@ mod tests {
         );
         let c: TimeConfig = serde_json::from_str(r#"{"backend":"local"}"#).unwrap();
         assert_eq!(c, TimeConfig::default());
+    }
+
+    #[test]
+    fn duplicates_count_once_and_min_agreeing_is_checked() {
+        let o = NtpOptions::new(["a", "A:123", " a:123 ", "b:9", "127.0.0.1", "127.0.0.1:123"]);
+        assert_eq!(o.distinct_servers(), ["a", "b:9", "127.0.0.1"]);
+        assert_eq!(o.required_agreeing(), 2);
+        assert_eq!(NtpOptions::new(["a"]).required_agreeing(), 1);
+        assert_eq!(NtpOptions::new(["a", "b"]).required_agreeing(), 2);
+        assert_eq!(NtpOptions::new(["a", "b", "c", "d"]).required_agreeing(), 3);
+        for (n, ok) in [(0, false), (1, true), (3, true), (4, false)] {
+            let r = o.clone().with_min_agreeing(n).validate();
+            assert_eq!(r.is_ok(), ok, "min_agreeing {n}: {r:?}");
+        }
+        let c: TimeConfig = "ntp://a,b,c?min_agreeing=1".parse().unwrap();
+        assert!(matches!(c, TimeConfig::Ntp(o) if o.min_agreeing == Some(1)));
+        assert!("ntp://a,b?min_agreeing=3".parse::<TimeConfig>().is_err());
     }
 
     #[test]

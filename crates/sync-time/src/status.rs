@@ -50,6 +50,8 @@ pub struct Status {
     pub error_at_sync: Option<Duration>,
     /// Why the most recent sync attempt failed, if it did (a later success clears it).
     pub last_failure: Option<Arc<Error>>,
+    /// How many independent sources vouch for the bound, from the last successful sync.
+    pub verification: Verification,
     /// What each source said in the last sync attempt (NTP servers; empty for `local`).
     pub sources: Vec<SourceStatus>,
 }
@@ -65,8 +67,79 @@ impl Status {
             error: None,
             error_at_sync: None,
             last_failure: None,
+            verification: Verification::None,
             sources: Vec::new(),
         }
+    }
+}
+
+/// How many independent sources vouch for the bound: whether anyone cross-checked it.
+///
+/// The `ntp` backend believes a time only when a majority of its configured servers agree on
+/// it, unless [`NtpOptions::min_agreeing`](crate::NtpOptions::min_agreeing) allows fewer; this
+/// says which case the current bound is in.
+///
+/// ```
+/// use sync_time::{LocalTime, Time, Verification};
+///
+/// let status = LocalTime::new().status();
+/// assert_eq!(status.verification, Verification::Assumed);
+/// assert!(!status.verification.is_majority());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Verification {
+    /// Nothing is measured: the `local` backend's assumed error.
+    Assumed,
+    /// No successful sync yet.
+    None,
+    /// At least two servers agree on the bound and they are a majority of the configured
+    /// servers: a minority of liars cannot move it.
+    Majority {
+        /// Servers whose intervals overlap the bound.
+        agreeing: usize,
+        /// Distinct servers configured.
+        configured: usize,
+    },
+    /// At least two servers agree, but fewer than a majority of the configured ones (the
+    /// others failed, refused or were outvoted); accepted only because
+    /// [`min_agreeing`](crate::NtpOptions::min_agreeing) allows it.
+    BelowMajority {
+        /// Servers whose intervals overlap the bound.
+        agreeing: usize,
+        /// Distinct servers configured.
+        configured: usize,
+    },
+    /// One server's word alone: nothing cross-checked it. The case with one configured server,
+    /// or when `min_agreeing` of 1 lets one answer out of several do.
+    Unverified {
+        /// Distinct servers configured.
+        configured: usize,
+    },
+}
+
+impl Verification {
+    /// From the number of servers whose intervals overlap the bound and the number configured.
+    #[cfg_attr(not(feature = "ntp"), allow(dead_code))] // used by the ntp backend
+    pub(crate) fn from_counts(agreeing: usize, configured: usize) -> Self {
+        if agreeing <= 1 {
+            Verification::Unverified { configured }
+        } else if agreeing * 2 > configured {
+            Verification::Majority {
+                agreeing,
+                configured,
+            }
+        } else {
+            Verification::BelowMajority {
+                agreeing,
+                configured,
+            }
+        }
+    }
+
+    /// Whether at least two servers, a majority of those configured, agree on the bound.
+    pub fn is_majority(&self) -> bool {
+        matches!(self, Verification::Majority { .. })
     }
 }
 
@@ -109,4 +182,19 @@ pub enum SourceVerdict {
     },
     /// No valid sample: timeout, kiss-of-death, invalid reply, resolution failure…
     Failed(Arc<Error>),
+    /// Not asked in this sync because it sent a kiss-of-death: `RATE` (asked again after a
+    /// back-off that doubles with every `RATE`) or `DENY`/`RSTR` (never asked again by this
+    /// handle), as RFC 5905 §7.4 requires.
+    KissedOff {
+        /// The kiss code, e.g. `RATE`.
+        code: String,
+        /// When it will be asked again (`None`: never).
+        retry_in: Option<Duration>,
+    },
+    /// It resolved to the same address as another configured server, which was asked
+    /// instead: one server gets one vote however often it is listed.
+    Duplicate {
+        /// The server (as configured) that was asked.
+        of: String,
+    },
 }

@@ -139,10 +139,14 @@ async fn ntp_chronyd_hybrid_clock_over_synced_time() {
 }
 
 #[cfg(feature = "conformance")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs chronyd: run `cargo xtask test`"]
-async fn conformance_ntp_chronyd() {
-    use sync_time::conformance::{run_all, Reference};
-    let time = connect(vec![chronyd()]).await;
-    run_all(&time, Reference::SystemClock).await;
+mod conformance {
+    use super::*;
+    use sync_time::conformance::Backend;
+
+    // chronyd serves this machine's clock: true time is the system clock.
+    sync_time::time_conformance!(
+        ntp_chronyd,
+        Backend::new(connect(vec![chronyd()]).await, 0, true),
+        #[ignore = "needs chronyd: run `cargo xtask test`"]
+    );
 }

@@ -1,29 +1,34 @@
 //! The `ntp` backend: several SNTP servers, validated, filtered, intersected, and served from
 //! the monotonic clock between syncs.
 //!
-//! - `query`: resolve, sample with `sntpc` under a timeout, keep the minimum-delay sample;
+//! - `query`: resolve, skip kissed-off and duplicate servers, sample with `sntpc` under a
+//!   timeout, keep the minimum-delay sample;
 //! - `validation`: which replies are usable, and the typed error for each one that is not;
 //! - `selection`: the error formula and the intersection that rejects false tickers;
-//! - `clock`: the synchronized clock between syncs.
+//! - `quorum`: from the servers' outcomes to the agreed interval, if enough servers agree;
+//! - `clock`: the synchronized clock between syncs, and how a re-sync takes over.
 
 mod clock;
+#[cfg(test)]
+mod proptests;
 mod query;
+mod quorum;
 mod selection;
 mod validation;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
-use futures::future::{join_all, BoxFuture};
+use futures::future::BoxFuture;
 
-use self::clock::SyncedClock;
-use self::query::{query_server, Anchor, ServerOutcome, SocketCache};
-use self::selection::{intersect, Interval};
+use self::clock::{Merge, Served};
+use self::query::{query_all, Anchor, Server};
+use self::quorum::{select, Selection};
 use crate::bounds::{from_unix_nanos, to_unix_nanos};
 use crate::{
-    ClockSource, Error, NtpOptions, Result, ServerFailure, SourceStatus, SourceVerdict, Status,
-    SyncState, SystemClock, Time, TimeBounds,
+    ClockSource, Error, NtpOptions, Result, SourceStatus, Status, SyncState, SystemClock, Time,
+    TimeBounds, Verification,
 };
 
 /// Time from NTP servers, with bounds that are measured rather than assumed.
@@ -37,14 +42,21 @@ use crate::{
 /// `ε = δ/2 + root_delay/2 + root_dispersion + φ·age + 2 µs`
 ///
 /// (δ: round trip; φ: [`max_drift_ppm`](NtpOptions::max_drift_ppm); age: time since the sync
-/// started), and intersects the intervals: servers outside the interval a majority agrees on
-/// are false tickers and are left out. The agreed interval is the new bound.
+/// started), and intersects the intervals: servers outside the interval that a majority of
+/// the *configured* servers agree on are false tickers and are left out (fewer may do if
+/// [`min_agreeing`](NtpOptions::min_agreeing) says so, and
+/// [`Status::verification`](crate::Status::verification) then says so too). The agreed
+/// interval, intersected with the previous bound carried forward, is the new bound. A server
+/// that sends kiss-of-death `RATE` is asked less often, one that sends `DENY` or `RSTR` never
+/// again.
 ///
 /// Between syncs, [`now`](Time::now) is the synced time plus the monotonic time elapsed since,
 /// with no I/O and no wall-clock read: a step of the system clock does not move it. The bounds
-/// widen by φ × the time since the sync. A background task re-syncs every
-/// [`resync_interval`](NtpOptions::resync_interval) and stops when the last clone of this handle
-/// is dropped.
+/// widen by φ × the time since the sync. `now()` never goes backwards on one `NtpTime` (any
+/// thread, across re-syncs: a re-sync that moves the midpoint back is slewed into, not stepped)
+/// and always lies within the bounds read just before and just after it. A background task
+/// re-syncs every [`resync_interval`](NtpOptions::resync_interval) and stops when the last
+/// clone of this handle is dropped.
 ///
 /// ```no_run
 /// # #[tokio::main]
@@ -67,18 +79,21 @@ pub struct NtpTime {
 struct Inner {
     options: NtpOptions,
     clock: Arc<dyn ClockSource>,
-    synced: RwLock<Option<SyncedClock>>,
+    served: Served,
     report: Mutex<Report>,
-    /// Per server, its socket, kept across syncs.
-    sockets: Vec<SocketCache>,
+    /// The distinct configured servers, with what each keeps across syncs.
+    servers: Vec<Server>,
+    /// How many of them must agree.
+    required: usize,
     /// One sync at a time (background and explicit `sync()` calls).
     serial: tokio::sync::Mutex<()>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Report {
     sources: Vec<SourceStatus>,
     last_failure: Option<Arc<Error>>,
+    verification: Verification,
 }
 
 /// Aborts the background re-sync task when the last handle goes.
@@ -135,18 +150,30 @@ impl NtpTime {
 
     fn build(options: NtpOptions, clock: Arc<dyn ClockSource>) -> Result<Self> {
         options.validate()?;
-        let sockets = options
-            .servers
-            .iter()
-            .map(|_| SocketCache::default())
+        let servers: Vec<Server> = options
+            .distinct_servers()
+            .into_iter()
+            .map(Server::new)
             .collect();
+        if servers.len() < options.servers.len() {
+            tracing::warn!(
+                configured = options.servers.len(),
+                distinct = servers.len(),
+                "NTP servers listed more than once count once"
+            );
+        }
         Ok(Self {
             inner: Arc::new(Inner {
+                required: options.required_agreeing(),
                 options,
                 clock,
-                synced: RwLock::new(None),
-                report: Mutex::new(Report::default()),
-                sockets,
+                served: Served::default(),
+                report: Mutex::new(Report {
+                    sources: Vec::new(),
+                    last_failure: None,
+                    verification: Verification::None,
+                }),
+                servers,
                 serial: tokio::sync::Mutex::new(()),
             }),
             _background: None,
@@ -166,13 +193,8 @@ impl NtpTime {
         Ok(())
     }
 
-    fn synced(&self) -> Result<SyncedClock> {
-        let guard = self
-            .inner
-            .synced
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        (*guard).ok_or(Error::NotSynchronized { backend: "ntp" })
+    fn not_synchronized() -> Error {
+        Error::NotSynchronized { backend: "ntp" }
     }
 }
 
@@ -199,187 +221,90 @@ impl Inner {
     async fn sync(&self) -> Result<()> {
         let _one_at_a_time = self.serial.lock().await;
         let anchor = Anchor::now(&*self.clock);
-        let outcomes = join_all(self.options.servers.iter().zip(&self.sockets).map(
-            |(server, sockets)| query_server(server, &self.options, &*self.clock, anchor, sockets),
-        ))
-        .await;
-        let (result, sources) = self.select(anchor, &outcomes);
+        let outcomes = query_all(&self.servers, &self.options, &*self.clock, anchor).await;
+        let ppm = self.options.max_drift_ppm;
+        let Selection { sources, result } = select(&outcomes, ppm, self.required);
         let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
-            Ok(synced) => {
+            Ok((interval, agreeing)) => {
+                let base = anchor.base_unix_nanos();
+                let (synced, merge) = self.served.install(
+                    anchor.mono,
+                    (base + interval.lo, base + interval.hi),
+                    ppm,
+                    to_unix_nanos(anchor.wall),
+                    || self.clock.monotonic(),
+                );
+                if merge == Merge::Contradicted {
+                    tracing::warn!(
+                        "the new NTP interval does not overlap the previous bound carried \
+                         forward: a server lied or the local clock drifted faster than \
+                         max_drift_ppm; taking the new one (now() slews, it does not step back)"
+                    );
+                }
                 tracing::debug!(
                     offset_ns = synced.offset_nanos,
-                    error = ?synced.error,
+                    error = ?synced.error_at_sync(),
+                    base_minus_wall_ns = anchor.base_minus_wall() as i64,
+                    ?merge,
                     "NTP sync"
                 );
-                *self.synced.write().unwrap_or_else(PoisonError::into_inner) = Some(synced);
                 *report = Report {
                     sources,
                     last_failure: None,
+                    verification: Verification::from_counts(agreeing, self.servers.len()),
                 };
                 Ok(())
             }
             Err(failure) => {
-                *report = Report {
-                    sources,
-                    last_failure: Some(Arc::new(failure.to_error())),
-                };
+                report.sources = sources;
+                report.last_failure = Some(Arc::new(failure.to_error()));
                 Err(failure.to_error())
             }
-        }
-    }
-
-    /// From the servers' outcomes to a new synced clock (or why not), and what each server
-    /// became.
-    fn select(
-        &self,
-        anchor: Anchor,
-        outcomes: &[ServerOutcome],
-    ) -> (
-        std::result::Result<SyncedClock, SyncFailure>,
-        Vec<SourceStatus>,
-    ) {
-        let ppm = self.options.max_drift_ppm;
-        // (index in `outcomes`, best sample) of each server that answered.
-        let answered: Vec<(usize, selection::Sample)> = outcomes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, o)| o.result.as_ref().ok().map(|(s, _)| (i, *s)))
-            .collect();
-        let intervals: Vec<Interval> = answered.iter().map(|(_, s)| s.interval(ppm)).collect();
-        let agreement = intersect(&intervals);
-
-        let mut answered_so_far = 0;
-        let sources: Vec<SourceStatus> = outcomes
-            .iter()
-            .map(|o| SourceStatus {
-                name: o.name.clone(),
-                address: o.address,
-                verdict: match &o.result {
-                    Err(e) => SourceVerdict::Failed(e.clone()),
-                    Ok((sample, count)) => {
-                        let k = answered_so_far;
-                        answered_so_far += 1;
-                        if agreement.as_ref().is_some_and(|a| a.truechimers[k]) {
-                            SourceVerdict::Selected {
-                                offset_nanos: sample.offset_nanos,
-                                delay: sample.delay,
-                                error: sample.error(ppm),
-                                samples: *count,
-                            }
-                        } else {
-                            SourceVerdict::FalseTicker {
-                                offset_nanos: sample.offset_nanos,
-                                delay: sample.delay,
-                                error: sample.error(ppm),
-                            }
-                        }
-                    }
-                },
-            })
-            .collect();
-
-        if answered.is_empty() {
-            let failures = outcomes
-                .iter()
-                .filter_map(|o| o.result.as_ref().err().map(|e| (o.name.clone(), e.clone())))
-                .collect();
-            return (Err(SyncFailure::NoServer(failures)), sources);
-        }
-        let Some(agreement) = agreement else {
-            let servers = answered
-                .iter()
-                .map(|(i, s)| {
-                    format!(
-                        "{} ({:+.3} ms ± {:.3} ms)",
-                        outcomes[*i].name,
-                        s.offset_nanos as f64 / 1e6,
-                        s.error(ppm).as_secs_f64() * 1e3
-                    )
-                })
-                .collect();
-            return (Err(SyncFailure::NoAgreement(servers)), sources);
-        };
-        for (k, chimer) in agreement.truechimers.iter().enumerate() {
-            if !chimer {
-                tracing::warn!(
-                    server = %outcomes[answered[k].0].name,
-                    offset_ns = answered[k].1.offset_nanos,
-                    "NTP server rejected as a false ticker"
-                );
-            }
-        }
-
-        let offset = agreement.interval.midpoint();
-        let synced = SyncedClock {
-            mono_ref: anchor.mono,
-            time_ref: from_unix_nanos(to_unix_nanos(anchor.wall) + offset),
-            error: agreement.interval.half_width(),
-            drift_ppm: ppm,
-            offset_nanos: i64::try_from(offset).unwrap_or(if offset < 0 {
-                i64::MIN
-            } else {
-                i64::MAX
-            }),
-        };
-        (Ok(synced), sources)
-    }
-}
-
-/// Why a sync produced no new clock. Kept apart from [`Error`] because it goes both to the
-/// caller and into the status, and `Error` is not `Clone`.
-enum SyncFailure {
-    NoServer(Vec<(String, Arc<Error>)>),
-    NoAgreement(Vec<String>),
-}
-
-impl SyncFailure {
-    fn to_error(&self) -> Error {
-        match self {
-            SyncFailure::NoServer(failures) => Error::NoServerReachable {
-                failures: failures
-                    .iter()
-                    .map(|(s, e)| ServerFailure::new(s.clone(), e.clone()))
-                    .collect(),
-            },
-            SyncFailure::NoAgreement(servers) => Error::NoAgreement {
-                servers: servers.clone(),
-            },
         }
     }
 }
 
 impl Time for NtpTime {
     fn now(&self) -> Result<SystemTime> {
-        let mono = self.inner.clock.monotonic();
-        Ok(self.synced()?.now(mono))
+        let m = self.inner.clock.monotonic();
+        let now = self
+            .inner
+            .served
+            .now(m)
+            .ok_or_else(Self::not_synchronized)?;
+        Ok(from_unix_nanos(now))
     }
 
     fn now_bounds(&self) -> Result<TimeBounds> {
-        let mono = self.inner.clock.monotonic();
-        Ok(self.synced()?.bounds(mono))
+        let m = self.inner.clock.monotonic();
+        self.inner
+            .served
+            .bounds(m)
+            .ok_or_else(Self::not_synchronized)
     }
 
     fn status(&self) -> Status {
-        let synced = self.synced().ok();
         let report = self
             .inner
             .report
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mono = self.inner.clock.monotonic();
+        let m = self.inner.clock.monotonic();
+        let synced = self.inner.served.synced();
         let state = match synced {
             None => SyncState::NeverSynced,
-            Some(s) if s.age(mono) > self.inner.options.stale_after => SyncState::Stale,
+            Some(s) if s.age(m) > self.inner.options.stale_after => SyncState::Stale,
             Some(_) => SyncState::Synchronized,
         };
         let mut status = Status::new("ntp", state);
         if let Some(s) = synced {
-            status.since_sync = Some(s.age(mono));
+            status.since_sync = Some(s.age(m));
             status.offset_nanos = Some(s.offset_nanos);
-            status.error = Some(s.error_at(mono));
-            status.error_at_sync = Some(s.error);
+            status.error = self.inner.served.bounds(m).map(|b| b.error());
+            status.error_at_sync = Some(s.error_at_sync());
+            status.verification = report.verification;
         }
         status.last_failure = report.last_failure;
         status.sources = report.sources;
@@ -395,7 +320,7 @@ impl fmt::Debug for NtpTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NtpTime")
             .field("servers", &self.inner.options.servers)
-            .field("synced", &self.synced().ok())
+            .field("synced", &self.inner.served.synced())
             .field("background", &self._background.is_some())
             .finish()
     }

@@ -121,16 +121,6 @@ pub(crate) struct Interval {
 }
 
 impl Interval {
-    pub(crate) fn midpoint(&self) -> i128 {
-        self.lo + (self.hi - self.lo) / 2
-    }
-
-    /// Half the width, rounded up, so `midpoint ± half_width` covers the interval.
-    pub(crate) fn half_width(&self) -> Duration {
-        let w = u128::try_from(self.hi - self.lo).unwrap_or(0);
-        Duration::from_nanos(u64::try_from(w.div_ceil(2)).unwrap_or(u64::MAX))
-    }
-
     fn overlaps(&self, other: &Interval) -> bool {
         self.lo <= other.hi && other.lo <= self.hi
     }
@@ -150,17 +140,18 @@ pub(crate) struct Agreement {
 
 /// Marzullo-style intersection, as in NTP's selection algorithm (RFC 5905 §11.2.1).
 ///
-/// For `f = 0, 1, …` while `n - f` is still a majority of the `n` intervals: find the lowest
-/// and highest points covered by at least `n - f` intervals. The first `f` for which
-/// `low <= high` wins, and `[low, high]` is the result: if at most `f` intervals are wrong,
-/// true time is covered by at least `n - f` correct ones, so it lies in `[low, high]`.
-/// Intervals that do not overlap `[low, high]` are false tickers.
+/// For `f = 0, 1, …` while `n - f` is still a majority of the `n` intervals and at least
+/// `min_agreeing`: find the lowest and highest points covered by at least `n - f` intervals.
+/// The first `f` for which `low <= high` wins, and `[low, high]` is the result: if at most `f`
+/// intervals are wrong, true time is covered by at least `n - f` correct ones, so it lies in
+/// `[low, high]`. Intervals that do not overlap `[low, high]` are false tickers.
 ///
-/// `None` when no majority overlaps (e.g. two servers that disagree: nobody can tell which
-/// one is right).
-pub(crate) fn intersect(intervals: &[Interval]) -> Option<Agreement> {
+/// `None` when no majority of at least `min_agreeing` overlaps (e.g. two servers that
+/// disagree: nobody can tell which one is right).
+pub(crate) fn intersect(intervals: &[Interval], min_agreeing: usize) -> Option<Agreement> {
     let n = intervals.len();
-    if n == 0 {
+    let need_at_least = (n / 2 + 1).max(min_agreeing);
+    if n == 0 || n < need_at_least {
         return None;
     }
     // Endpoints: +1 entering an interval, -1 leaving it. Intervals are closed, so at equal
@@ -176,7 +167,7 @@ pub(crate) fn intersect(intervals: &[Interval]) -> Option<Agreement> {
         .collect();
     descending.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
 
-    for f in 0..=(n - 1) / 2 {
+    for f in 0..=(n - need_at_least) {
         let need = (n - f) as i32;
         let first_covered = |ends: &[(i128, i32)]| {
             let mut count = 0;
@@ -261,33 +252,40 @@ mod tests {
 
     #[test]
     fn all_agreeing_intervals_intersect_tightly() {
-        let a = intersect(&[iv(0, 10), iv(2, 12), iv(4, 9)]).unwrap();
+        let a = intersect(&[iv(0, 10), iv(2, 12), iv(4, 9)], 1).unwrap();
         assert_eq!(a.interval, iv(4, 9));
         assert_eq!(a.truechimers, [true, true, true]);
         assert_eq!(a.falsetickers_assumed, 0);
         // Touching ends count as overlap (closed intervals).
-        assert_eq!(intersect(&[iv(0, 5), iv(5, 9)]).unwrap().interval, iv(5, 5));
+        assert_eq!(
+            intersect(&[iv(0, 5), iv(5, 9)], 1).unwrap().interval,
+            iv(5, 5)
+        );
     }
 
     #[test]
     fn a_liar_far_away_is_a_falseticker() {
-        let a = intersect(&[iv(0, 10), iv(5_000, 5_010), iv(2, 12)]).unwrap();
+        let a = intersect(&[iv(0, 10), iv(5_000, 5_010), iv(2, 12)], 1).unwrap();
         assert_eq!(a.interval, iv(2, 10));
         assert_eq!(a.truechimers, [true, false, true]);
         assert_eq!(a.falsetickers_assumed, 1);
         // Five sources, two liars on different sides.
-        let a = intersect(&[iv(-100, -90), iv(0, 10), iv(1, 11), iv(3, 8), iv(90, 100)]).unwrap();
+        let a = intersect(
+            &[iv(-100, -90), iv(0, 10), iv(1, 11), iv(3, 8), iv(90, 100)],
+            1,
+        )
+        .unwrap();
         assert_eq!(a.interval, iv(3, 8));
         assert_eq!(a.truechimers, [false, true, true, true, false]);
     }
 
     #[test]
     fn no_majority_means_no_agreement() {
-        assert_eq!(intersect(&[iv(0, 1), iv(5, 6)]), None);
-        assert_eq!(intersect(&[iv(0, 1), iv(5, 6), iv(10, 11)]), None);
-        assert_eq!(intersect(&[]), None);
+        assert_eq!(intersect(&[iv(0, 1), iv(5, 6)], 1), None);
+        assert_eq!(intersect(&[iv(0, 1), iv(5, 6), iv(10, 11)], 1), None);
+        assert_eq!(intersect(&[], 1), None);
         // One source: trusted alone.
-        assert_eq!(intersect(&[iv(3, 4)]).unwrap().interval, iv(3, 4));
+        assert_eq!(intersect(&[iv(3, 4)], 1).unwrap().interval, iv(3, 4));
     }
 
     /// Tiny deterministic xorshift, so the property checks need no dependency.
@@ -317,7 +315,7 @@ mod tests {
                     ivs.push(iv(-next(100), next(100)));
                 }
             }
-            let a = intersect(&ivs).expect("an honest majority always agrees");
+            let a = intersect(&ivs, 1).expect("an honest majority always agrees");
             assert!(a.interval.lo <= 0 && 0 <= a.interval.hi, "{ivs:?} -> {a:?}");
             for (i, chimer) in a.truechimers.iter().enumerate() {
                 assert_eq!(*chimer, i >= liars, "{ivs:?} -> {a:?}");
@@ -345,7 +343,7 @@ mod tests {
                     ivs.push(iv(-next(100), next(100)));
                 }
             }
-            let a = intersect(&ivs).expect("an honest majority always agrees");
+            let a = intersect(&ivs, 1).expect("an honest majority always agrees");
             let wrong = ivs.iter().filter(|v| !(v.lo <= 0 && 0 <= v.hi)).count();
             if wrong <= a.falsetickers_assumed {
                 assert!(a.interval.lo <= 0 && 0 <= a.interval.hi, "{ivs:?} -> {a:?}");

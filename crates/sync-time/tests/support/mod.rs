@@ -124,6 +124,12 @@ impl FakeNtpServer {
         self.config.lock().unwrap().behavior = behavior;
     }
 
+    /// Moves the server's clock: from now on it serves system time + `skew_nanos` (tests that
+    /// advance a `ManualClock` move their servers' clocks along, so that time passes for both).
+    pub(crate) fn set_skew(&self, skew_nanos: i64) {
+        self.config.lock().unwrap().skew_nanos = skew_nanos;
+    }
+
     pub(crate) fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
     }
