@@ -372,7 +372,17 @@ proptest! {
     #[test]
     fn any_endpoint_validates_or_fails_typed_without_panic(e in "\\PC{0,24}|[\\[\\]0-9a-f:.%]{0,24}") {
         match EtcdConfig::new([e.clone()]).validate() {
-            Ok(()) => {}
+            // What validates has a host and a port one can connect to.
+            Ok(()) => {
+                let (host, port) = e
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .rsplit_once(':')
+                    .expect("a port");
+                prop_assert!(!host.is_empty(), "{:?}", e);
+                prop_assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{:?}", e);
+            }
             Err(Error::InvalidConfig(_)) => {}
             Err(other) => prop_assert!(false, "{e:?}: {other:?}"),
         }
