@@ -33,9 +33,38 @@ where
     E: std::error::Error + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
 {
-    let outcome = tokio::time::timeout(Duration::from_secs(20), tokio::spawn(case)).await;
+    case_within(log, name, Duration::from_secs(20), case, expect).await
+}
+
+/// [`case`] for input that must be refused at once, without any network round trip: an answer
+/// later than [`AT_ONCE`] is not ok.
+async fn quick_case<T, E, F>(log: &Log, name: &str, case: F, expect: fn(&E) -> bool)
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    case_within(log, name, AT_ONCE, case, expect).await
+}
+
+/// How soon a malformed URL, config or option must be refused. Generous for a loaded machine;
+/// the bug it guards against took 5 s (a DNS lookup of a host with a bad port).
+const AT_ONCE: Duration = Duration::from_millis(500);
+
+async fn case_within<T, E, F>(
+    log: &Log,
+    name: &str,
+    limit: Duration,
+    case: F,
+    expect: fn(&E) -> bool,
+) where
+    T: Send + 'static,
+    E: std::error::Error + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let outcome = tokio::time::timeout(limit, tokio::spawn(case)).await;
     let (ok, detail) = match outcome {
-        Err(_) => (false, "no answer within 20 s".to_owned()),
+        Err(_) => (false, format!("no answer within {limit:?}")),
         Ok(Err(join)) if join.is_panic() => (false, "PANICKED".to_owned()),
         Ok(Err(join)) => (false, format!("task failed: {join}")),
         Ok(Ok(Ok(_))) => (false, "succeeded".to_owned()),
@@ -188,6 +217,8 @@ pub async fn run(a: &Args) -> Result<(), String> {
         |e| matches!(e, sync_lock::Error::Config(_)),
     )
     .await;
+    duration_cases(&log, &locks, &election, &task, &cfg).await;
+    url_cases(&log, &cfg).await;
 
     // Nothing listens on a port we just had and closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -197,12 +228,19 @@ pub async fn run(a: &Args) -> Result<(), String> {
     let unreachable = EtcdConfig::new([format!("127.0.0.1:{port}")])
         .with_prefix(cfg.prefix.clone())
         .with_connect_timeout(Duration::from_secs(1));
+    // Retryable, typed as a connection error, and named by its endpoints (not `lock ""`).
     let u = unreachable.clone();
     case(
         &log,
         "lock, unreachable endpoint",
         async move { EtcdLock::connect(u).await },
-        |e| e.is_retryable() && is_connect(e),
+        |e| {
+            e.is_retryable()
+                && is_connect(e)
+                && matches!(e, sync_lock::Error::Connect { .. })
+                && e.to_string()
+                    .contains("cannot connect to etcd at 127.0.0.1:")
+        },
     )
     .await;
     let u = unreachable.clone();
@@ -210,7 +248,13 @@ pub async fn run(a: &Args) -> Result<(), String> {
         &log,
         "leader, unreachable endpoint",
         async move { EtcdLeader::connect(u).await },
-        |e| e.is_retryable() && is_connect(e),
+        |e| {
+            e.is_retryable()
+                && is_connect(e)
+                && matches!(e, sync_leader::Error::Connect { .. })
+                && e.to_string()
+                    .contains("cannot connect to etcd at 127.0.0.1:")
+        },
     )
     .await;
     let u = unreachable;
@@ -251,6 +295,192 @@ pub async fn run(a: &Args) -> Result<(), String> {
             .detail(format!("under {root}: {names:?}")),
     );
     Ok(())
+}
+
+/// TTLs no backend accepts besides zero (which has its cases in [`run`]): sub-second, one
+/// nanosecond past etcd's longest lease TTL, and `Duration::MAX` (which overflowed the lease
+/// keeper's arithmetic).
+fn bad_ttls() -> Vec<(&'static str, Duration)> {
+    vec![
+        ("sub-second TTL", Duration::from_millis(500)),
+        (
+            "TTL past etcd's longest",
+            sync_core::duration::MAX_TTL + Duration::from_nanos(1),
+        ),
+        ("Duration::MAX TTL", Duration::MAX),
+    ]
+}
+
+/// Every duration a user passes in code: TTLs, maximum waits, timeouts. Each is refused at
+/// once, before any request (so nothing can be left behind).
+async fn duration_cases(
+    log: &Log,
+    locks: &EtcdLock,
+    election: &EtcdLeader,
+    task: &EtcdTask,
+    cfg: &EtcdConfig,
+) {
+    for (what, ttl) in bad_ttls() {
+        let l = locks.clone();
+        quick_case(
+            log,
+            &format!("lock acquire, {what}"),
+            async move {
+                l.acquire("bad-ttl", AcquireOptions::new().with_ttl(ttl))
+                    .await
+            },
+            |e| matches!(e, sync_lock::Error::InvalidOptions { .. }) && !e.is_retryable(),
+        )
+        .await;
+        let l = locks.clone();
+        quick_case(
+            log,
+            &format!("lock try_acquire, {what}"),
+            async move {
+                l.try_acquire("bad-ttl", AcquireOptions::new().with_ttl(ttl))
+                    .await
+            },
+            |e| matches!(e, sync_lock::Error::InvalidOptions { .. }) && !e.is_retryable(),
+        )
+        .await;
+        let el = election.clone();
+        quick_case(
+            log,
+            &format!("leader elect, {what}"),
+            async move {
+                el.elect("c", ElectOptions::new().with_group("bad-ttl").with_ttl(ttl))
+                    .await
+            },
+            |e| matches!(e, sync_leader::Error::InvalidOptions { .. }) && !e.is_retryable(),
+        )
+        .await;
+        let c = task.client().clone();
+        quick_case(
+            log,
+            &format!("task, {what}"),
+            async move { EtcdTask::new(c, TaskOptions::new().with_ttl(ttl)) },
+            |e| {
+                matches!(
+                    e,
+                    sync_task::Error::InvalidOptions { .. } | sync_task::Error::Config(_)
+                )
+            },
+        )
+        .await;
+        let c = cfg.clone().with_ttl(ttl);
+        quick_case(
+            log,
+            &format!("config, {what}"),
+            async move { EtcdLock::connect(c).await },
+            |e| matches!(e, sync_lock::Error::Config(_)) && !e.is_retryable(),
+        )
+        .await;
+    }
+    let l = locks.clone();
+    quick_case(
+        log,
+        "lock acquire, zero maximum wait",
+        async move {
+            l.acquire(
+                "bad-wait",
+                AcquireOptions::new().with_max_wait(Duration::ZERO),
+            )
+            .await
+        },
+        |e| matches!(e, sync_lock::Error::InvalidOptions { .. }),
+    )
+    .await;
+    let el = election.clone();
+    quick_case(
+        log,
+        "leader elect, zero maximum wait",
+        async move {
+            el.elect(
+                "c",
+                ElectOptions::new()
+                    .with_group("bad-wait")
+                    .with_max_wait(Duration::ZERO),
+            )
+            .await
+        },
+        |e| matches!(e, sync_leader::Error::InvalidOptions { .. }),
+    )
+    .await;
+    for (what, d) in [("zero", Duration::ZERO), ("Duration::MAX", Duration::MAX)] {
+        let c = cfg.clone().with_connect_timeout(d);
+        quick_case(
+            log,
+            &format!("config, {what} connect timeout"),
+            async move { EtcdLock::connect(c).await },
+            |e| matches!(e, sync_lock::Error::Config(_)),
+        )
+        .await;
+        let c = cfg.clone().with_request_timeout(d);
+        quick_case(
+            log,
+            &format!("config, {what} request timeout"),
+            async move { EtcdLeader::connect(c).await },
+            |e| matches!(e, sync_leader::Error::Config(_)),
+        )
+        .await;
+    }
+}
+
+/// Malformed URLs and endpoints (finding 4 of issue 10, with `localhost` where the finding's
+/// host would have been looked up in DNS): each a non-retryable configuration error at once.
+async fn url_cases(log: &Log, cfg: &EtcdConfig) {
+    let prefix = cfg.prefix.clone();
+    for bad in [
+        "[::1",
+        "a b:1",
+        "127.0.0.1:1%zz",
+        "localhost:notaport",
+        ":2379",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "::1:2379",
+    ] {
+        let url = format!("etcd://{bad}/{prefix}");
+        quick_case(
+            log,
+            &format!("lock open {url:?}"),
+            async move { sync_lock::open(&url).await },
+            |e| matches!(e, sync_lock::Error::Config(_)) && !e.is_retryable(),
+        )
+        .await;
+        let url = format!("etcd://{bad}/{prefix}");
+        quick_case(
+            log,
+            &format!("leader open {url:?}"),
+            async move { sync_leader::open(&url).await },
+            |e| matches!(e, sync_leader::Error::Config(_)) && !e.is_retryable(),
+        )
+        .await;
+        let c = EtcdConfig::new([bad]).with_prefix(prefix.clone());
+        quick_case(
+            log,
+            &format!("lock connect, endpoint {bad:?}"),
+            async move { EtcdLock::connect(c).await },
+            |e| matches!(e, sync_lock::Error::Config(_)) && !e.is_retryable(),
+        )
+        .await;
+    }
+    for query in [
+        "ttl=18446744073709551615s",
+        "ttl=0.5s",
+        "request_timeout=0s",
+        "connect_timeout=1000h",
+        "ttl=1s%",
+    ] {
+        let url = format!("etcd://127.0.0.1:2379/{prefix}?{query}");
+        quick_case(
+            log,
+            &format!("lock open {url:?}"),
+            async move { sync_lock::open(&url).await },
+            |e| matches!(e, sync_lock::Error::Config(_)) && !e.is_retryable(),
+        )
+        .await;
+    }
 }
 
 async fn secure_cases(log: &Log) -> Result<(), String> {

@@ -24,20 +24,28 @@ pub enum Backend {
     Etcd(Box<crate::etcd::EtcdConfig>),
 }
 
-/// A backend URL that cannot be used.
+/// A backend URL that cannot be used: an unknown scheme, a backend this build lacks, or a
+/// malformed `etcd://` URL. Never retryable: the URL must be fixed. The message never shows a
+/// password.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot use backend URL {url:?}: {reason}")]
+#[error("{message}")]
 pub struct BackendError {
-    url: String,
-    reason: String,
+    message: String,
+}
+
+impl BackendError {
+    /// Always `false`: a URL that cannot be used stays unusable however often it is tried.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
 }
 
 impl Backend {
-    /// Parses `local`, `local://` or `etcd://…`/`etcds://…` (see `EtcdConfig::from_url`).
+    /// Parses `local`, `local://` or `etcd://…`/`etcds://…` (see `EtcdConfig::from_url`, which
+    /// checks every host, port, escape and duration of it). Nothing is connected to.
     pub fn from_url(url: &str) -> Result<Self, BackendError> {
         let err = |reason: String| BackendError {
-            url: url.split('@').next_back().unwrap_or(url).to_owned(),
-            reason,
+            message: format!("cannot use backend URL {:?}: {reason}", redact_url(url)),
         };
         let scheme = url.split("://").next().unwrap_or(url);
         match scheme {
@@ -45,9 +53,12 @@ impl Backend {
             "etcd" | "etcds" => {
                 #[cfg(feature = "etcd")]
                 {
+                    // The etcd error names the (redacted) URL already.
                     crate::etcd::EtcdConfig::from_url(url)
                         .map(|c| Backend::Etcd(Box::new(c)))
-                        .map_err(|e| err(e.to_string()))
+                        .map_err(|e| BackendError {
+                            message: e.to_string(),
+                        })
                 }
                 #[cfg(not(feature = "etcd"))]
                 {
@@ -69,5 +80,54 @@ impl Backend {
             #[cfg(feature = "etcd")]
             Backend::Etcd(_) => "etcd",
         }
+    }
+}
+
+/// The URL with every password (`user:password@` and `password=`) replaced, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let after = &url[scheme_end + 3..];
+        let auth_end = after.find(['/', '?']).unwrap_or(after.len());
+        if let Some(at) = after[..auth_end].rfind('@') {
+            if let Some(colon) = after[..at].find(':') {
+                out = format!(
+                    "{}{}:<hidden>{}",
+                    &url[..scheme_end + 3],
+                    &after[..colon],
+                    &after[at..]
+                );
+            }
+        }
+    }
+    const KEY: &str = "password=";
+    let mut from = 0;
+    while let Some(i) = out[from..].find(KEY) {
+        let start = from + i + KEY.len();
+        let end = out[start..].find('&').map_or(out.len(), |j| start + j);
+        out.replace_range(start..end, "<hidden>");
+        from = start + "<hidden>".len();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_every_password() {
+        let r = redact_url("etcd://u:s3cret@h:1/p?password=other&x=1&password=third");
+        assert!(
+            !r.contains("s3cret") && !r.contains("other") && !r.contains("third"),
+            "{r}"
+        );
+        assert!(r.contains("u:<hidden>@h:1") && r.contains("x=1"), "{r}");
+        let e = Backend::from_url("nope://u:s3cret@h?password=other").unwrap_err();
+        assert!(
+            !e.to_string().contains("s3cret") && !e.to_string().contains("other"),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
     }
 }

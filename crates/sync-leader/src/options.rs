@@ -55,14 +55,26 @@ impl ElectOptions {
     /// crash). The etcd backend rounds it up to whole seconds, and etcd may raise it to its
     /// minimum ([`Elected::ttl`](crate::Elected::ttl) tells the granted one). The in-process
     /// backend has no one to outlive and checks it only for validity.
+    ///
+    /// It must lie between 1 s and etcd's longest lease TTL, 9,000,000,000 s
+    /// ([`sync_core::duration::validate_ttl`]); anything else (zero, sub-second,
+    /// `Duration::MAX`) makes `elect` fail at once with
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions), on every backend.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
     /// The longest `elect` waits before failing with [`Error::Timeout`](crate::Error::Timeout).
+    /// With the etcd backend it includes the round trips, so a very short wait may time out in
+    /// an empty group.
+    ///
+    /// Zero is refused with [`Error::InvalidOptions`](crate::Error::InvalidOptions). A wait of
+    /// 100 years or more ([`sync_core::duration::UNLIMITED_WAIT`]), `Duration::MAX` included,
+    /// saturates to "no limit": [`max_wait`](Self::max_wait) then returns `None`.
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
+        // Zero is kept, for `validate` to refuse it.
+        self.max_wait = sync_core::duration::validate_max_wait(max_wait).unwrap_or(Some(max_wait));
         self
     }
 
@@ -83,7 +95,7 @@ impl ElectOptions {
         self.ttl
     }
 
-    /// The maximum wait, if any.
+    /// The maximum wait, if any: `None` when unset or when it saturated to "no limit".
     pub fn max_wait(&self) -> Option<Duration> {
         self.max_wait
     }
@@ -93,17 +105,19 @@ impl ElectOptions {
         &self.value
     }
 
-    /// Checks the group name, the candidate id and the TTL.
+    /// Checks the group name, the candidate id, the TTL and the maximum wait.
     pub(crate) fn validate(&self, candidate: &str) -> crate::Result<()> {
         crate::check_group(&self.group)?;
         crate::check_candidate(candidate)?;
+        let invalid = |reason: String| crate::Error::InvalidOptions {
+            group: sync_core::name::display_name(&self.group),
+            reason,
+        };
         if let Some(ttl) = self.ttl {
-            if ttl < Duration::from_secs(1) {
-                return Err(crate::Error::InvalidOptions {
-                    group: sync_core::name::display_name(&self.group),
-                    reason: format!("ttl {ttl:?} is below the 1 s minimum"),
-                });
-            }
+            sync_core::duration::validate_ttl(ttl).map_err(invalid)?;
+        }
+        if let Some(max_wait) = self.max_wait {
+            sync_core::duration::validate_max_wait(max_wait).map_err(invalid)?;
         }
         Ok(())
     }

@@ -46,8 +46,13 @@ async fn unreachable_endpoint_is_a_typed_error_naming_it() {
         "{:?}",
         start.elapsed()
     );
-    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
-    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot connect to etcd at 127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

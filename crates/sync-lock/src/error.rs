@@ -55,10 +55,21 @@ pub enum Error {
         /// `"not held"` or `"already held"`.
         state: &'static str,
     },
-    /// The backend could not be reached, or failed; the message names the endpoint.
+    /// The backend could not be connected to: unreachable (retryable), or TLS or credentials
+    /// refused (not retryable). The message names the endpoints.
+    #[error("cannot open the lock backend: {source}")]
+    Connect {
+        /// Whether retrying later may succeed.
+        retryable: bool,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend could not be reached, or failed, during an operation on a lock; the message
+    /// names the endpoint.
     #[error("lock {name:?}: {source}")]
     Backend {
-        /// The lock (empty for connection errors).
+        /// The lock.
         name: String,
         /// Whether retrying later may succeed.
         retryable: bool,
@@ -66,17 +77,20 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// The backend configuration (or URL) is not acceptable.
+    /// The backend configuration (or URL) is not acceptable: a malformed endpoint, an
+    /// out-of-range duration, a missing TLS file… Never retryable: the configuration must be
+    /// fixed.
     #[error("invalid lock backend configuration: {0}")]
     Config(String),
 }
 
 impl Error {
-    /// Whether retrying later may succeed: a timeout, a loss, or an unreachable backend.
+    /// Whether retrying later may succeed: a timeout, a loss, or an unreachable backend. Invalid
+    /// names, options and configurations never are.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Timeout { .. } | Error::Lost { .. } => true,
-            Error::Backend { retryable, .. } => *retryable,
+            Error::Backend { retryable, .. } | Error::Connect { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -85,6 +99,19 @@ impl Error {
         Error::InvalidName {
             name: sync_core::name::display_name(name),
             reason,
+        }
+    }
+
+    /// An error of connecting to etcd: [`Error::Config`] for an invalid configuration,
+    /// [`Error::Connect`] otherwise.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn connect(e: sync_core::etcd::Error) -> Self {
+        match e {
+            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            e => Error::Connect {
+                retryable: e.is_retryable(),
+                source: Box::new(e),
+            },
         }
     }
 

@@ -44,9 +44,7 @@ struct Inner {
 impl EtcdLock {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let client = EtcdClient::connect(config)
-            .await
-            .map_err(|e| Error::backend("", e))?;
+        let client = EtcdClient::connect(config).await.map_err(Error::connect)?;
         Ok(Self::new(client))
     }
 

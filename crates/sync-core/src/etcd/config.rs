@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::{parse_host_port, percent_decode, DEFAULT_PORT};
 use super::Error;
-use crate::duration::{format_duration, parse_duration};
+use crate::backend::redact_url;
+use crate::duration::{parse_duration, validate_timeout, validate_ttl};
 
 /// How to reach etcd, and how the primitives use it.
 ///
@@ -171,13 +173,22 @@ impl EtcdConfig {
         self
     }
 
-    /// Checks the settings; [`EtcdClient::connect`](super::EtcdClient::connect) calls it.
+    /// Checks the settings; [`EtcdClient::connect`](super::EtcdClient::connect) calls it, and
+    /// so does [`from_url`](Self::from_url). Every endpoint must be `host:port` (optionally
+    /// `http://host:port`) with a DNS name, an IPv4 address or a bracketed IPv6 address and a
+    /// port from 1 to 65535; the TTL must lie within
+    /// [`validate_ttl`](crate::duration::validate_ttl)'s range (1 s to etcd's 9,000,000,000 s),
+    /// the timeouts above zero and at most [`MAX_TIMEOUT`](crate::duration::MAX_TIMEOUT)
+    /// (1 hour). A failure is [`Error::InvalidConfig`], which is never retryable.
     ///
     /// ```
     /// use std::time::Duration;
     /// use sync_core::etcd::EtcdConfig;
     /// assert!(EtcdConfig::new(Vec::<String>::new()).validate().is_err());
     /// assert!(EtcdConfig::default().with_ttl(Duration::ZERO).validate().is_err());
+    /// assert!(EtcdConfig::default().with_ttl(Duration::MAX).validate().is_err());
+    /// assert!(EtcdConfig::new(["127.0.0.1:99999"]).validate().is_err());
+    /// assert!(EtcdConfig::new(["[::1]:2379", "http://etcd-0.local:2379"]).validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
@@ -185,22 +196,18 @@ impl EtcdConfig {
             return bad("no endpoints; give at least one host:port".into());
         }
         for e in &self.endpoints {
-            let hostport = strip_scheme(e);
-            if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
-                return bad(format!("endpoint {e:?} is not host:port"));
+            if let Err(why) = parse_host_port(strip_scheme(e), None) {
+                return bad(format!("endpoint {e:?}: {why}"));
             }
         }
         if self.prefix.as_bytes().contains(&0) {
             return bad("the key prefix contains a NUL character".into());
         }
-        if self.ttl < Duration::from_secs(1) {
-            return bad(format!(
-                "ttl {} is below etcd's 1 s lease granularity; use at least 1s",
-                format_duration(self.ttl)
-            ));
-        }
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return bad("timeouts must be positive".into());
+        validate_ttl(self.ttl).map_err(Error::InvalidConfig)?;
+        validate_timeout("connect_timeout", self.connect_timeout).map_err(Error::InvalidConfig)?;
+        validate_timeout("request_timeout", self.request_timeout).map_err(Error::InvalidConfig)?;
+        if self.user.as_deref() == Some("") {
+            return bad("the user name is empty; give a user or no credentials at all".into());
         }
         if self.password.is_some() && self.user.is_none() {
             return bad("a password is set without a user".into());
@@ -213,6 +220,11 @@ impl EtcdConfig {
             }
             if tls.cert.is_some() != tls.key.is_some() {
                 return bad("TLS needs both a client certificate and its key, or neither".into());
+            }
+            for (what, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return bad(format!("the TLS `{what}` file name is empty"));
+                }
             }
         }
         Ok(())
@@ -237,9 +249,20 @@ impl EtcdConfig {
         self.prefix.trim_end_matches('/')
     }
 
-    /// Parses a URL; see the type's documentation for the format.
+    /// Parses a URL; see the type's documentation for the format. A host without a port gets
+    /// 2379. Spaces and control characters must be %-escaped, and every %-escape must be valid.
+    /// The result is [validated](Self::validate); any failure is [`Error::InvalidConfig`],
+    /// returned without touching the network.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let bad = |m: &str| Error::InvalidConfig(format!("URL {:?}: {m}", redact_url(url)));
+        if let Some((at, c)) = url
+            .char_indices()
+            .find(|&(_, c)| c.is_whitespace() || c.is_control() || c == '#')
+        {
+            return Err(bad(&format!(
+                "{c:?} at byte {at} must be %-escaped (a space is %20, '#' is %23)"
+            )));
+        }
         let (tls, rest) = if let Some(r) = url.strip_prefix("etcds://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("etcd://") {
@@ -259,37 +282,39 @@ impl EtcdConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let mut cfg = EtcdConfig {
-            endpoints: hosts
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    if h.contains(':') {
-                        h.to_owned()
-                    } else {
-                        format!("{h}:2379")
-                    }
-                })
-                .collect(),
-            ..Default::default()
-        };
-        if cfg.endpoints.is_empty() {
+        let mut endpoints = Vec::new();
+        for h in hosts.split(',').filter(|h| !h.is_empty()) {
+            let (host, port) = parse_host_port(h, Some(DEFAULT_PORT))
+                .map_err(|why| bad(&format!("host {h:?}: {why}")))?;
+            endpoints.push(format!("{host}:{port}"));
+        }
+        if endpoints.is_empty() {
             return Err(bad("no host given"));
         }
+        let mut cfg = EtcdConfig {
+            endpoints,
+            ..Default::default()
+        };
+        let decode = |what: &str, v: &str| {
+            percent_decode(v).map_err(|why| {
+                if what.contains("password") {
+                    // The reason quotes the bad escape: not for a password.
+                    bad(&format!("the {what} has a bad %-escape or is not UTF-8"))
+                } else {
+                    bad(&format!("the {what}: {why}"))
+                }
+            })
+        };
         if let Some(u) = userinfo {
             let (user, pass) = match u.split_once(':') {
                 Some((u, p)) => (u, Some(p)),
                 None => (u, None),
             };
-            cfg.user = Some(percent_decode(user).ok_or_else(|| bad("bad %-escape in user"))?);
-            cfg.password = match pass {
-                Some(p) => Some(percent_decode(p).ok_or_else(|| bad("bad %-escape in password"))?),
-                None => None,
-            };
+            cfg.user = Some(decode("user", user)?);
+            cfg.password = pass.map(|p| decode("password", p)).transpose()?;
         }
         if let Some(p) = path {
-            cfg.prefix = percent_decode(p.trim_end_matches('/'))
-                .ok_or_else(|| bad("bad %-escape in the prefix"))?;
+            cfg.prefix = decode("prefix", p.trim_end_matches('/'))?;
         }
         let mut tls_cfg = if tls {
             Some(TlsConfig::default())
@@ -300,7 +325,7 @@ impl EtcdConfig {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| bad(&format!("query item {pair:?} is not key=value")))?;
-            let v = percent_decode(v).ok_or_else(|| bad(&format!("bad %-escape in {k}")))?;
+            let v = decode(&format!("value of {k}"), v)?;
             let dur = |v: &str| parse_duration(v).map_err(|e| bad(&e.to_string()));
             match k {
                 "ttl" => cfg.ttl = dur(&v)?,
@@ -321,7 +346,10 @@ impl EtcdConfig {
             }
         }
         cfg.tls = tls_cfg;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            Error::InvalidConfig(m) => bad(&m),
+            other => other,
+        })?;
         Ok(cfg)
     }
 }
@@ -338,35 +366,6 @@ fn strip_scheme(e: &str) -> &str {
         .or_else(|| e.strip_prefix("https://"))
         .unwrap_or(e)
         .trim_end_matches('/')
-}
-
-/// The URL with any password replaced, for error messages.
-fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let after = &url[scheme_end + 3..];
-        let auth_end = after.find(['/', '?']).unwrap_or(after.len());
-        if let Some(at) = after[..auth_end].rfind('@') {
-            if let Some(colon) = after[..at].find(':') {
-                out = format!(
-                    "{}{}:<hidden>{}",
-                    &url[..scheme_end + 3],
-                    &after[..colon],
-                    &after[at..]
-                );
-            }
-        }
-    }
-    if let Some(q) = out.find("password=") {
-        let end = out[q..].find('&').map(|i| q + i).unwrap_or(out.len());
-        out.replace_range(q + "password=".len()..end, "<hidden>");
-    }
-    out
-}
-
-/// URL components use the same %-escapes as our key encoding.
-fn percent_decode(s: &str) -> Option<String> {
-    super::keys::decode_name(s)
 }
 
 #[cfg(test)]
@@ -415,6 +414,14 @@ mod tests {
         }
         let err = EtcdConfig::from_url("etcd://u:topsecret@a:1?colour=red").unwrap_err();
         assert!(!err.to_string().contains("topsecret"), "{err}");
+        for url in [
+            "etcd://u:ab%zzcd@a:1",
+            "etcd://u@a:1?password=ab%zzcd",
+            "etcd://u:ab%ffcd@a:1",
+        ] {
+            let err = EtcdConfig::from_url(url).unwrap_err().to_string();
+            assert!(!err.contains("ab") && !err.contains("zz"), "{err}");
+        }
     }
 
     #[test]

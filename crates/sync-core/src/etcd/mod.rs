@@ -10,6 +10,7 @@
 
 mod client;
 mod config;
+mod endpoint;
 mod error;
 mod keys;
 mod lease;

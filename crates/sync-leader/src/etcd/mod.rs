@@ -81,9 +81,7 @@ pub(crate) fn leader_info(raw_value: &[u8], create_revision: i64) -> LeaderInfo 
 impl EtcdLeader {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let client = EtcdClient::connect(config)
-            .await
-            .map_err(|e| Error::backend("", e))?;
+        let client = EtcdClient::connect(config).await.map_err(Error::connect)?;
         Ok(Self::new(client))
     }
 
