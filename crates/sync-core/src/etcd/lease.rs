@@ -54,9 +54,6 @@ pub const RIDE_OUT: Duration = Duration::from_millis(2700);
 /// The shortest renewal interval: below it keepalives would only load the cluster.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The longest TTL a lease may have: etcd's own maximum (9,000,000,000 s).
-pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
-
 /// How often a lease of `ttl` is renewed: every TTL/3, or more often when that is needed to ride
 /// out an outage of [`RIDE_OUT`] after the last good renewal (`ttl - margin - interval >=
 /// RIDE_OUT`), but never more often than every 100 ms. So the minimum TTL that rides out a
@@ -108,20 +105,9 @@ impl Lease {
     /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum) and
     /// starts keeping it alive.
     pub async fn grant(client: &EtcdClient, ttl: Duration) -> Result<Arc<Lease>> {
-        if ttl > MAX_TTL {
-            return Err(Error::InvalidConfig(format!(
-                "a lease TTL of {ttl:?} is longer than etcd's maximum of {}s",
-                MAX_TTL.as_secs()
-            )));
-        }
-        // Whole seconds, rounded up (no overflow: ttl <= MAX_TTL).
-        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        if secs == 0 {
-            return Err(Error::InvalidConfig(
-                "a lease TTL must be at least 1s".to_owned(),
-            ));
-        }
-        let secs = secs as i64;
+        let ttl = crate::duration::validate_ttl(ttl).map_err(Error::InvalidConfig)?;
+        // Whole seconds, rounded up: at most etcd's maximum, so no overflow.
+        let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)) as i64;
         let sent_at = Instant::now();
         // Each attempt notes its own send time; an attempt that was sent earlier and whose reply
         // got lost would leave an orphan lease that simply expires.
@@ -133,7 +119,7 @@ impl Lease {
             })
             .await
             .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
-        let granted_ttl = Duration::from_secs(granted.max(1) as u64).min(MAX_TTL);
+        let granted_ttl = Duration::from_secs(granted.max(1) as u64).min(crate::duration::MAX_TTL);
         let (trigger, signal) = loss_signal();
         let loss = Arc::new(Loss {
             trigger,

@@ -23,7 +23,7 @@ pub use client::EtcdClient;
 pub use config::{EtcdConfig, TlsConfig};
 pub use error::{Error, Result};
 pub use keys::{decode_name, encode_name, Keyspace};
-pub use lease::{loss_margin, renew_interval, Lease, LeasePool, MAX_TTL, RIDE_OUT};
+pub use lease::{loss_margin, renew_interval, Lease, LeasePool, RIDE_OUT};
 pub use queue::{Held, Queue, QueueEntry, WaitError};
 pub use range_watch::{RangeChange, RangeEvent, RangeKv, RangeSnapshot, RangeWatch};
 pub use watch::{KeyEvent, KeySubscription, WatchHub};
