@@ -16,15 +16,17 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::services::Services;
+use crate::services::{Services, Timing};
 use crate::{process, testrun, tools, Result};
 
 /// The TTL every worker asks for, in milliseconds.
-const TTL_MS: u64 = 2000;
+/// 3 s: the shortest TTL that rides out a raft election on etcd's default timing.
+const TTL_MS: u64 = 3000;
 const TTL: Duration = Duration::from_millis(TTL_MS);
 
 /// The scenarios, in order.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
+    "raft-kills",
     "mutex",
     "leader",
     "task",
@@ -213,7 +215,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<bool> {
     let out_dir = target.join("sync-chaos");
     fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     eprintln!("xtask chaos: starting a 3-member etcd cluster and chronyd on loopback");
-    let mut services = Services::start(&tools)?;
+    // etcd's default timing, as users run it: raft elections of 1–2 s, which the lease keeper
+    // must ride out (TTL ≥ 3 s) and the checkers must allow for.
+    let mut services = Services::start_with(&tools, 3, Timing::EtcdDefault)?;
     let mut ctx = Ctx {
         bin,
         root: out_dir.clone(),
@@ -344,6 +348,7 @@ fn run_scenario(ctx: &mut Ctx<'_>, scenario: &str) -> Result<String> {
     };
     let mut workers = Workers::new(ctx, &dir);
     match scenario {
+        "raft-kills" => raft_kills(ctx, &mut workers, &common)?,
         "mutex" => mutex(ctx, &mut workers, &common)?,
         "leader" => leader(ctx, &mut workers, &common)?,
         "task" => task(ctx, &mut workers, &common)?,
@@ -389,6 +394,11 @@ fn run_scenario(ctx: &mut Ctx<'_>, scenario: &str) -> Result<String> {
             scenario,
             "--ttl-ms",
             &TTL_MS.to_string(),
+            // A holder's crash overlapping a raft election frees its lock up to TTL + 4.5 s
+            // after the raft leader's death (the new raft leader restarts every lease's
+            // countdown, with its election timeout on top; docs/guarantees.md).
+            "--margin-ms",
+            &(TTL_MS + 5000).to_string(),
             "--dir",
         ])
         .arg(&dir)
@@ -419,6 +429,65 @@ fn bounce_member(ctx: &mut Ctx<'_>, i: usize, down: Duration) -> Result<()> {
     ctx.services
         .wait_healthy(&[0, 1, 2], Duration::from_secs(30))
 }
+
+/// A lock holder and a leader that hold on; the raft leader is killed (and restarted after the
+/// TTL) until five elections ended within what the lease keeper rides out (at most 10 kills).
+/// The checker wants no loss and no revocation in those rounds.
+fn raft_kills(ctx: &mut Ctx<'_>, w: &mut Workers, common: &Common<'_>) -> Result<()> {
+    w.spawn(
+        "holder",
+        &common(&["lock", "--name", "held", "--hold-ms", "3600000-3600000"]),
+    )?;
+    w.spawn(
+        "leader",
+        &common(&["leader", "--group", "held", "--hold-ms", "3600000-3600000"]),
+    )?;
+    pause(Duration::from_secs(3))?;
+    let (mut conclusive, mut kills) = (0, 0);
+    while conclusive < 5 && kills < 10 {
+        let Some(leader) = ctx.services.leader_index()? else {
+            pause(Duration::from_millis(200))?;
+            continue;
+        };
+        mark(ctx, &w.dir, "raft_kill")?;
+        let killed_at = Instant::now();
+        ctx.services.kill_member(leader)?;
+        kills += 1;
+        let elected = loop {
+            if let Some(i) = ctx.services.leader_index()? {
+                if i != leader {
+                    break killed_at.elapsed();
+                }
+            }
+            if killed_at.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "no new raft leader 20 s after killing m{}",
+                    leader + 1
+                ));
+            }
+            pause(Duration::from_millis(20))?;
+        };
+        mark(ctx, &w.dir, "raft_elected")?;
+        if elected <= RAFT_CONCLUSIVE {
+            conclusive += 1;
+        }
+        eprintln!(
+            "xtask chaos:   killed the raft leader m{}; new leader within {:.2} s",
+            leader + 1,
+            elected.as_secs_f64()
+        );
+        pause(TTL + Duration::from_secs(1))?;
+        ctx.services.restart_member(leader)?;
+        ctx.services
+            .wait_healthy(&[0, 1, 2], Duration::from_secs(30))?;
+    }
+    pause(Duration::from_secs(1))
+}
+
+/// An election seen to end within this (polled, so an upper bound) is one the lease keeper must
+/// ride out without a loss: its `RIDE_OUT` (2.7 s) less a renewal interval, a retry and a round
+/// trip. The checker uses the same figure.
+const RAFT_CONCLUSIVE: Duration = Duration::from_millis(2300);
 
 /// 5 processes × many acquisitions of one lock; holders killed, members (the raft leader too)
 /// killed and restarted.

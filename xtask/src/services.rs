@@ -72,6 +72,7 @@ impl StartError {
 pub(crate) struct Services {
     dir: PathBuf,
     token: String,
+    timing: Timing,
     tools: Tools,
     members: Vec<Member>,
     ntp_port: u16,
@@ -81,18 +82,50 @@ pub(crate) struct Services {
     detached: bool,
 }
 
+/// The raft timing of the cluster's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// `--heartbeat-interval=50 --election-timeout=500`: failovers in ≈ 0.5–0.7 s, for a quick
+    /// test suite.
+    Fast,
+    /// etcd's defaults (heartbeat 100 ms, election timeout 1000 ms): what users run, and what
+    /// the fault scenarios must survive (elections of 1–2 s and more).
+    EtcdDefault,
+}
+
+impl Timing {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Timing::Fast => &["--heartbeat-interval=50", "--election-timeout=500"],
+            Timing::EtcdDefault => &[],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Timing::Fast => "fast",
+            Timing::EtcdDefault => "default",
+        }
+    }
+}
+
 impl Services {
     /// Starts the cluster and chronyd and waits until every member is healthy and chronyd
     /// answers. On failure everything started is stopped and the error shows the logs.
     pub(crate) fn start(tools: &Tools) -> Result<Services> {
-        Services::start_sized(tools, MEMBERS)
+        Services::start_with(tools, MEMBERS, Timing::Fast)
     }
 
     /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`).
     pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
+        Services::start_with(tools, size, Timing::Fast)
+    }
+
+    /// [`start`](Services::start) with `size` etcd members on the given raft timing.
+    pub(crate) fn start_with(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
         let mut attempt = 1;
         loop {
-            let mut services = Services::spawn(tools, size)?;
+            let mut services = Services::spawn(tools, size, timing)?;
             let ready = services
                 .wait_etcd(&(0..size).collect::<Vec<_>>(), ETCD_READY)
                 .and_then(|()| services.wait_ntp(NTP_READY));
@@ -119,7 +152,7 @@ impl Services {
     }
 
     /// Creates the directory, picks ports and spawns every process, without waiting.
-    fn spawn(tools: &Tools, size: usize) -> Result<Services> {
+    fn spawn(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -139,6 +172,7 @@ impl Services {
         let mut services = Services {
             dir,
             token: unique,
+            timing,
             tools: tools.clone(),
             members,
             ntp_port: udp[0],
@@ -174,7 +208,7 @@ impl Services {
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-token", &self.token])
             .args(["--initial-cluster-state", "new"])
-            .args(["--heartbeat-interval=50", "--election-timeout=500"]);
+            .args(self.timing.flags());
         // ETCD_* variables would silently add configuration.
         for (key, _) in env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD") {
@@ -539,6 +573,7 @@ impl Services {
         );
         let _ = writeln!(text, "dir {}", self.dir.display());
         let _ = writeln!(text, "token {}", self.token);
+        let _ = writeln!(text, "timing {}", self.timing.name());
         for m in &self.members {
             let pid = m.proc.as_ref().map_or(0, Proc::pid);
             let _ = writeln!(
@@ -572,6 +607,7 @@ impl Services {
             )
         };
         let (mut dir, mut token, mut members, mut chronyd) = (None, None, Vec::new(), None);
+        let mut timing = Timing::Fast;
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let num = |s: &str| s.parse::<u32>().map_err(|_| bad(n));
@@ -589,6 +625,8 @@ impl Services {
                     dir = Some(PathBuf::from(line.trim_start()["dir".len()..].trim()))
                 }
                 ["token", t] => token = Some(t.to_string()),
+                ["timing", "fast"] => timing = Timing::Fast,
+                ["timing", "default"] => timing = Timing::EtcdDefault,
                 ["member", name, client, peer, pid] => members.push(Member {
                     name: name.to_string(),
                     client_port: port(client)?,
@@ -611,6 +649,7 @@ impl Services {
         Ok(Some(Services {
             dir: dir.ok_or_else(incomplete)?,
             token: token.ok_or_else(incomplete)?,
+            timing,
             tools,
             members,
             ntp_port,

@@ -85,6 +85,7 @@ pub fn check(scenario: &str, events: &[Event], params: Params) -> Outcome {
     let mut out = Outcome::new(scenario, events);
     check_panics(&mut out, events);
     match scenario {
+        "raft-kills" => check_raft_kills(&mut out, events),
         "mutex" => check_mutex(&mut out, events, params),
         "leader" => check_leader(&mut out, events, params, true),
         "task" => check_tasks(&mut out, events),
@@ -481,6 +482,96 @@ pub fn check_outage(out: &mut Outcome, events: &[Event], p: Params) {
     }
 }
 
+/// An election seen (by polling) to end within this is one the lease keeper rides out: its
+/// `RIDE_OUT` (2.7 s) less a renewal interval, a retry and a round trip.
+pub const RAFT_CONCLUSIVE: Duration =
+    Duration::from_millis(sync_core::etcd::RIDE_OUT.as_millis() as u64 - 400);
+
+/// Raft-leader kills on etcd's default timing: the holder and the leader got in before the first
+/// kill, and no lock was lost (`exit` not ok) and no leadership revoked in a round whose election
+/// ended within [`RAFT_CONCLUSIVE`]; there were at least five such rounds. A loss in a round
+/// whose election took longer is the deadline rule doing its job on a loaded machine: noted.
+pub fn check_raft_kills(out: &mut Outcome, events: &[Event]) {
+    let mut rounds: Vec<(u64, Option<u64>)> = Vec::new();
+    for e in events {
+        match e.ev.as_str() {
+            "raft_kill" => rounds.push((e.t, None)),
+            "raft_elected" => {
+                if let Some(r) = rounds.last_mut() {
+                    r.1.get_or_insert(e.t);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(&(first_kill, _)) = rounds.first() else {
+        out.violation("no raft_kill mark: the raft leader was never killed");
+        return;
+    };
+    for (what, ev) in [("the lock holder", "enter"), ("the leader", "elected")] {
+        if !events.iter().any(|e| e.ev == ev && e.t < first_kill) {
+            out.violation(format!(
+                "{what} never got in before the first raft-leader kill"
+            ));
+        }
+    }
+    let conclusive = |r: &(u64, Option<u64>)| {
+        r.1.is_some_and(|elected| elected - r.0 <= nanos(RAFT_CONCLUSIVE))
+    };
+    let losses = events
+        .iter()
+        .filter(|e| (e.ev == "exit" && e.ok == Some(false)) || e.ev == "revoked");
+    for loss in losses {
+        let what = if loss.ev == "revoked" {
+            "leadership revoked"
+        } else {
+            "lock lost"
+        };
+        let detail = loss.detail.as_deref().unwrap_or("");
+        match rounds.iter().rposition(|r| r.0 <= loss.t) {
+            None => out.violation(format!(
+                "{what} before any raft-leader kill ({} pid {}): {detail}",
+                loss.who, loss.pid
+            )),
+            Some(i) if conclusive(&rounds[i]) => out.violation(format!(
+                "{what} {:.0} ms after raft-leader kill {} although the election ended within \
+                 {:.0} ms: {detail}",
+                ms(loss.t - rounds[i].0),
+                i + 1,
+                ms(rounds[i].1.unwrap_or(0) - rounds[i].0)
+            )),
+            Some(i) => out.note(format!(
+                "{what} after raft-leader kill {} whose election took {}: inconclusive ({detail})",
+                i + 1,
+                rounds[i].1.map_or("too long".to_owned(), |e| format!(
+                    "{:.0} ms",
+                    ms(e - rounds[i].0)
+                ))
+            )),
+        }
+    }
+    let good = rounds.iter().filter(|r| conclusive(r)).count();
+    if good < 5 {
+        out.violation(format!(
+            "only {good} of {} raft elections ended within {:.0} ms: too few to show anything",
+            rounds.len(),
+            ms(nanos(RAFT_CONCLUSIVE))
+        ));
+    }
+    let times: Vec<String> = rounds
+        .iter()
+        .map(|r| {
+            r.1.map_or("-".to_owned(), |e| format!("{:.0}", ms(e - r.0)))
+        })
+        .collect();
+    out.note(format!(
+        "raft-kills: {} kills, elections (ms) [{}], {good} within {:.0} ms",
+        rounds.len(),
+        times.join(", "),
+        ms(nanos(RAFT_CONCLUSIVE))
+    ));
+}
+
 /// Partition: the checks are those of the lock and the leader; this notes what the cuts did.
 pub fn check_partition(out: &mut Outcome, events: &[Event]) {
     let cuts = events.iter().filter(|e| e.ev == "cut").count();
@@ -773,6 +864,51 @@ mod tests {
             o.details.iter().any(|d| d.contains("did not recover")),
             "{o:?}"
         );
+    }
+
+    fn raft_log(elections_ms: &[u64], loss_at: Option<(u64, &str)>) -> Vec<Event> {
+        let mark = |t: u64, e: &str| Event {
+            who: "harness".into(),
+            ..ev(t, 1, e)
+        };
+        let mut log = vec![ev(10, 10, "enter").token(1), ev(20, 20, "elected").token(2)];
+        for (i, e) in elections_ms.iter().enumerate() {
+            let t = 1_000 + i as u64 * 10_000;
+            log.push(mark(t, "raft_kill"));
+            log.push(mark(t + e, "raft_elected"));
+        }
+        if let Some((t, ev_name)) = loss_at {
+            let e = if ev_name == "revoked" {
+                ev(t, 20, "revoked").token(2)
+            } else {
+                ev(t, 10, "exit").token(1).ok(false)
+            };
+            log.push(e);
+        }
+        log
+    }
+
+    #[test]
+    fn raft_kills_clean_and_planted_losses() {
+        let fast = [1_200, 1_500, 2_000, 1_100, 1_900];
+        assert_eq!(run("raft-kills", raft_log(&fast, None)).violations, 0);
+        // A loss 3 s after the third kill, whose election took 2 s: caught.
+        let o = run("raft-kills", raft_log(&fast, Some((24_000, "exit"))));
+        assert_eq!(o.violations, 1, "{o:?}");
+        assert!(o.details[0].contains("lock lost"), "{o:?}");
+        let o = run("raft-kills", raft_log(&fast, Some((24_000, "revoked"))));
+        assert_eq!(o.violations, 1, "{o:?}");
+        // The same loss after a 2.9 s election is inconclusive, but then only four rounds
+        // count: a sixth, fast round makes it clean.
+        let slow = [1_200, 1_500, 2_900, 1_100, 1_900, 1_300];
+        let o = run("raft-kills", raft_log(&slow, Some((24_000, "exit"))));
+        assert_eq!(o.violations, 0, "{o:?}");
+        let o = run("raft-kills", raft_log(&slow[..5], None));
+        assert_eq!(o.violations, 1, "{o:?}");
+        assert!(o.details[0].contains("too few"), "{o:?}");
+        // A loss before any kill is a violation.
+        let o = run("raft-kills", raft_log(&fast, Some((500, "exit"))));
+        assert_eq!(o.violations, 1, "{o:?}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
     // must cause no loss. On a machine so loaded that etcd's election itself takes longer, the
     // deadline rule rightly reports a loss: such a round proves nothing either way, is reported,
     // and does not count towards the five.
-    let conclusive_within = sync_core::etcd::RIDE_OUT - Duration::from_millis(400);
+    let conclusive_within = sync_chaos::check::RAFT_CONCLUSIVE;
     let (mut conclusive, mut rounds) = (0, 0);
     while conclusive < 5 {
         rounds += 1;
