@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::secure::{find_program, free_port, run};
+use crate::secure::{free_port, need, run, scratch_dir};
 
 /// One member: its name, ports and process.
 #[derive(Debug)]
@@ -42,17 +42,7 @@ impl Cluster {
 
     /// As [`start`](Self::start), with extra flags for every member.
     pub fn start_with(size: usize, flags: &[&str]) -> Result<Cluster, String> {
-        let need = |p: &str, pkg: &str| {
-            find_program(p)
-                .ok_or_else(|| format!("`{p}` not found; install the Debian package {pkg}"))
-        };
-        let dir = std::env::temp_dir().join(format!(
-            "sync-chaos-cluster-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = scratch_dir("cluster")?;
         let mut members = Vec::new();
         for i in 1..=size {
             members.push(Member {

@@ -45,6 +45,23 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// [`find_program`], or an error naming the Debian package to install.
+pub(crate) fn need(program: &str, package: &str) -> Result<PathBuf, String> {
+    find_program(program)
+        .ok_or_else(|| format!("`{program}` not found; install the Debian package {package}"))
+}
+
+/// A fresh directory `sync-chaos-<kind>-<pid>-<random>` under the temporary directory.
+pub(crate) fn scratch_dir(kind: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "sync-chaos-{kind}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 pub(crate) fn run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}");
     let out = cmd
@@ -135,22 +152,12 @@ impl SecureEtcd {
     /// Starts it and sets up users, roles and authentication. Needs `etcd`, `etcdctl` and
     /// `openssl`.
     pub fn start() -> Result<SecureEtcd, String> {
-        let need = |p: &str, pkg: &str| {
-            find_program(p)
-                .ok_or_else(|| format!("`{p}` not found; install the Debian package {pkg}"))
-        };
         let (etcd, etcdctl, openssl) = (
             need("etcd", "etcd-server")?,
             need("etcdctl", "etcd-client")?,
             need("openssl", "openssl")?,
         );
-        let dir = std::env::temp_dir().join(format!(
-            "sync-chaos-secure-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = scratch_dir("secure")?;
         let mut me = SecureEtcd {
             ca: PathBuf::new(),
             client_cert: PathBuf::new(),
