@@ -46,16 +46,26 @@ fn recording(name: &str, every: Duration, rec: Arc<Record>) -> Schedule {
             if rec.inside.swap(true, Ordering::SeqCst) {
                 rec.overlaps.fetch_add(1, Ordering::SeqCst);
             }
+            // A run cancelled (dropped) on revocation ends here too: it is no longer inside.
+            let _leave = Leave(&rec.inside);
             rec.runs
                 .lock()
                 .unwrap()
                 .push((tick.member().to_owned(), tick.term()));
             // A little work, so that runs have a duration.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            rec.inside.store(false, Ordering::SeqCst);
             Ok(())
         }
     })
+}
+
+/// Marks the end of a run when dropped: at its end, or when the schedule drops it.
+struct Leave<'a>(&'a AtomicBool);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn start_members(
