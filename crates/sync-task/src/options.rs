@@ -104,12 +104,7 @@ impl TaskOptions {
             ));
         }
         if let Some(ttl) = self.ttl {
-            if ttl < Duration::from_secs(1) {
-                return Err(Error::options(
-                    "",
-                    format!("ttl {ttl:?} is below the 1 s minimum"),
-                ));
-            }
+            sync_core::duration::validate_ttl(ttl).map_err(|reason| Error::options("", reason))?;
         }
         Ok(())
     }

@@ -226,11 +226,9 @@ impl Schedule {
                 "a schedule's interval must be above zero",
             ));
         }
-        if self.ttl.is_some_and(|t| t < Duration::from_secs(1)) {
-            return Err(Error::options(
-                &self.name,
-                "a candidacy TTL must be at least 1 s",
-            ));
+        if let Some(ttl) = self.ttl {
+            sync_core::duration::validate_ttl(ttl)
+                .map_err(|reason| Error::options(&self.name, reason))?;
         }
         let (status_tx, status) = watch::channel(ScheduleStatus::default());
         let (stop, stop_rx) = watch::channel(false);
