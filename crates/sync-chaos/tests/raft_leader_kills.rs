@@ -226,6 +226,7 @@ async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_docu
     }
     let _serial = SERIAL.lock().await;
     const CRASH_TTL: Duration = Duration::from_secs(2);
+    const WAITER_TTL: Duration = Duration::from_secs(10);
     let mut cluster = blocking(|| Cluster::start(3))
         .unwrap_or_else(|e| panic!("cannot start a 3-member etcd on default timing: {e}"));
     let prefix = format!("raft-crash-{:x}", rand::random::<u64>());
@@ -256,8 +257,10 @@ async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_docu
         let waiter = tokio::spawn({
             let locks = locks.clone();
             async move {
+                // The waiter's own lease is not the subject: a long TTL rides out any election
+                // (6 s at 10 s), so only the crashed holder's lease decides when it gets in.
                 let g = locks
-                    .acquire("crash", AcquireOptions::new().with_ttl(TTL))
+                    .acquire("crash", AcquireOptions::new().with_ttl(WAITER_TTL))
                     .await
                     .expect("the waiter acquires");
                 let at = Instant::now();
