@@ -394,11 +394,11 @@ fn run_scenario(ctx: &mut Ctx<'_>, scenario: &str) -> Result<String> {
             scenario,
             "--ttl-ms",
             &TTL_MS.to_string(),
-            // A holder's crash overlapping a raft election frees its lock up to TTL + 4.5 s
+            // A holder's crash overlapping a raft election frees its lock up to TTL + 6 s
             // after the raft leader's death (the new raft leader restarts every lease's
             // countdown, with its election timeout on top; docs/guarantees.md).
             "--margin-ms",
-            &(TTL_MS + 5000).to_string(),
+            &(TTL_MS + 6000).to_string(),
             "--dir",
         ])
         .arg(&dir)

@@ -216,8 +216,9 @@ async fn holder_child(spec: &str) -> ! {
 /// than after a plain crash, the later the closer the raft leader's death came to the lease's
 /// expiry. Measures it (printed) with the raft leader killed at the same time as the holder,
 /// halfway through the TTL and just before the lease would expire, and holds each to the bound
-/// that `docs/guarantees.md` states: at most TTL + 4.5 s after the raft leader's death (1 s of
-/// extension, the election: ≤ 2.2 s on default timing, etcd's 0.5 s expiry tick, the hand-over).
+/// that `docs/guarantees.md` states: TTL + 6 s after the raft leader's death (1 s of extension,
+/// the election: ≤ 2.2 s on an idle machine, up to 3 s on a loaded one, etcd's 0.5 s expiry
+/// tick, the revocation's raft round and the waiter's watch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs etcd: run `cargo xtask test`"]
 async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_documented_bound() {
@@ -293,8 +294,8 @@ async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_docu
             .unwrap_or_else(|e| panic!("round {round}: restarting member {leader}: {e}"));
     }
     assert!(
-        worst <= CRASH_TTL + Duration::from_millis(4500),
+        worst <= CRASH_TTL + Duration::from_secs(6),
         "a crashed holder's lock reached the next waiter {worst:?} after the raft leader's death \
-         (TTL {CRASH_TTL:?}; documented bound TTL + 4.5 s)"
+         (TTL {CRASH_TTL:?}; documented bound TTL + 6 s)"
     );
 }
