@@ -226,11 +226,16 @@ impl Schedule {
                 "a schedule's interval must be above zero",
             ));
         }
-        if self.ttl.is_some_and(|t| t < Duration::from_secs(1)) {
-            return Err(Error::options(
-                &self.name,
-                "a candidacy TTL must be at least 1 s",
-            ));
+        if let Some(ttl) = self.ttl {
+            if ttl < Duration::from_secs(1) || ttl > crate::MAX_TTL {
+                return Err(Error::options(
+                    &self.name,
+                    format!(
+                        "a candidacy TTL must be within 1 s ..= {:?} (sync_task::MAX_TTL), not {ttl:?}",
+                        crate::MAX_TTL
+                    ),
+                ));
+            }
         }
         let (status_tx, status) = watch::channel(ScheduleStatus::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -375,7 +380,8 @@ async fn drive(
                     s.last_failure = Some(failure);
                 });
             }
-            next = (started + schedule.every).max(Instant::now());
+            // An interval too long to add (`Duration::MAX`) waits far ahead, never overflows.
+            next = crate::options::deadline_after(started, schedule.every).max(Instant::now());
         };
         status.send_modify(|s| s.leading = None);
         match lost {
