@@ -224,13 +224,10 @@ impl CommandError {
     }
 
     pub(crate) fn into_failure(self) -> Failure {
+        let message = cap_message(self.message);
         match self.kind {
-            Kind::BadPayload => Failure::BadPayload {
-                message: self.message,
-            },
-            Kind::Retry | Kind::Permanent => Failure::Error {
-                message: self.message,
-            },
+            Kind::BadPayload => Failure::BadPayload { message },
+            Kind::Retry | Kind::Permanent => Failure::Error { message },
         }
     }
 }
@@ -293,12 +290,24 @@ pub enum Failure {
     WorkerLost,
     /// The task handle shut down before the job could run.
     ShutDown,
+    /// The command's output was larger than [`MAX_OUTPUT_BYTES`](crate::MAX_OUTPUT_BYTES)
+    /// (bytes of JSON). Not retried.
+    OutputTooLarge {
+        /// The output's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl Failure {
     /// Whether another attempt may succeed: not for a bad payload or a permanent error.
     pub(crate) fn retryable(&self, permanent: bool) -> bool {
-        !permanent && !matches!(self, Failure::BadPayload { .. } | Failure::ShutDown)
+        !permanent
+            && !matches!(
+                self,
+                Failure::BadPayload { .. } | Failure::ShutDown | Failure::OutputTooLarge { .. }
+            )
     }
 }
 
@@ -311,6 +320,44 @@ impl fmt::Display for Failure {
             Failure::BadPayload { message } => write!(f, "bad payload: {message}"),
             Failure::WorkerLost => f.write_str("the worker running it was lost"),
             Failure::ShutDown => f.write_str("the task handle shut down"),
+            Failure::OutputTooLarge { size, limit } => write!(
+                f,
+                "the output is {size} bytes of JSON, above the limit of {limit} bytes"
+            ),
+        }
+    }
+}
+
+/// Cuts a failure message to [`MAX_MESSAGE_BYTES`](crate::MAX_MESSAGE_BYTES) at a character
+/// boundary, saying how much was cut: a failure is stored with its job, so it must stay small.
+pub(crate) fn cap_message(mut message: String) -> String {
+    let max = crate::MAX_MESSAGE_BYTES;
+    if message.len() <= max {
+        return message;
+    }
+    let total = message.len();
+    // Room for the note.
+    let mut end = max - 40;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!("… ({} more bytes cut)", total - end));
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary() {
+        assert_eq!(cap_message("short".into()), "short");
+        for s in ["x".repeat(10_000), "é".repeat(5_000), "🚀".repeat(3_000)] {
+            let cut = cap_message(s.clone());
+            assert!(cut.len() <= crate::MAX_MESSAGE_BYTES, "{}", cut.len());
+            assert!(cut.contains("more bytes cut"));
+            assert!(s.starts_with(cut.split('…').next().unwrap()));
         }
     }
 }

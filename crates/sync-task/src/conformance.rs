@@ -30,9 +30,16 @@ pub trait Harness: Send + Sync {
     /// as another process would have). Jobs submitted through any handle of one harness may run
     /// on any of its handles that registered their command.
     fn task(&self, options: TaskOptions) -> BoxFuture<'_, Arc<dyn Task>>;
-    /// Another handle on the same jobs as `worker` that registers nothing (etcd: a new
-    /// connection; local: `worker` itself).
+    /// Another handle on the same jobs as `worker` (etcd: a new connection, as another process
+    /// would have; local: `worker` itself, the only pool that runs its jobs).
     fn peer<'a>(&'a self, worker: &'a Arc<dyn Task>) -> BoxFuture<'a, Arc<dyn Task>>;
+    /// How many attempts run on `worker` right now (`LocalTask::running`, `EtcdTask::running`).
+    fn running(&self, worker: &Arc<dyn Task>) -> usize;
+    /// Runs `worker`'s claim path once for job `job` (what its dispatcher does before an
+    /// attempt starts: etcd, the claim transaction under its lease; local, taking a pool slot),
+    /// then hands the job back without using up an attempt. Whether it claimed the job. The
+    /// suite drops this future at every poll: it must leave no claim behind.
+    fn claim<'a>(&'a self, worker: &'a Arc<dyn Task>, job: &'a JobId) -> BoxFuture<'a, bool>;
     /// How many job records the backend of `worker` stores (pending, running, or finished
     /// within their retention).
     fn stored_jobs<'a>(&'a self, worker: &'a Arc<dyn Task>) -> BoxFuture<'a, usize>;
@@ -103,6 +110,43 @@ impl Counter {
     async fn reach(&self, n: usize) {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|c| *c >= n).await;
+    }
+}
+
+/// Holds the operation under a cancel-at-every-poll sweep so that the check after a drop can
+/// drop it for real first. (`sync_core::check::cancel_at_every_poll` pins the operation on its
+/// stack and drops only the `Pin<&mut _>`: the operation itself would stay alive, with its drop
+/// guards not run, until after the check.)
+struct Slot<'a, T>(Mutex<Option<BoxFuture<'a, T>>>);
+
+impl<'a, T> Slot<'a, T> {
+    fn new() -> Self {
+        Slot(Mutex::new(None))
+    }
+
+    /// Puts `op` in the slot; the returned future polls it.
+    fn fill(&self, op: BoxFuture<'a, T>) -> SlotFuture<'_, 'a, T> {
+        *self.0.lock().unwrap() = Some(op);
+        SlotFuture(self)
+    }
+
+    /// Drops the operation now.
+    fn drop_now(&self) {
+        let op = self.0.lock().unwrap().take();
+        drop(op);
+    }
+}
+
+struct SlotFuture<'s, 'a, T>(&'s Slot<'a, T>);
+
+impl<T> std::future::Future for SlotFuture<'_, '_, T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        match (self.0).0.lock().unwrap().as_mut() {
+            Some(op) => op.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -1040,6 +1084,338 @@ pub async fn many_jobs_spread_over_pool(h: &dyn Harness) {
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
 
+/// Nothing a caller passes panics a task or leaves a job stuck: a backoff of `Duration::MAX`
+/// saturates (the retry is scheduled far ahead, not at once, and the job is pending, not stuck
+/// running); a `Duration::MAX` timeout, the longest retention and `u32::MAX` attempts run
+/// normally; a shutdown with an unbounded grace returns once nothing runs.
+pub async fn extreme_options_never_panic_or_stick(h: &dyn Harness) {
+    let t = h.task(opts()).await;
+    let runs = Counter::default();
+    let r = runs.clone();
+    t.register(Command::new("fails-slowly-retried", move |_| {
+        r.bump();
+        async { Err::<(), _>(CommandError::msg("not now")) }
+    }))
+    .await
+    .unwrap();
+    let job = t
+        .submit(
+            Job::new("fails-slowly-retried", ())
+                .with_max_attempts(2)
+                .with_backoff(Backoff::new(Duration::MAX, Duration::MAX)),
+        )
+        .await
+        .unwrap();
+    let far = std::time::SystemTime::now() + Duration::from_secs(300 * 24 * 3600);
+    eventually(
+        "the failed attempt's retry is scheduled far ahead (pending, not stuck running, not retried at once)",
+        LONG,
+        || async {
+            matches!(
+                job.status().await.unwrap(),
+                JobStatus::Pending { attempts: 1, not_before: Some(at), .. } if at > far
+            )
+        },
+    )
+    .await;
+    assert_eq!(runs.get(), 1, "the retry did not wait for its backoff");
+
+    t.register(Command::new("extreme-ok", |input| async move {
+        Ok(input.attempt())
+    }))
+    .await
+    .unwrap();
+    let job = t
+        .submit(
+            Job::new("extreme-ok", ())
+                .with_timeout(Duration::MAX)
+                .with_retention(crate::MAX_RETENTION)
+                .with_max_attempts(u32::MAX)
+                .with_backoff(Backoff::new(Duration::ZERO, Duration::MAX)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        within("job with extreme options", LONG, job.wait())
+            .await
+            .unwrap(),
+        json!(1)
+    );
+
+    let s = h.task(opts().with_shutdown_grace(Duration::MAX)).await;
+    s.register(Command::new("before-shutdown", |_| async { Ok(()) }))
+        .await
+        .unwrap();
+    s.submit(Job::new("before-shutdown", ()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    within("shutdown with an unbounded grace", LONG, s.shutdown())
+        .await
+        .unwrap();
+}
+
+/// A payload above the size limit is refused at once (before anything is sent), with an error
+/// that is not retryable; nothing is stored.
+pub async fn oversized_payload_is_refused_at_once(h: &dyn Harness) {
+    let t = h.task(opts()).await;
+    t.register(Command::typed(
+        "sized",
+        |s: String| async move { Ok(s.len()) },
+    ))
+    .await
+    .unwrap();
+    for bytes in [1_677_722usize, 2_621_440] {
+        let big = "x".repeat(bytes);
+        let started = Instant::now();
+        let e = within("oversized submit", LONG, t.submit(Job::new("sized", big)))
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a {bytes}-byte payload was refused only after {:?}: {e}",
+            started.elapsed()
+        );
+        assert!(!e.is_retryable(), "{bytes}-byte payload: {e:?}");
+    }
+    assert_eq!(h.stored_jobs(&t).await, 0, "a refused job was stored");
+}
+
+/// A timeout below a millisecond is rounded up to whole milliseconds, the same on every backend
+/// (never down to zero).
+pub async fn sub_millisecond_timeout_rounds_up(h: &dyn Harness) {
+    let t = h.task(opts()).await;
+    t.register(Command::new("never-ends", |_| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    }))
+    .await
+    .unwrap();
+    let job = t
+        .submit(
+            Job::new("never-ends", ())
+                .with_max_attempts(1)
+                .with_timeout(Duration::from_micros(999)),
+        )
+        .await
+        .unwrap();
+    match within("timed-out job", LONG, job.wait()).await.unwrap_err() {
+        Error::TimedOut { after, .. } => assert_eq!(after, Duration::from_millis(1)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}
+
+/// Cancel safety of `submit`, at every poll: a submit whose future is dropped before it
+/// returned leaves nothing (no job, nothing runs); submitting again with the same idempotency
+/// key (the next contender) makes exactly one job, which runs once.
+pub async fn cancelled_submit_leaves_nothing(h: &dyn Harness) {
+    let t = h.task(opts()).await;
+    let runs: Arc<Mutex<HashMap<u64, usize>>> = Default::default();
+    let r = runs.clone();
+    t.register(Command::typed("submitted", move |n: u64| {
+        *r.lock().unwrap().entry(n).or_default() += 1;
+        async move { Ok(n) }
+    }))
+    .await
+    .unwrap();
+    let next = AtomicU32::new(0);
+    let key = |n: u32| format!("cancelled-submit-{n}");
+    let stored = Arc::new(AtomicUsize::new(h.stored_jobs(&t).await));
+    let slot = Slot::new();
+    let sweep = crate::__core::check::cancel_at_every_poll(
+        "submit",
+        200,
+        || {
+            let n = next.fetch_add(1, Ordering::SeqCst);
+            slot.fill(t.submit(Job::new("submitted", u64::from(n)).with_idempotency_key(key(n))))
+        },
+        |polls| {
+            slot.drop_now();
+            let (t, runs, stored) = (t.clone(), runs.clone(), stored.clone());
+            let n = next.load(Ordering::SeqCst) - 1;
+            async move {
+                let before = stored.load(Ordering::SeqCst);
+                eventually(
+                    &format!("a submit dropped after {polls} poll(s) left nothing"),
+                    LONG,
+                    || async { h.stored_jobs(&t).await == before },
+                )
+                .await;
+                assert_eq!(
+                    runs.lock().unwrap().get(&u64::from(n)),
+                    None,
+                    "the job of a submit dropped after {polls} poll(s) ran"
+                );
+                let again = t
+                    .submit(Job::new("submitted", u64::from(n)).with_idempotency_key(key(n)))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    within("resubmitted job", LONG, again.wait()).await.unwrap(),
+                    json!(n)
+                );
+                assert_eq!(runs.lock().unwrap().get(&u64::from(n)), Some(&1));
+                stored.store(h.stored_jobs(&t).await, Ordering::SeqCst);
+            }
+        },
+    )
+    .await;
+    match sweep {
+        crate::__core::check::Sweep::Completed { output, polls } => {
+            eprintln!(
+                "submit completed after {polls} poll(s); dropped and checked after each before"
+            );
+            let job = output.unwrap();
+            within("submitted job", LONG, job.wait()).await.unwrap();
+            stored.store(h.stored_jobs(&t).await, Ordering::SeqCst);
+        }
+        other => panic!("submit parked: {other:?}"),
+    }
+    // A caller's timeout drops a submit while its request is in flight (after it was sent, at
+    // any moment until its reply is read): each submit either returned its handle, or left
+    // nothing (its job never runs).
+    let kept: Arc<Mutex<Vec<u64>>> = Default::default();
+    let base = 1_000_000u64;
+    for i in 0..80u64 {
+        let n = base + i;
+        let cut = Duration::from_micros(100 * i);
+        if let Ok(r) = tokio::time::timeout(cut, t.submit(Job::new("submitted", n))).await {
+            within("a submitted job", LONG, r.unwrap().wait())
+                .await
+                .unwrap();
+            kept.lock().unwrap().push(n);
+        }
+    }
+    let kept = kept.lock().unwrap().clone();
+    let expected = stored.load(Ordering::SeqCst) + kept.len();
+    eventually(
+        "every submit dropped by a timeout left nothing",
+        LONG,
+        || async { h.stored_jobs(&t).await == expected },
+    )
+    .await;
+    let runs = runs.lock().unwrap();
+    let ran: Vec<u64> = {
+        let mut v: Vec<u64> = runs.keys().copied().filter(|n| *n >= base).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ran,
+        kept,
+        "jobs ran whose submit was dropped by a timeout (of 80: {} returned a handle)",
+        kept.len()
+    );
+    assert!(runs.values().all(|&c| c == 1), "a job ran twice: {runs:?}");
+}
+
+/// The pool counts attempts that run: none on an idle handle (whatever it holds while it waits
+/// for work), then one per attempt in progress.
+pub async fn running_counts_attempts_that_run(h: &dyn Harness) {
+    let t = h.task(TaskOptions::new().with_pool(3)).await;
+    let gate = Gate::new();
+    let started = Counter::default();
+    let (g, st) = (gate.clone(), started.clone());
+    t.register(Command::new("gated-run", move |_| {
+        let (g, st) = (g.clone(), st.clone());
+        async move {
+            st.bump();
+            g.pass().await;
+            Ok(())
+        }
+    }))
+    .await
+    .unwrap();
+    t.register(Command::new("quick-run", |_| async { Ok(()) }))
+        .await
+        .unwrap();
+    t.call::<Value, _>("quick-run", ()).await.unwrap();
+    eventually("an idle handle runs nothing", LONG, || async {
+        h.running(&t) == 0
+    })
+    .await;
+    let a = t.submit(Job::new("gated-run", 1)).await.unwrap();
+    let b = t.submit(Job::new("gated-run", 2)).await.unwrap();
+    within("two attempts started", LONG, started.reach(2)).await;
+    assert_eq!(h.running(&t), 2, "two attempts run");
+    gate.open();
+    within("gated jobs", LONG, a.wait()).await.unwrap();
+    within("gated jobs", LONG, b.wait()).await.unwrap();
+    eventually("an idle handle runs nothing again", LONG, || async {
+        h.running(&t) == 0
+    })
+    .await;
+}
+
+/// Cancel safety of a worker's claim, at every poll: a claim path dropped after any number of
+/// polls leaves the job pending and unclaimed, with no attempt used up; then another worker
+/// claims it and runs it as its first attempt.
+pub async fn cancelled_claim_leaves_job_claimable(h: &dyn Harness) {
+    let a = h.task(opts()).await;
+    let job = a
+        .submit(Job::new("claimable", 7).with_wait_for_worker(true))
+        .await
+        .unwrap();
+    let id = job.id().clone();
+    let unclaimed = || async {
+        matches!(
+            a.status(&id).await.unwrap(),
+            JobStatus::Pending { attempts: 0, .. }
+        )
+    };
+    // The next contender: another worker's whole claim path, which must get the job (once the
+    // dropped claim's leftovers, if any, are handed back) and hands it back in turn.
+    let contender = h.peer(&a).await;
+    let slot = Slot::new();
+    let sweep = crate::__core::check::cancel_at_every_poll(
+        "claim",
+        200,
+        || slot.fill(h.claim(&a, &id)),
+        |polls| {
+            slot.drop_now();
+            let contender = contender.clone();
+            let id = id.clone();
+            async move {
+                eventually(
+                    &format!("another worker claims the job after a claim dropped after {polls} poll(s)"),
+                    LONG,
+                    || h.claim(&contender, &id),
+                )
+                .await;
+                eventually(
+                    &format!("the job is pending and unclaimed after a claim dropped after {polls} poll(s)"),
+                    LONG,
+                    unclaimed,
+                )
+                .await;
+            }
+        },
+    )
+    .await;
+    match sweep {
+        crate::__core::check::Sweep::Completed { output, polls } => {
+            eprintln!("the claim path completed after {polls} poll(s); dropped and checked after each before");
+            assert!(output, "the claim path did not claim a pending job")
+        }
+        other => panic!("the claim path parked: {other:?}"),
+    }
+    eventually("the completed claim handed the job back", LONG, unclaimed).await;
+    let next = h.peer(&a).await;
+    next.register(Command::new("claimable", |input| async move {
+        Ok(json!({"attempt": input.attempt(), "payload": input.payload()}))
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        within("the job, claimed by the next worker", LONG, next.wait(&id))
+            .await
+            .unwrap(),
+        json!({"attempt": 1, "payload": 7})
+    );
+}
+
 /// Expands to one test per guarantee of the suite, in a module named for the backend.
 #[macro_export]
 macro_rules! task_conformance {
@@ -1070,6 +1446,12 @@ macro_rules! task_conformance {
                 register_replaces_command,
                 dyn_and_generic_use,
                 many_jobs_spread_over_pool,
+                extreme_options_never_panic_or_stick,
+                oversized_payload_is_refused_at_once,
+                sub_millisecond_timeout_rounds_up,
+                cancelled_submit_leaves_nothing,
+                running_counts_attempts_that_run,
+                cancelled_claim_leaves_job_claimable,
             );
         }
     };

@@ -129,6 +129,23 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A job's payload, or a command's output, is larger than every backend accepts
+    /// ([`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES),
+    /// [`MAX_OUTPUT_BYTES`](crate::MAX_OUTPUT_BYTES), in bytes of JSON). Known before anything
+    /// is sent, so reported at once; never retryable: the same data will not get smaller.
+    #[error("the {what} of command {command:?}{} is {size} bytes of JSON, above the limit of {limit} bytes (sync_task::MAX_{}_BYTES); keep large data elsewhere (an object store) and pass a reference to it", job_suffix(.job), .what.to_ascii_uppercase())]
+    TooLarge {
+        /// `"payload"` or `"output"`.
+        what: &'static str,
+        /// The command.
+        command: String,
+        /// The job, for an output (the job failed).
+        job: Option<JobId>,
+        /// The size of its JSON serialisation, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The backend configuration (or URL) is not acceptable.
     #[error("invalid task backend configuration: {0}")]
     Config(String),
@@ -169,7 +186,7 @@ impl Error {
             | Error::TimedOut { job, .. }
             | Error::WorkerLost { job, .. }
             | Error::NotFound { job } => Some(job),
-            Error::BadPayload { job, .. } => job.as_ref(),
+            Error::BadPayload { job, .. } | Error::TooLarge { job, .. } => job.as_ref(),
             _ => None,
         }
     }
@@ -234,6 +251,13 @@ impl Error {
             },
             Failure::ShutDown => Error::ShutDown {
                 command: Some(command),
+            },
+            Failure::OutputTooLarge { size, limit } => Error::TooLarge {
+                what: "output",
+                command,
+                job: Some(job),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
             },
         }
     }

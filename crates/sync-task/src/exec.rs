@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -26,21 +26,53 @@ impl AttemptFailure {
     }
 }
 
-/// Runs one attempt of `command` on `input`, cancelling it after `timeout`.
+/// Runs one attempt of `command` on `input`, cancelling it after `timeout`; counted in
+/// `counters` (started, and running while it runs).
 pub(crate) async fn attempt(
     command: &Command,
     input: Input,
     timeout: Option<Duration>,
+    counters: &Counters,
 ) -> Result<Value, AttemptFailure> {
     let (name, job, n) = (input.command.clone(), input.job.clone(), input.attempt);
-    guarded(
+    Counters::bump(&counters.attempts);
+    let _running = Running::enter(&counters.running);
+    let out = guarded(
         || command.call(input),
         timeout,
         |message| {
             tracing::warn!(command = %name, job = %job, attempt = n, %message, "command panicked");
         },
     )
-    .await
+    .await?;
+    let size = crate::options::json_size(&out);
+    if size > crate::MAX_OUTPUT_BYTES {
+        tracing::warn!(command = %name, job = %job, attempt = n, size, "command output too large: the job fails");
+        return Err(AttemptFailure {
+            failure: Failure::OutputTooLarge {
+                size: size as u64,
+                limit: crate::MAX_OUTPUT_BYTES as u64,
+            },
+            permanent: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Counts one running attempt until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn enter(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::SeqCst);
+        Running(c)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Calls `call` and awaits its future, turning a panic (in the call or in the future) and a
@@ -51,7 +83,7 @@ pub(crate) async fn guarded(
     on_panic: impl FnOnce(&str),
 ) -> Result<Value, AttemptFailure> {
     let panicked = |p: Box<dyn Any + Send>| {
-        let message = panic_message(&*p);
+        let message = crate::command::cap_message(panic_message(&*p));
         on_panic(&message);
         AttemptFailure {
             failure: Failure::Panicked { message },
@@ -66,6 +98,7 @@ pub(crate) async fn guarded(
     let guarded = AssertUnwindSafe(fut).catch_unwind();
     let result = match timeout {
         None => guarded.await,
+        // `tokio::time::timeout` saturates: `Duration::MAX` never fires.
         Some(after) => match tokio::time::timeout(after, guarded).await {
             Ok(r) => r,
             Err(_) => {
@@ -111,11 +144,18 @@ pub(crate) struct Counters {
     pub(crate) claim_conflicts: AtomicU64,
     pub(crate) lost: AtomicU64,
     pub(crate) handed_back: AtomicU64,
+    /// Attempts running now (not a total).
+    pub(crate) running: AtomicUsize,
 }
 
 impl Counters {
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts running now.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
     }
 
     pub(crate) fn snapshot(&self) -> crate::TaskStats {
@@ -157,7 +197,7 @@ impl Tracker {
 
     /// Waits until nothing is counted, for at most `within`; returns whether it got there.
     pub(crate) async fn wait_idle(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = crate::options::deadline_after(tokio::time::Instant::now(), within);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);

@@ -34,7 +34,10 @@ pub use command::{Command, CommandError, Failure, Input};
 pub use error::{Error, Result};
 pub use job::{JobHandle, JobId, JobStatus};
 pub use local::LocalTask;
-pub use options::{Backoff, Job, TaskOptions, MAX_POOL, MAX_RETENTION};
+pub use options::{
+    Backoff, Job, TaskOptions, MAX_BACKOFF, MAX_CLAIM_SPREAD, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES,
+    MAX_PAYLOAD_BYTES, MAX_POOL, MAX_RETENTION, MAX_TTL,
+};
 pub use schedule::{Schedule, ScheduleHandle, ScheduleStatus, Tick};
 pub use serde_json::Value;
 pub use sync_core::name::MAX_NAME_LEN;

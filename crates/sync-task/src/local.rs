@@ -233,7 +233,33 @@ impl LocalTask {
 
     /// How many attempts run right now (at most the pool size).
     pub fn running(&self) -> usize {
-        self.inner.options.pool() - self.inner.slots.available_permits()
+        self.inner.counters.running()
+    }
+
+    /// The pool's claim path for one job, for the conformance suite (feature `conformance`):
+    /// takes a pool slot for job `id` if it is pending, and gives it back at once. Whether it
+    /// took one.
+    #[cfg(feature = "conformance")]
+    #[doc(hidden)]
+    pub async fn claim_and_hand_back(&self, id: &JobId) -> Result<bool> {
+        let pending = {
+            let jobs = self.inner.jobs();
+            jobs.records
+                .get(id)
+                .is_some_and(|r| matches!(*r.status(), JobStatus::Pending { .. }))
+        };
+        if !pending {
+            return Ok(false);
+        }
+        let slot = self
+            .inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ShutDown { command: None })?;
+        drop(slot);
+        Ok(true)
     }
 
     /// How many job records it keeps (pending, running, or finished within their retention).
@@ -337,7 +363,6 @@ async fn drive(
                 attempt,
                 worker: "local".to_owned(),
             });
-            Counters::bump(&inner.counters.attempts);
             let input = Input {
                 job: id.clone(),
                 command: command.name_arc(),
@@ -346,14 +371,16 @@ async fn drive(
                 fence: inner.fence.fetch_add(1, Ordering::Relaxed) + 1,
                 payload: payload.clone(),
             };
-            let r = exec::attempt(&command, input, spec.timeout).await;
+            let r = exec::attempt(&command, input, spec.timeout, &inner.counters).await;
             drop(slot);
             match r {
                 Ok(v) => return Ok(v),
                 Err(f) if f.retry(attempt, spec.max_attempts) => {
                     Counters::bump(&inner.counters.retried);
+                    // At most MAX_BACKOFF (a year): it fits in a SystemTime and an Instant.
                     let delay = spec.backoff.delay(attempt);
-                    let not_before = SystemTime::now() + delay;
+                    let now = SystemTime::now();
+                    let not_before = now.checked_add(delay).unwrap_or(now);
                     set(&|| JobStatus::Pending {
                         attempts: attempt,
                         not_before: Some(not_before),
@@ -407,8 +434,10 @@ impl Task for LocalTask {
         futures::future::ready(self.install(command)).boxed()
     }
 
+    /// All or nothing: the job is made when the future is first polled, in that poll, so a
+    /// future dropped unpolled makes nothing.
     fn submit(&self, job: Job) -> BoxFuture<'_, Result<JobHandle>> {
-        let submitted = (|| {
+        let submit = move || {
             let payload = job.validate()?.clone();
             let name = job.command();
             self.inner.check_open(name)?;
@@ -462,8 +491,8 @@ impl Task for LocalTask {
                     }),
             }
             Ok(self.handle(id, name))
-        })();
-        futures::future::ready(submitted).boxed()
+        };
+        futures::future::lazy(move |_| submit()).boxed()
     }
 
     fn status<'a>(&'a self, job: &'a JobId) -> BoxFuture<'a, Result<JobStatus>> {

@@ -227,8 +227,15 @@ impl Schedule {
             ));
         }
         if let Some(ttl) = self.ttl {
-            sync_core::duration::validate_ttl(ttl)
-                .map_err(|reason| Error::options(&self.name, reason))?;
+            if ttl < Duration::from_secs(1) || ttl > crate::MAX_TTL {
+                return Err(Error::options(
+                    &self.name,
+                    format!(
+                        "a candidacy TTL must be within 1 s ..= {:?} (sync_task::MAX_TTL), not {ttl:?}",
+                        crate::MAX_TTL
+                    ),
+                ));
+            }
         }
         let (status_tx, status) = watch::channel(ScheduleStatus::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -373,7 +380,8 @@ async fn drive(
                     s.last_failure = Some(failure);
                 });
             }
-            next = (started + schedule.every).max(Instant::now());
+            // An interval too long to add (`Duration::MAX`) waits far ahead, never overflows.
+            next = crate::options::deadline_after(started, schedule.every).max(Instant::now());
         };
         status.send_modify(|s| s.leading = None);
         match lost {

@@ -1,19 +1,31 @@
 //! The task conformance suite on the etcd backend, against the cluster that `cargo xtask test`
 //! starts (`SYNC_ETCD_ENDPOINTS`). Without the harness these tests are listed as ignored.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
 use sync_task::conformance::Harness;
-use sync_task::{EtcdTask, Task, TaskOptions};
+use sync_task::{EtcdTask, JobId, Task, TaskOptions};
 
 struct EtcdHarness {
     cfg: EtcdConfig,
     admin: EtcdTask,
     client: EtcdClient,
+    /// Every handle made, to reach the `EtcdTask` behind an `Arc<dyn Task>`.
+    tasks: Mutex<Vec<(Arc<dyn Task>, EtcdTask)>>,
+}
+
+impl EtcdHarness {
+    fn etcd(&self, t: &Arc<dyn Task>) -> EtcdTask {
+        let tasks = self.tasks.lock().unwrap();
+        let found = tasks
+            .iter()
+            .find(|(a, _)| std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(t)));
+        found.expect("a handle made by this harness").1.clone()
+    }
 }
 
 impl EtcdHarness {
@@ -21,7 +33,12 @@ impl EtcdHarness {
         let cfg = testing::config("task");
         let client = testing::connect(cfg.clone()).await;
         let admin = EtcdTask::new(client.clone(), TaskOptions::new()).unwrap();
-        EtcdHarness { cfg, admin, client }
+        EtcdHarness {
+            cfg,
+            admin,
+            client,
+            tasks: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -48,11 +65,11 @@ impl Harness for EtcdHarness {
             options = options.with_ttl(Duration::from_secs(10));
         }
         async move {
-            let t: Arc<dyn Task> = Arc::new(
-                EtcdTask::connect(self.cfg.clone(), options)
-                    .await
-                    .expect("connect a task handle"),
-            );
+            let etcd = EtcdTask::connect(self.cfg.clone(), options)
+                .await
+                .expect("connect a task handle");
+            let t: Arc<dyn Task> = Arc::new(etcd.clone());
+            self.tasks.lock().unwrap().push((t.clone(), etcd));
             t
         }
         .boxed()
@@ -60,6 +77,15 @@ impl Harness for EtcdHarness {
 
     fn peer<'a>(&'a self, _worker: &'a Arc<dyn Task>) -> BoxFuture<'a, Arc<dyn Task>> {
         self.task(TaskOptions::new())
+    }
+
+    fn running(&self, worker: &Arc<dyn Task>) -> usize {
+        self.etcd(worker).running()
+    }
+
+    fn claim<'a>(&'a self, worker: &'a Arc<dyn Task>, job: &'a JobId) -> BoxFuture<'a, bool> {
+        let etcd = self.etcd(worker);
+        async move { etcd.claim_and_hand_back(job).await.expect("claim path") }.boxed()
     }
 
     fn stored_jobs<'a>(&'a self, _worker: &'a Arc<dyn Task>) -> BoxFuture<'a, usize> {

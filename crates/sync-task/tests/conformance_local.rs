@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_task::conformance::Harness;
-use sync_task::{LocalTask, Task, TaskOptions};
+use sync_task::{JobId, LocalTask, Task, TaskOptions};
 
 #[derive(Default)]
 struct LocalHarness {
@@ -33,6 +33,15 @@ impl Harness for LocalHarness {
 
     fn peer<'a>(&'a self, worker: &'a Arc<dyn Task>) -> BoxFuture<'a, Arc<dyn Task>> {
         futures::future::ready(worker.clone()).boxed()
+    }
+
+    fn running(&self, worker: &Arc<dyn Task>) -> usize {
+        self.local(worker).running()
+    }
+
+    fn claim<'a>(&'a self, worker: &'a Arc<dyn Task>, job: &'a JobId) -> BoxFuture<'a, bool> {
+        let local = self.local(worker);
+        async move { local.claim_and_hand_back(job).await.expect("claim path") }.boxed()
     }
 
     fn stored_jobs<'a>(&'a self, worker: &'a Arc<dyn Task>) -> BoxFuture<'a, usize> {

@@ -195,6 +195,27 @@ impl Env {
         }
     }
 
+    /// How many bytes of keys and values are stored under `under` (read in pages).
+    async fn bytes_under(&self, under: &str) -> usize {
+        let prefix = format!("{}{under}", self.client.keyspace().kind("task"));
+        let end = sync_core::etcd::prefix_end(prefix.as_bytes());
+        let (mut from, mut total) = (prefix.into_bytes(), 0);
+        loop {
+            let page = sync_core::etcd::read_page(&self.client, &from, &end, 1000, 0)
+                .await
+                .expect("read a page");
+            total += page
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+            match page.next {
+                Some(next) => from = next,
+                None => return total,
+            }
+        }
+    }
+
     async fn count(&self, under: &str) -> usize {
         let root = self.client.keyspace().kind("task");
         testing::count_keys(&self.client, &format!("{root}{under}")).await
@@ -579,6 +600,135 @@ mod etcd {
             ours * 4 < herd && (ours as usize) < JOBS / 3,
             "{ours} lost claim races for {JOBS} jobs ({herd} when herding): the workers herd"
         );
+    }
+
+    /// `running()` counts attempts that run: 0 on an idle worker (the dispatcher waiting for a
+    /// job holds a pool slot, but runs nothing), then one per attempt in progress.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+    async fn running_counts_attempts_that_run() {
+        let env = Env::new().await;
+        let w = env.task(TaskOptions::new().with_pool(3)).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let started = Arc::new(AtomicUsize::new(0));
+        let s = started.clone();
+        w.register(Command::new("gated", move |_| {
+            let g = g.clone();
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _ = g.acquire().await.map(|p| p.forget());
+                Ok(())
+            }
+        }))
+        .await
+        .unwrap();
+        let idle_zero = |w: EtcdTask| async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while w.running() != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "an idle worker says {} attempt(s) run",
+                    w.running()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        idle_zero(w.clone()).await;
+        let a = w.submit(Job::new("gated", 1)).await.unwrap();
+        let b = w.submit(Job::new("gated", 2)).await.unwrap();
+        within("two attempts started", LONG, async {
+            while started.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert_eq!(w.running(), 2);
+        gate.add_permits(2);
+        a.wait().await.unwrap();
+        b.wait().await.unwrap();
+        idle_zero(w.clone()).await;
+    }
+
+    /// A backlog past the old ceiling (a worker read the whole queue in one response, limited to
+    /// 4 MiB: 25 000 pending jobs made `register` fail): jobs submitted while no worker runs are
+    /// all run once workers start; a new worker's `register` succeeds, and what each worker
+    /// holds in memory stays bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+    async fn backlog_past_old_ceiling_drains() {
+        const JOBS: usize = 25_000;
+        let env = Env::new().await;
+        let submitter = env.task(TaskOptions::new()).await;
+        let began = Instant::now();
+        let submitted: usize = futures::stream::iter(0..JOBS)
+            .map(|i| {
+                let s = submitter.clone();
+                async move {
+                    s.submit(Job::new("backlog", i).with_wait_for_worker(true))
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(128)
+            .fold(0, |n, ()| async move { n + 1 })
+            .await;
+        assert_eq!(submitted, JOBS);
+        eprintln!("{JOBS} pending jobs submitted in {:?}", began.elapsed());
+        assert_eq!(env.count("q/jobs/").await, JOBS);
+        let bytes = env.bytes_under("q/").await;
+        eprintln!("the queue holds {bytes} bytes of keys and values");
+        assert!(
+            bytes > 4 * 1024 * 1024 * 5 / 4,
+            "the backlog ({bytes} bytes) is not well past one 4 MiB response"
+        );
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        let began = Instant::now();
+        for _ in 0..3 {
+            let w = env
+                .task(
+                    TaskOptions::new()
+                        .with_pool(16)
+                        .with_ttl(Duration::from_secs(10)),
+                )
+                .await;
+            let d = done.clone();
+            w.register(Command::new("backlog", move |_| {
+                d.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            }))
+            .await
+            .expect("a worker registers in front of a large backlog");
+            workers.push(w);
+        }
+        let cap = 4096 + 3 * 16;
+        within("the backlog drained", Duration::from_secs(600), async {
+            loop {
+                for w in &workers {
+                    assert!(
+                        w.viewed_jobs() <= cap,
+                        "a worker holds {} jobs in memory",
+                        w.viewed_jobs()
+                    );
+                }
+                if done.load(Ordering::SeqCst) >= JOBS && env.count("q/jobs/").await == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+        let took = began.elapsed();
+        eprintln!(
+            "{JOBS} pending jobs drained by 3 workers in {took:?} ({:.0} jobs/s)",
+            JOBS as f64 / took.as_secs_f64()
+        );
+        assert!(done.load(Ordering::SeqCst) >= JOBS);
+        assert_eq!(env.count("results/").await, JOBS);
+        for w in &workers {
+            w.shutdown().await.unwrap();
+        }
     }
 
     /// Connection failures and bad options are typed errors naming the endpoint.

@@ -25,7 +25,9 @@ pub use error::{Error, Result};
 pub use keys::{decode_name, encode_name, Keyspace};
 pub use lease::{loss_margin, renew_interval, Lease, LeasePool, RIDE_OUT};
 pub use queue::{Held, Queue, QueueEntry, WaitError};
-pub use range_watch::{RangeChange, RangeEvent, RangeKv, RangeSnapshot, RangeWatch};
+pub use range_watch::{
+    prefix_end, read_page, RangeChange, RangeEvent, RangeKv, RangePage, RangeSnapshot, RangeWatch,
+};
 pub use watch::{KeyEvent, KeySubscription, WatchHub};
 
 /// The raw etcd client type, for backends that need an RPC this crate does not wrap.

@@ -12,13 +12,19 @@
 //! again and deliver a [`RangeEvent::Reset`]: the intermediate changes are then gone for good, and
 //! the consumer replaces its view.
 //!
+//! Snapshots are read in pages of 500 keys, all at the revision of the first page, so a
+//! range of any size fits gRPC's message limit (4 MiB by default; one response of 25 000 small
+//! keys did not). A consumer that cannot hold a whole range in memory opens the watch with
+//! [`RangeWatch::open_parts`]: snapshots then hold only the sub-ranges it names, and it reads
+//! the rest itself, page by page ([`read_page`]), as it needs it.
+//!
 //! There is no background task: events are read when [`RangeWatch::next`] is polled, and dropping
 //! the `RangeWatch` cancels the watch at the server.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream};
+use etcd_client::{EventType, GetOptions, WatchOptions, WatchStream};
 
 use super::{EtcdClient, Result};
 
@@ -39,6 +45,23 @@ pub struct RangeKv {
 }
 
 impl RangeKv {
+    /// A key as it would be read (for tests of consumers).
+    pub fn new(
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        create_revision: i64,
+        mod_revision: i64,
+        lease: i64,
+    ) -> Self {
+        RangeKv {
+            key: key.into(),
+            value: value.into(),
+            create_revision,
+            mod_revision,
+            lease,
+        }
+    }
+
     fn from_kv(kv: &etcd_client::KeyValue) -> Self {
         RangeKv {
             key: kv.key().to_vec(),
@@ -76,7 +99,8 @@ pub enum RangeEvent {
         changes: Vec<RangeChange>,
     },
     /// Changes were missed (etcd compacted them while the watch was disconnected): here is the
-    /// whole range as of `revision`, sorted by create revision; replace your view with it.
+    /// range (or the parts given to [`RangeWatch::open_parts`]) as of `revision`, sorted by
+    /// create revision; replace your view with it.
     Reset {
         /// The revision of the read.
         revision: i64,
@@ -85,7 +109,7 @@ pub enum RangeEvent {
     },
 }
 
-/// The range's keys at one revision, as [`RangeWatch::open`] read them.
+/// The range's keys (or its parts') at one revision, as [`RangeWatch::open`] read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RangeSnapshot {
@@ -95,10 +119,95 @@ pub struct RangeSnapshot {
     pub kvs: Vec<RangeKv>,
 }
 
+/// How many keys one snapshot read asks for at most.
+pub(super) const PAGE: i64 = 500;
+
+/// One page of a range, as [`read_page`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RangePage {
+    /// The revision of the read.
+    pub revision: i64,
+    /// The keys, in key order.
+    pub kvs: Vec<RangeKv>,
+    /// Where the next page starts, if there are more keys.
+    pub next: Option<Vec<u8>>,
+}
+
+impl RangePage {
+    /// A page as it would be read (for tests of consumers).
+    pub fn new(revision: i64, kvs: Vec<RangeKv>, next: Option<Vec<u8>>) -> Self {
+        RangePage {
+            revision,
+            kvs,
+            next,
+        }
+    }
+}
+
+/// The end of the range of keys starting with `prefix` (for [`read_page`]).
+///
+/// ```
+/// assert_eq!(sync_core::etcd::prefix_end(b"a/"), b"a0".to_vec());
+/// assert_eq!(sync_core::etcd::prefix_end(b"a\xff"), b"b".to_vec());
+/// ```
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    vec![0]
+}
+
+/// Reads at most `limit` keys of `[from, end)` in key order, at `revision` (0: the current one,
+/// a linearizable read), retrying transient errors within the client's default budget.
+pub async fn read_page(
+    client: &EtcdClient,
+    from: &[u8],
+    end: &[u8],
+    limit: i64,
+    revision: i64,
+) -> Result<RangePage> {
+    let (from, end) = (from.to_vec(), end.to_vec());
+    client
+        .retry("read range", client.default_budget(), |mut c| {
+            let (from, end) = (from.clone(), end.clone());
+            async move {
+                let mut opts = GetOptions::new().with_range(end).with_limit(limit);
+                if revision > 0 {
+                    opts = opts.with_revision(revision);
+                }
+                let r = c.get(from, Some(opts)).await?;
+                let kvs: Vec<RangeKv> = r.kvs().iter().map(RangeKv::from_kv).collect();
+                let next = match kvs.last() {
+                    Some(last) if r.more() => {
+                        let mut k = last.key.clone();
+                        k.push(0);
+                        Some(k)
+                    }
+                    _ => None,
+                };
+                Ok(RangePage {
+                    revision: r.header().map(|h| h.revision()).unwrap_or(0),
+                    kvs,
+                    next,
+                })
+            }
+        })
+        .await
+}
+
 /// A watch over every key starting with a prefix; see the module documentation.
 pub struct RangeWatch {
     client: EtcdClient,
     range: String,
+    /// What snapshots read: the sub-ranges of `range` named by [`RangeWatch::open_parts`], or
+    /// the whole range.
+    parts: Vec<String>,
     stream: Option<WatchStream>,
     /// Every change up to this revision was delivered (or is in `ready`).
     revision: i64,
@@ -118,18 +227,48 @@ impl std::fmt::Debug for RangeWatch {
 }
 
 impl RangeWatch {
-    /// Reads every key under `range` and starts watching it from the next revision. Fails if
-    /// etcd cannot be reached within the client's default budget.
+    /// Reads every key under `range` (in pages, at one revision) and starts watching it from
+    /// the next revision. Fails if etcd cannot be reached within the client's default budget.
     pub async fn open(
         client: EtcdClient,
         range: impl Into<String>,
     ) -> Result<(Self, RangeSnapshot)> {
         let range = range.into();
-        let (snapshot, stream) = read_and_watch(&client, &range).await?;
+        let parts = vec![range.clone()];
+        Self::open_with(client, range, parts).await
+    }
+
+    /// Watches every key under `range`, like [`open`](RangeWatch::open), but its snapshots (the
+    /// first one, and those a [`RangeEvent::Reset`] delivers) hold only the keys under `parts`,
+    /// sub-prefixes of `range`. For a consumer that reads the rest of the range itself, in
+    /// pages ([`read_page`]): a read it makes after applying every event up to revision `r`
+    /// sees revision `r` or later, and the events it applies afterwards that are not newer
+    /// than its read repeat what it read.
+    pub async fn open_parts(
+        client: EtcdClient,
+        range: impl Into<String>,
+        parts: Vec<String>,
+    ) -> Result<(Self, RangeSnapshot)> {
+        let range = range.into();
+        if let Some(p) = parts.iter().find(|p| !p.starts_with(&range)) {
+            return Err(super::Error::InvalidConfig(format!(
+                "{p:?} is not a part of the watched range {range:?}"
+            )));
+        }
+        Self::open_with(client, range, parts).await
+    }
+
+    async fn open_with(
+        client: EtcdClient,
+        range: String,
+        parts: Vec<String>,
+    ) -> Result<(Self, RangeSnapshot)> {
+        let (snapshot, stream) = read_and_watch(&client, &range, &parts).await?;
         Ok((
             RangeWatch {
                 client,
                 range,
+                parts,
                 stream: Some(stream),
                 revision: snapshot.revision,
                 reset: false,
@@ -214,7 +353,7 @@ impl RangeWatch {
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt = if self.reset {
-                match read_and_watch(&self.client, &self.range).await {
+                match read_and_watch(&self.client, &self.range, &self.parts).await {
                     Ok((snap, stream)) => {
                         self.revision = snap.revision;
                         self.reset = false;
@@ -259,30 +398,58 @@ enum Watched {
     Compacted,
 }
 
-/// Reads the range, then watches it from the read's revision + 1.
-async fn read_and_watch(client: &EtcdClient, range: &str) -> Result<(RangeSnapshot, WatchStream)> {
-    let key = range.to_owned();
-    let snapshot = client
-        .retry("read range", client.default_budget(), |mut c| {
-            let key = key.clone();
-            async move {
-                let r = c
-                    .get(
-                        key,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_sort(SortTarget::Create, SortOrder::Ascend),
-                        ),
-                    )
-                    .await?;
-                Ok(RangeSnapshot {
-                    revision: r.header().map(|h| h.revision()).unwrap_or(0),
-                    kvs: r.kvs().iter().map(RangeKv::from_kv).collect(),
-                })
+/// Reads every key under `parts`, in pages, all at the revision of the first page, sorted by
+/// create revision. Starts again (at a newer revision) if etcd compacts that revision meanwhile.
+async fn read_snapshot(client: &EtcdClient, parts: &[String]) -> Result<RangeSnapshot> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match read_parts(client, parts).await {
+            Err(e) if tries < 5 && is_compacted(&e) => {
+                tracing::debug!(error = %e, "snapshot revision compacted while reading; again");
             }
-        })
-        .await?;
+            other => return other,
+        }
+    }
+}
+
+async fn read_parts(client: &EtcdClient, parts: &[String]) -> Result<RangeSnapshot> {
+    // 0 until the first page fixes it.
+    let mut revision = 0;
+    let mut kvs = Vec::new();
+    for part in parts {
+        let end = prefix_end(part.as_bytes());
+        let mut from = part.as_bytes().to_vec();
+        loop {
+            let page = read_page(client, &from, &end, PAGE, revision).await?;
+            if revision == 0 {
+                revision = page.revision;
+            }
+            kvs.extend(page.kvs);
+            match page.next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+    }
+    kvs.sort_by_key(|kv| kv.create_revision);
+    Ok(RangeSnapshot { revision, kvs })
+}
+
+fn is_compacted(e: &super::Error) -> bool {
+    match e {
+        super::Error::Etcd { source, .. } => source.to_string().contains("compacted"),
+        _ => false,
+    }
+}
+
+/// Reads the snapshot of `parts`, then watches `range` from the read's revision + 1.
+async fn read_and_watch(
+    client: &EtcdClient,
+    range: &str,
+    parts: &[String],
+) -> Result<(RangeSnapshot, WatchStream)> {
+    let snapshot = read_snapshot(client, parts).await?;
     match watch_from(client, range, snapshot.revision + 1).await? {
         Watched::Stream(s) => Ok((snapshot, *s)),
         // We just read at that revision; only an extreme race with a compaction gets here.

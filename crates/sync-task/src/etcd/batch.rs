@@ -10,6 +10,14 @@
 //! Two transactions about one job never share a batch. If a batch fails as a whole (after the
 //! client's retries), each transaction is sent again on its own, so each gets its own outcome.
 //! Every transaction tolerates being applied twice (see the `or_else` branches in `worker`).
+//!
+//! A batch also stays below [`MAX_BATCH_BYTES`] of what it writes and reads (payloads, outputs),
+//! so that it fits etcd's request limit (1.5 MiB by default) and gRPC's response limit (4 MiB);
+//! a transaction larger than that goes alone.
+//!
+//! A transaction is handed to the batcher when it is [sent](Batcher::send), synchronously: it is
+//! applied even if whoever sent it stops waiting, and its outcome can still be awaited by
+//! someone else (the drop guards of `submit` and of a claim, which undo what landed).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,6 +32,11 @@ use tokio::task::JoinHandle;
 const MAX_BATCH: usize = 32;
 /// How many batches may be in flight at once.
 const IN_FLIGHT: usize = 4;
+/// How many bytes (written and read) one batch carries at most, unless one transaction alone is
+/// larger.
+pub(crate) const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// What a transaction costs beyond the bytes its caller counts (keys, records, framing).
+pub(crate) const TXN_OVERHEAD: usize = 2048;
 
 /// The outcome of one job's transaction.
 #[derive(Debug)]
@@ -38,7 +51,38 @@ struct Req {
     op: &'static str,
     job: String,
     txn: Txn,
+    /// Bytes it writes and reads, about.
+    bytes: usize,
     reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// The outcome of a transaction handed to the batcher: await it (or drop it: the transaction is
+/// applied all the same).
+pub(crate) struct Pending {
+    op: &'static str,
+    endpoints: String,
+    rx: oneshot::Receiver<Result<Outcome>>,
+}
+
+impl std::future::Future for Pending {
+    type Output = Result<Outcome>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(Error::Etcd {
+                    endpoints: self.endpoints.clone(),
+                    op: self.op,
+                    source:
+                        "the transaction batcher stopped; the transaction may not have been applied"
+                            .into(),
+                })
+            })
+        })
+    }
 }
 
 pub(crate) struct Batcher {
@@ -70,25 +114,41 @@ impl Batcher {
         }
     }
 
-    /// Applies `txn` (about job `job`), alone or with others.
-    pub(crate) async fn txn(&self, op: &'static str, job: &str, txn: Txn) -> Result<Outcome> {
+    /// Applies `txn` (about job `job`, writing and reading about `bytes` bytes besides its keys
+    /// and records), alone or with others.
+    pub(crate) async fn txn(
+        &self,
+        op: &'static str,
+        job: &str,
+        txn: Txn,
+        bytes: usize,
+    ) -> Result<Outcome> {
+        self.send(op, job, txn, bytes).await
+    }
+
+    /// Hands `txn` to the batcher now; it is applied whether or not the returned outcome is
+    /// awaited.
+    pub(crate) fn send(&self, op: &'static str, job: &str, txn: Txn, bytes: usize) -> Pending {
         let (reply, rx) = oneshot::channel();
         let req = Req {
             op,
             job: job.to_owned(),
             txn,
+            bytes: bytes.saturating_add(TXN_OVERHEAD),
             reply,
         };
         if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
-            return alone(&self.client, req.op, req.txn).await;
+            // The batcher's task is gone (its runtime is shutting down): send it alone.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let out = alone(&client, req.op, req.txn).await;
+                answer(req.op, &req.job, req.reply, out);
+            });
         }
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Etcd {
-                endpoints: self.client.endpoints().to_owned(),
-                op,
-                source: "the transaction batcher stopped".into(),
-            }),
+        Pending {
+            op,
+            endpoints: self.client.endpoints().to_owned(),
+            rx,
         }
     }
 }
@@ -109,13 +169,20 @@ async fn run(client: EtcdClient, mut rx: mpsc::UnboundedReceiver<Req>) {
             return;
         };
         let mut jobs = HashSet::from([first.job.clone()]);
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
         let mut deferred = Vec::new();
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             let Some(r) = carry.pop_front().or_else(|| rx.try_recv().ok()) else {
                 break;
             };
+            if bytes.saturating_add(r.bytes) > MAX_BATCH_BYTES {
+                // For the next batch (where it may go alone).
+                deferred.push(r);
+                break;
+            }
             if jobs.insert(r.job.clone()) {
+                bytes += r.bytes;
                 batch.push(r);
             } else {
                 deferred.push(r);
@@ -136,7 +203,7 @@ async fn send(client: &EtcdClient, mut batch: Vec<Req>) {
     if batch.len() == 1 {
         let Some(r) = batch.pop() else { return };
         let out = alone(client, r.op, r.txn).await;
-        let _ = r.reply.send(out);
+        answer(r.op, &r.job, r.reply, out);
         return;
     }
     let outer = Txn::new().and_then(
@@ -171,7 +238,7 @@ async fn send(client: &EtcdClient, mut batch: Vec<Req>) {
     match applied {
         Ok(subs) if subs.len() == n => {
             for (r, out) in batch.into_iter().zip(subs) {
-                let _ = r.reply.send(Ok(out));
+                answer(r.op, &r.job, r.reply, Ok(out));
             }
         }
         other => {
@@ -180,10 +247,18 @@ async fn send(client: &EtcdClient, mut batch: Vec<Req>) {
             }
             let each = batch.into_iter().map(|r| async move {
                 let out = alone(client, r.op, r.txn).await;
-                let _ = r.reply.send(out);
+                answer(r.op, &r.job, r.reply, out);
             });
             futures::future::join_all(each).await;
         }
+    }
+}
+
+/// Sends a transaction's outcome to whoever waits for it; if nobody does any more (a release
+/// sent on, a dropped caller) and it failed, says so in the log.
+fn answer(op: &str, job: &str, reply: oneshot::Sender<Result<Outcome>>, out: Result<Outcome>) {
+    if let Err(Err(e)) = reply.send(out) {
+        tracing::warn!(op, job, error = %e, "a job transaction nobody waits for failed");
     }
 }
 

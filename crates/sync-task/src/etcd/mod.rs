@@ -12,7 +12,7 @@ mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
@@ -21,8 +21,9 @@ use serde_json::Value;
 use sync_core::etcd::{EtcdClient, EtcdConfig, KeySubscription, LeasePool, WatchHub};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use self::records::{ClaimRecord, JobRecord, Keys, ResultRecord};
+use self::records::{ms_after, new_job_id, ClaimRecord, JobRecord, Keys, ResultRecord};
 use self::retention::Retention;
 use self::view::View;
 use self::worker::{Ctx, Stop};
@@ -93,6 +94,96 @@ impl Fresh {
     }
 }
 
+/// Where the job an idempotency key points to is (see `EtcdTask::first_state`).
+enum First {
+    Held,
+    Live,
+    Gone,
+}
+
+/// How long a job stays held (not claimable) unless the submit that created it releases it: a
+/// submit whose process died between its transaction and its return leaves a job that runs this
+/// much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
+/// transaction, then one more transaction), and workers' clocks must agree within it.
+const SUBMIT_HOLD: Duration = Duration::from_secs(60);
+
+/// The drop guard of a submit in flight: withdraws the job if its transaction created it (or
+/// may have) and the submit did not return its handle.
+struct SubmitGuard {
+    ctx: Arc<Ctx>,
+    id: String,
+    idem: Option<String>,
+    /// The submit transaction's outcome, not taken yet.
+    pending: Option<batch::Pending>,
+    /// The transaction failed: it may have landed, or may still land late.
+    unsure: bool,
+}
+
+impl Drop for SubmitGuard {
+    fn drop(&mut self) {
+        let pending = self.pending.take();
+        if pending.is_none() && !self.unsure {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (ctx, id, idem) = (self.ctx.clone(), self.id.clone(), self.idem.take());
+        rt.spawn(async move {
+            let created = match pending {
+                Some(p) => p.await.map(|out| out.succeeded.then_some(out.revision)),
+                None => Err(sync_core::etcd::Error::Timeout {
+                    endpoints: String::new(),
+                    op: "submit job",
+                    after: Duration::ZERO,
+                }),
+            };
+            let job_key = ctx.keys.job(&id);
+            match created {
+                Ok(None) => {}
+                Ok(Some(rev)) => {
+                    let guard = Compare::mod_revision(job_key, CompareOp::Equal, rev);
+                    withdraw(&ctx, &id, idem.as_deref(), guard).await;
+                }
+                Err(_) => {
+                    // Not known: withdraw it if it is there and untouched since created (still
+                    // held), now and once more after a request timeout (it may land late).
+                    let untouched = || Compare::version(job_key.clone(), CompareOp::Equal, 1);
+                    withdraw(&ctx, &id, idem.as_deref(), untouched()).await;
+                    tokio::time::sleep(ctx.client.config().request_timeout).await;
+                    withdraw(&ctx, &id, idem.as_deref(), untouched()).await;
+                }
+            }
+        });
+    }
+}
+
+/// Deletes a held job (its key, payload and idempotency key) if `guard` holds.
+async fn withdraw(ctx: &Ctx, id: &str, idem: Option<&str>, guard: Compare) {
+    let keys = &ctx.keys;
+    let mut ops = vec![
+        TxnOp::delete(keys.job(id), None),
+        TxnOp::delete(keys.payload(id), None),
+    ];
+    if let Some(idem) = idem {
+        ops.push(TxnOp::txn(
+            Txn::new()
+                .when([Compare::value(idem, CompareOp::Equal, id)])
+                .and_then([TxnOp::delete(idem, None)]),
+        ));
+    }
+    let txn = Txn::new().when([guard]).and_then(ops);
+    match ctx.batcher().txn("withdraw job", id, txn, 0).await {
+        Ok(out) if out.succeeded => {
+            tracing::debug!(job = %id, "job of a dropped or failed submit withdrawn");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "could not withdraw the job of a dropped submit: it runs once its hold ends");
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         for t in self
@@ -134,12 +225,14 @@ impl EtcdTask {
         let keys = Keys::new(client.keyspace());
         let me = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let ttl = options.ttl().unwrap_or(client.config().ttl);
+        crate::options::check_ttl(ttl)?;
         let ctx = Ctx {
             view: View::new(
                 client.clone(),
                 keys.clone(),
                 me.clone(),
                 options.claim_spread(),
+                options.pool(),
             ),
             ends: WatchHub::new(client.clone(), keys.jobs()),
             leases: LeasePool::new(client.clone()),
@@ -180,9 +273,27 @@ impl EtcdTask {
         &self.inner.ctx.options
     }
 
-    /// How many attempts run here right now.
+    /// How many attempts run here right now (at most the pool size).
     pub fn running(&self) -> usize {
-        self.inner.ctx.options.pool() - self.inner.ctx.slots.available_permits()
+        self.inner.ctx.counters.running()
+    }
+
+    /// How many jobs this worker holds in memory: its window over the queue (at most
+    /// `max(2048, 2 × pool)` pending jobs of its commands, plus those running in the cluster).
+    /// Diagnostics: the queue itself can be any size.
+    pub fn viewed_jobs(&self) -> usize {
+        self.inner.ctx.view.shared().lock().tracked()
+    }
+
+    /// The worker's claim path for one job, for the conformance suite (feature `conformance`):
+    /// claims job `id` as the dispatcher would (without registering its command), then hands
+    /// it back without using up an attempt. Whether it claimed it.
+    #[cfg(feature = "conformance")]
+    #[doc(hidden)]
+    pub async fn claim_and_hand_back(&self, id: &JobId) -> Result<bool> {
+        worker::claim_and_hand_back(self.ctx(), id.as_str())
+            .await
+            .map_err(|e| Error::backend(id.as_str(), e))
     }
 
     /// What it did so far; `claim_conflicts` measures how often workers raced for one job.
@@ -270,8 +381,7 @@ impl EtcdTask {
                 break;
             }
         }
-        ctx.view.shared().lock().set_command(&name, true);
-        ctx.view.shared().wake.notify_one();
+        ctx.view.set_command(&name, true);
         tracing::debug!(command = %name, worker = %ctx.me, "command registered");
         Ok(())
     }
@@ -288,70 +398,92 @@ impl EtcdTask {
         }
     }
 
+    /// Submits a job, all or nothing for the caller: it returns the job's handle, or the job
+    /// never runs.
+    ///
+    /// The transaction that creates the job marks it *held* (not claimable before
+    /// [`SUBMIT_HOLD`] from now). When its reply comes, in the same poll that returns the handle
+    /// (so no drop can come in between), the submit hands a release to the batcher, which makes
+    /// the job claimable at once. If the future is dropped (or fails) before that, its guard
+    /// waits on the runtime for the transaction's outcome and withdraws the job if it was
+    /// created: no worker claims a held job, so the withdrawal always wins. If the submitting
+    /// process dies in between, the job is not lost: it runs once its hold ends.
     async fn submit_inner(&self, job: Job) -> Result<JobHandle> {
-        let payload = job.validate()?.clone();
+        let payload = job.validate()?;
         let name = job.command().to_owned();
         self.check_open(&name)?;
         let ctx = self.ctx();
         let keys = &ctx.keys;
-        let id = format!("{:032x}", rand::random::<u128>());
-        let record = JobRecord::new(&job);
-        let bad = |e: serde_json::Error| Error::BadPayload {
+        let payload = serde_json::to_vec(payload).map_err(|e| Error::BadPayload {
             command: name.clone(),
             job: None,
             reason: e.to_string(),
-        };
-        let value = serde_json::to_vec(&record).map_err(bad)?;
-        let payload = serde_json::to_vec(&payload).map_err(bad)?;
-        let mut when = Vec::new();
-        let mut then = vec![
-            TxnOp::put(keys.job(&id), value, None),
-            TxnOp::put(keys.payload(&id), payload, None),
-        ];
-        let mut otherwise = Vec::new();
-        let sub = ctx
-            .ends
-            .subscribe(&keys.job(&id), i64::MAX)
-            .await
-            .map_err(|e| Error::backend(&name, e))?
-            .0;
-        if !job.waits_for_worker() {
-            when.push(
-                Compare::create_revision(keys.workers(&name), CompareOp::Greater, 0).with_prefix(),
-            );
-        }
-        let idem = job.idempotency_key().map(|k| keys.idem(k));
-        if let Some(idem) = &idem {
-            when.push(Compare::create_revision(idem.clone(), CompareOp::Equal, 0));
-            then.push(TxnOp::put(idem.clone(), id.clone().into_bytes(), None));
-            otherwise.push(TxnOp::get(idem.clone(), None));
-        }
-        let existing = ctx
-            .client
-            .retry("submit job", ctx.client.default_budget(), |mut c| {
-                let txn = Txn::new()
-                    .when(when.clone())
-                    .and_then(then.clone())
-                    .or_else(otherwise.clone());
-                async move {
-                    let resp = c.txn(txn).await?;
-                    if resp.succeeded() {
-                        return Ok(Ok(resp.header().map(|h| h.revision())));
-                    }
-                    let first = match resp.op_responses().into_iter().next() {
-                        Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
-                        _ => None,
-                    };
-                    Ok(match first {
-                        Some(kv) => Err(Some(String::from_utf8_lossy(kv.value()).into_owned())),
-                        None => Err(None),
-                    })
+        })?;
+        let mut budget_end = None;
+        loop {
+            let id = new_job_id();
+            let mut record = JobRecord::new(&job, payload.len());
+            record.held = true;
+            record.not_before_ms = ms_after(SUBMIT_HOLD);
+            let job_key = keys.job(&id);
+            let sub = ctx
+                .ends
+                .subscribe(&job_key, i64::MAX)
+                .await
+                .map_err(|e| Error::backend(&name, e))?
+                .0;
+            let mut when = Vec::new();
+            if !job.waits_for_worker() {
+                when.push(
+                    Compare::create_revision(keys.workers(&name), CompareOp::Greater, 0)
+                        .with_prefix(),
+                );
+            }
+            let idem = job.idempotency_key().map(|k| keys.idem(k));
+            let mut then = vec![
+                TxnOp::put(job_key.clone(), worker::to_json(&record), None),
+                TxnOp::put(keys.payload(&id), payload.clone(), None),
+            ];
+            let mut otherwise = Vec::new();
+            if let Some(idem) = &idem {
+                when.push(Compare::create_revision(idem.clone(), CompareOp::Equal, 0));
+                then.push(TxnOp::put(idem.clone(), id.clone().into_bytes(), None));
+                otherwise.push(TxnOp::get(idem.clone(), None));
+            }
+            let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
+            let mut guard = SubmitGuard {
+                ctx: ctx.clone(),
+                id: id.clone(),
+                idem: idem.clone(),
+                pending: Some(ctx.batcher().send("submit job", &id, txn, payload.len())),
+                unsure: false,
+            };
+            let out = match guard.pending.as_mut() {
+                Some(p) => p.await,
+                None => continue,
+            };
+            guard.pending = None;
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    // It may have landed: the guard withdraws it if so.
+                    guard.unsure = true;
+                    return Err(Error::backend(&name, e));
                 }
-            })
-            .await
-            .map_err(|e| Error::backend(&name, e))?;
-        match existing {
-            Ok(_) => {
+            };
+            if out.succeeded {
+                // The point of no return: release it (the batcher applies it whether or not
+                // anyone waits) and return the handle, in this poll.
+                record.held = false;
+                record.not_before_ms = 0;
+                let release = Txn::new()
+                    .when([Compare::mod_revision(
+                        job_key.clone(),
+                        CompareOp::Equal,
+                        out.revision,
+                    )])
+                    .and_then([TxnOp::put(job_key, worker::to_json(&record), None)]);
+                drop(ctx.batcher().send("release job", &id, release, 0));
                 self.inner
                     .fresh
                     .lock()
@@ -359,14 +491,79 @@ impl EtcdTask {
                     .insert(id.clone(), sub);
                 Counters::bump(&ctx.counters.submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
-                Ok(self.handle(JobId::from(id), &name))
+                return Ok(self.handle(JobId::from(id), &name));
             }
-            Err(Some(first)) => {
-                tracing::debug!(job = %first, command = %name, "idempotency key already used: returning the first job");
-                Ok(self.handle(JobId::from(first), &name))
+            // Nothing was written.
+            let first = match out.responses.into_iter().next() {
+                Some(TxnOpResponse::Get(g)) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            };
+            let Some(first) = first else {
+                return Err(Error::UnknownCommand { command: name });
+            };
+            // The key's job may still be held by a submit in flight, which may yet withdraw it:
+            // hand it out once released or finished; if it was withdrawn, try again.
+            let end =
+                *budget_end.get_or_insert_with(|| Instant::now() + ctx.client.default_budget());
+            match self.first_state(&first).await? {
+                First::Live => {}
+                First::Held | First::Gone if Instant::now() < end => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                First::Held | First::Gone => {
+                    return Err(Error::Backend {
+                        subject: name,
+                        retryable: true,
+                        source: format!(
+                            "the idempotency key's job {first} is still being submitted elsewhere; try again"
+                        )
+                        .into(),
+                    })
+                }
             }
-            Err(None) => Err(Error::UnknownCommand { command: name }),
+            tracing::debug!(job = %first, command = %name, "idempotency key already used: returning the first job");
+            return Ok(self.handle(JobId::from(first), &name));
         }
+    }
+
+    /// Where the job an idempotency key points to is: held by a submit in flight, live (or
+    /// finished), or gone (withdrawn by a dropped submit).
+    async fn first_state(&self, id: &str) -> Result<First> {
+        let ctx = self.ctx();
+        let (job_key, result_key) = (ctx.keys.job(id), ctx.keys.result(id));
+        let found = ctx
+            .client
+            .retry("read job", ctx.client.default_budget(), |mut c| {
+                let txn = Txn::new().and_then([
+                    TxnOp::get(job_key.clone(), None),
+                    TxnOp::get(result_key.clone(), None),
+                ]);
+                async move {
+                    let r = c.txn(txn).await?;
+                    let mut gets = r.op_responses().into_iter().map(|r| match r {
+                        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                        _ => None,
+                    });
+                    Ok((gets.next().flatten(), gets.next().flatten()))
+                }
+            })
+            .await
+            .map_err(|e| Error::backend(id, e))?;
+        Ok(match found {
+            (Some(job), _) => {
+                if serde_json::from_slice::<JobRecord>(&job).is_ok_and(|r| r.held) {
+                    First::Held
+                } else {
+                    First::Live
+                }
+            }
+            (None, Some(_)) => First::Live,
+            (None, None) => First::Gone,
+        })
     }
 
     /// Reads the job, its claim and its result at one revision: its command and status.

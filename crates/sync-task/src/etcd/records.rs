@@ -81,6 +81,11 @@ impl Keys {
         format!("{}idem/{}", self.root, encode_name(key))
     }
 
+    /// `<prefix>/task/q/workers/`: every worker registration.
+    pub(crate) fn workers_root(&self) -> String {
+        format!("{}q/workers/", self.root)
+    }
+
     pub(crate) fn workers(&self, command: &str) -> String {
         format!("{}q/workers/{}/", self.root, encode_name(command))
     }
@@ -121,12 +126,32 @@ pub(crate) enum Entry<'k> {
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(ms)
         .unwrap_or(0)
 }
 
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `now_ms() + d`, saturating.
+pub(crate) fn ms_after(d: Duration) -> u64 {
+    now_ms().saturating_add(ms(d))
+}
+
+/// A new job id: 32 hex digits, the first 12 the submission time in ms (so that ids, and the
+/// job keys, sort roughly by age: workers page through the queue oldest first), the other 20
+/// random (80 bits).
+pub(crate) fn new_job_id() -> String {
+    let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+    format!("{:012x}{random:020x}", now_ms() & 0xffff_ffff_ffff)
+}
+
 pub(crate) fn ms_to_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A job waiting or running: `q/jobs/<id>` (its payload is in `payloads/<id>`).
@@ -148,11 +173,18 @@ pub(crate) struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_failure: Option<Failure>,
     pub(crate) submitted_ms: u64,
+    /// The payload's size in bytes (what claiming it reads).
+    #[serde(default)]
+    pub(crate) payload_bytes: u64,
+    /// Written by a submit that has not returned yet: not to be claimed (`not_before_ms` is the
+    /// end of the hold) until the submitter releases it, or deletes it if the submit was
+    /// dropped. See `submit` in `mod.rs`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) held: bool,
 }
 
 impl JobRecord {
-    pub(crate) fn new(job: &Job) -> Self {
-        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    pub(crate) fn new(job: &Job, payload_bytes: usize) -> Self {
         JobRecord {
             command: job.command().to_owned(),
             attempts: 0,
@@ -164,7 +196,15 @@ impl JobRecord {
             idempotency_key: job.idempotency_key().map(str::to_owned),
             last_failure: None,
             submitted_ms: now_ms(),
+            payload_bytes: payload_bytes as u64,
+            held: false,
         }
+    }
+
+    /// The record as handed back after a claim: claimable (no longer held by its submitter).
+    pub(crate) fn released(mut self) -> Self {
+        self.held = false;
+        self
     }
 
     pub(crate) fn backoff(&self) -> Backoff {
@@ -185,7 +225,9 @@ impl JobRecord {
     pub(crate) fn pending_status(&self) -> JobStatus {
         JobStatus::Pending {
             attempts: self.attempts,
-            not_before: (self.not_before_ms > 0).then(|| ms_to_time(self.not_before_ms)),
+            // A held job is released as its submit returns: its hold is no retry time.
+            not_before: (self.not_before_ms > 0 && !self.held)
+                .then(|| ms_to_time(self.not_before_ms)),
             last_failure: self.last_failure.clone(),
         }
     }
@@ -259,15 +301,35 @@ mod tests {
     }
 
     #[test]
+    fn job_ids_are_well_formed_and_sort_by_time() {
+        let a = new_job_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_job_id();
+        assert_eq!(a.len(), 32);
+        assert!(crate::JobId::from(a.as_str()).is_well_formed());
+        assert!(a < b, "{a} {b}");
+        assert_ne!(new_job_id(), new_job_id());
+    }
+
+    #[test]
+    fn times_saturate() {
+        assert_eq!(ms(Duration::MAX), u64::MAX);
+        assert_eq!(ms_after(Duration::MAX), u64::MAX);
+        let _ = ms_to_time(u64::MAX);
+    }
+
+    #[test]
     fn records_round_trip() {
         let job = Job::new("c", serde_json::json!({"x": 1}))
             .with_timeout(Duration::from_millis(1500))
             .with_idempotency_key("k");
-        let r = JobRecord::new(&job);
+        let r = JobRecord::new(&job, 7);
         let back: JobRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(back.timeout(), Some(Duration::from_millis(1500)));
         assert_eq!(back.idempotency_key.as_deref(), Some("k"));
         assert_eq!(back.retention(), Duration::from_secs(3600));
+        assert_eq!(back.payload_bytes, 7);
+        assert!(!back.held);
         let res = ResultRecord {
             command: "c".into(),
             attempts: 2,

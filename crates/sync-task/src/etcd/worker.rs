@@ -6,6 +6,7 @@
 //! the claim) can never overwrite what the job's next worker does.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use sync_core::signal::LossReason;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::batch::Batcher;
-use super::records::{now_ms, ClaimRecord, JobRecord, Keys, Outcome, ResultRecord};
+use super::batch::{self, Batcher};
+use super::records::{ms_after, now_ms, ClaimRecord, JobRecord, Keys, Outcome, ResultRecord};
 use super::retention::Retention;
 use super::view::{Next, Pick, View};
 use crate::exec::{self, AttemptFailure, Counters, Tracked, Tracker};
@@ -124,7 +125,7 @@ pub(crate) async fn dispatch(ctx: Arc<Ctx>) {
     }
 }
 
-enum ClaimError {
+pub(crate) enum ClaimError {
     /// Someone else changed the job or claimed it first.
     Conflict,
     Etcd(sync_core::etcd::Error),
@@ -161,7 +162,7 @@ enum End {
     HandBack,
 }
 
-async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
+async fn work(ctx: &Arc<Ctx>, pick: Pick) -> Result<(), ClaimError> {
     let Pick {
         id,
         record,
@@ -171,15 +172,14 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
         return Ok(());
     };
     let keys = &ctx.keys;
-    let (job_key, claim_key) = (keys.job(&id), keys.claim(&id));
-    let unclaimed = [
-        Compare::mod_revision(job_key.clone(), CompareOp::Equal, mod_rev),
-        Compare::create_revision(claim_key.clone(), CompareOp::Equal, 0),
-    ];
     if record.attempts >= record.max_attempts {
         // The worker of the last attempt was lost: nothing is left to try.
+        let unclaimed = vec![
+            Compare::mod_revision(keys.job(&id), CompareOp::Equal, mod_rev),
+            Compare::create_revision(keys.claim(&id), CompareOp::Equal, 0),
+        ];
         let result = result_record(&record, record.attempts, None, Err(Failure::WorkerLost));
-        return if finish(ctx, &id, &record, unclaimed.to_vec(), result).await? {
+        return if finish(ctx, &id, &record, unclaimed, result).await? {
             tracing::warn!(job = %id, command = %record.command, attempts = record.attempts, "job failed: the worker of its last attempt was lost");
             Counters::bump(&ctx.counters.failed);
             Ok(())
@@ -187,30 +187,19 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
             Err(ClaimError::Conflict)
         };
     }
-    let lease = ctx.lease().await?;
-    let attempt = record.attempts + 1;
-    let mut running = (*record).clone();
-    running.attempts = attempt;
-    let claim = ClaimRecord {
-        worker: ctx.me.clone(),
-        attempt,
-        started_ms: now_ms(),
+    // A claim in flight when the worker starts shutting down is cancelled: dropping it hands
+    // back whatever landed.
+    let mut stop = ctx.stop.subscribe();
+    let claimed = tokio::select! {
+        c = claim(ctx, &id, &record, mod_rev) => c?,
+        _ = until(&mut stop, Stop::Closing) => return Ok(()),
     };
-    let sent = Instant::now();
-    let claimed = claim_txn(ctx, &id, &unclaimed, &claim, &running, &lease).await;
-    ctx.view
-        .shared()
-        .lock()
-        .claim_took(sent.elapsed(), claimed.is_ok());
-    let (claim_rev, payload) = claimed?;
-    Counters::bump(&ctx.counters.claims);
-    Counters::bump(&ctx.counters.attempts);
+    let (claim_rev, attempt) = (claimed.rev, claimed.attempt);
     let claim_lost = ctx.view.shared().lock().running(&id, claim_rev);
     tracing::debug!(job = %id, command = %record.command, attempt, "job claimed");
 
-    let mut stop = ctx.stop.subscribe();
     let attempt_run = async {
-        let payload = match serde_json::from_slice(&payload) {
+        let payload = match serde_json::from_slice(&claimed.payload) {
             Ok(p) => p,
             Err(e) => {
                 return Err(AttemptFailure {
@@ -229,47 +218,61 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
             fence: claim_rev as u64,
             payload,
         };
-        exec::attempt(&command, input, record.timeout()).await
+        exec::attempt(&command, input, record.timeout(), &ctx.counters).await
     };
+    let lease = claimed.lease.clone();
     let end = tokio::select! {
         r = attempt_run => End::Done(r),
         reason = claim_lost.fired() => End::Lost(reason),
         reason = lease.signal().fired() => End::Lost(reason),
         _ = until(&mut stop, Stop::HandBack) => End::HandBack,
     };
+    // From here on the attempt's end is written below (or the claim is gone): the guard's
+    // hand-back is not needed.
+    let mut running = claimed.settle();
     let ours = vec![Compare::create_revision(
-        claim_key.clone(),
+        keys.claim(&id),
         CompareOp::Equal,
         claim_rev,
     )];
     let counters = &ctx.counters;
+    // Each write below is retried until it is answered, as long as the claim holds: a claim
+    // left in place on a live worker's lease would keep the job "running" for ever.
+    let answered = |kept: Option<bool>, counter: &AtomicU64| {
+        if kept == Some(true) {
+            Counters::bump(counter);
+        }
+        kept == Some(true)
+    };
     let kept = match end {
         End::Done(Ok(output)) => {
             let result = result_record(&record, attempt, Some(&ctx.me), Ok(output));
-            let kept = finish(ctx, &id, &record, ours, result).await?;
-            if kept {
-                Counters::bump(&counters.succeeded);
-            }
-            kept
+            let kept = while_claimed(&id, &claim_lost, &lease, || {
+                finish(ctx, &id, &record, ours.clone(), result.clone())
+            })
+            .await;
+            answered(kept, &counters.succeeded)
         }
         End::Done(Err(f)) if f.retry(attempt, record.max_attempts) => {
             let delay = record.backoff().delay(attempt);
-            running.not_before_ms = now_ms() + delay.as_millis() as u64;
+            running.not_before_ms = ms_after(delay);
             running.last_failure = Some(f.failure);
-            let kept = hand_back(ctx, &id, &running, ours).await?;
-            if kept {
-                Counters::bump(&counters.retried);
+            let kept = while_claimed(&id, &claim_lost, &lease, || {
+                hand_back(ctx, &id, &running, ours.clone())
+            })
+            .await;
+            if kept == Some(true) {
                 tracing::debug!(job = %id, attempt, ?delay, "attempt failed; retrying after the backoff");
             }
-            kept
+            answered(kept, &counters.retried)
         }
         End::Done(Err(f)) => {
             let result = result_record(&record, attempt, Some(&ctx.me), Err(f.failure));
-            let kept = finish(ctx, &id, &record, ours, result).await?;
-            if kept {
-                Counters::bump(&counters.failed);
-            }
-            kept
+            let kept = while_claimed(&id, &claim_lost, &lease, || {
+                finish(ctx, &id, &record, ours.clone(), result.clone())
+            })
+            .await;
+            answered(kept, &counters.failed)
         }
         End::Lost(reason) => {
             tracing::warn!(job = %id, %reason, "claim lost while running: the attempt was cancelled and the job will run again");
@@ -277,20 +280,355 @@ async fn work(ctx: &Ctx, pick: Pick) -> Result<(), ClaimError> {
         }
         End::HandBack => {
             // Not the job's fault: the attempt is not used up.
-            running.attempts = attempt - 1;
-            running.not_before_ms = 0;
-            let kept = hand_back(ctx, &id, &running, ours).await?;
-            if kept {
-                Counters::bump(&counters.handed_back);
+            let back = (*record).clone().released();
+            let kept = while_claimed(&id, &claim_lost, &lease, || {
+                hand_back(ctx, &id, &back, ours.clone())
+            })
+            .await;
+            if kept == Some(true) {
                 tracing::info!(job = %id, "shutting down: running job handed back");
             }
-            kept
+            answered(kept, &counters.handed_back)
         }
     };
     if !kept {
         Counters::bump(&counters.lost);
     }
     Ok(())
+}
+
+/// Runs `write` (a transaction that ends an attempt) until it is answered, pausing between
+/// tries, as long as the claim holds. `None`: the claim was lost first.
+async fn while_claimed<F, Fut>(
+    id: &str,
+    claim_lost: &sync_core::signal::LossSignal,
+    lease: &Lease,
+    mut write: F,
+) -> Option<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sync_core::etcd::Result<bool>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(kept) => return Some(kept),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not record the end of an attempt; trying again while the claim holds");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = claim_lost.fired() => return None,
+                    _ = lease.signal().fired() => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// A claim that was won: the attempt may start. Dropped before [`settle`](Claimed::settle), it
+/// hands the job back (without using up an attempt) on the runtime.
+pub(crate) struct Claimed {
+    ctx: Arc<Ctx>,
+    id: String,
+    /// The claim's create revision (the attempt's fencing token).
+    pub(crate) rev: i64,
+    /// Which attempt it is.
+    pub(crate) attempt: u32,
+    /// The job as the claim rewrote it (its attempt count raised).
+    running: Option<JobRecord>,
+    /// The job as it was before the claim.
+    before: Arc<JobRecord>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) lease: Arc<Lease>,
+}
+
+impl Claimed {
+    /// The attempt's end will be written by the caller: disarms the guard.
+    fn settle(mut self) -> JobRecord {
+        self.running
+            .take()
+            .unwrap_or_else(|| (*self.before).clone())
+    }
+
+    /// Hands the job back at once (the attempt is not used up).
+    #[cfg(feature = "conformance")]
+    pub(crate) async fn hand_back(mut self) -> sync_core::etcd::Result<bool> {
+        self.running = None;
+        let guard = vec![Compare::create_revision(
+            self.ctx.keys.claim(&self.id),
+            CompareOp::Equal,
+            self.rev,
+        )];
+        let back = (*self.before).clone().released();
+        hand_back(&self.ctx, &self.id, &back, guard).await
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if self.running.is_some() {
+            let back = (*self.before).clone().released();
+            give_back_in_background(&self.ctx, &self.id, Some(self.rev), back, None);
+        }
+    }
+}
+
+/// A claim whose outcome the hand-back must find out: what it put, on which lease, and its
+/// pending outcome (`None`: unknown, look for it).
+type Unsure = (ClaimRecord, i64, Option<batch::Pending>);
+
+/// Hands a job back on the runtime (for `Drop`): the claim of create revision `rev` (or, if
+/// the claim's outcome is not known yet, the claim `mine` if it landed), restoring `back`. The
+/// worker's lease is the safety net if this fails.
+fn give_back_in_background(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    rev: Option<i64>,
+    back: JobRecord,
+    mine: Option<Unsure>,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (ctx, id) = (ctx.clone(), id.to_owned());
+    rt.spawn(async move {
+        let rev = match (rev, mine) {
+            (Some(rev), _) => Some(rev),
+            (None, Some((claim, lease_id, pending))) => match pending {
+                Some(p) => match p.await {
+                    Ok(out) => claim_outcome(out, &claim, lease_id).map(|(rev, _)| rev),
+                    Err(_) => look(&ctx, &id, &claim, lease_id).await,
+                },
+                None => look(&ctx, &id, &claim, lease_id).await,
+            },
+            (None, None) => None,
+        };
+        let Some(rev) = rev else { return };
+        let guard = vec![Compare::create_revision(
+            ctx.keys.claim(&id),
+            CompareOp::Equal,
+            rev,
+        )];
+        match hand_back(&ctx, &id, &back, guard).await {
+            Ok(true) => tracing::debug!(job = %id, "cancelled claim handed back"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not hand back a cancelled claim; it goes when the worker's lease does")
+            }
+        }
+    });
+}
+
+/// Whether a claim whose outcome is unknown landed: looks now, and once more after a request
+/// timeout (it may land late). Its create revision if so.
+async fn look(ctx: &Ctx, id: &str, claim: &ClaimRecord, lease_id: i64) -> Option<i64> {
+    if let Some(rev) = our_claim(ctx, id, claim, lease_id).await {
+        return Some(rev);
+    }
+    tokio::time::sleep(ctx.client.config().request_timeout).await;
+    our_claim(ctx, id, claim, lease_id).await
+}
+
+/// The create revision of the claim of job `id` if it is `claim` on our lease.
+async fn our_claim(ctx: &Ctx, id: &str, claim: &ClaimRecord, lease_id: i64) -> Option<i64> {
+    let key = ctx.keys.claim(id);
+    let kv = ctx
+        .client
+        .retry("read claim", ctx.client.default_budget(), |mut c| {
+            let key = key.clone();
+            async move { Ok(c.get(key, None).await?.kvs().first().cloned()) }
+        })
+        .await
+        .ok()
+        .flatten()?;
+    is_ours(&kv, claim, lease_id).then(|| kv.create_revision())
+}
+
+fn is_ours(kv: &etcd_client::KeyValue, claim: &ClaimRecord, lease_id: i64) -> bool {
+    let same: Option<ClaimRecord> = serde_json::from_slice(kv.value()).ok();
+    kv.lease() == lease_id
+        && same.is_some_and(|s| s.worker == claim.worker && s.attempt == claim.attempt)
+}
+
+/// A claim transaction handed to the batcher; dropped before its outcome was taken, it hands
+/// back whatever landed.
+struct PendingClaim {
+    ctx: Arc<Ctx>,
+    id: String,
+    claim: ClaimRecord,
+    lease_id: i64,
+    before: Arc<JobRecord>,
+    reply: Option<batch::Pending>,
+}
+
+impl Drop for PendingClaim {
+    fn drop(&mut self) {
+        if let Some(pending) = self.reply.take() {
+            let back = (*self.before).clone().released();
+            give_back_in_background(
+                &self.ctx,
+                &self.id,
+                None,
+                back,
+                Some((self.claim.clone(), self.lease_id, Some(pending))),
+            );
+        }
+    }
+}
+
+/// The worker's claim path for job `id` last seen at `mod_rev`: puts the claim (on the
+/// worker's lease) and the job with its attempt count raised, if the job is unchanged and
+/// unclaimed, and reads the payload. Cancel-safe: dropped at any point, it leaves no claim
+/// behind (what landed is handed back, without using up an attempt).
+pub(crate) async fn claim(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    record: &Arc<JobRecord>,
+    mod_rev: i64,
+) -> Result<Claimed, ClaimError> {
+    let lease = ctx.lease().await?;
+    let attempt = record.attempts + 1;
+    let mut running = (**record).clone();
+    running.attempts = attempt;
+    running.held = false;
+    let claim = ClaimRecord {
+        worker: ctx.me.clone(),
+        attempt,
+        started_ms: now_ms(),
+    };
+    let (job_key, claim_key) = (ctx.keys.job(id), ctx.keys.claim(id));
+    let payload_key = ctx.keys.payload(id);
+    let lease_id = lease.id();
+    let txn = Txn::new()
+        .when([
+            Compare::mod_revision(job_key.clone(), CompareOp::Equal, mod_rev),
+            Compare::create_revision(claim_key.clone(), CompareOp::Equal, 0),
+        ])
+        .and_then([
+            TxnOp::put(
+                claim_key.clone(),
+                to_json(&claim),
+                Some(PutOptions::new().with_lease(lease_id)),
+            ),
+            TxnOp::put(job_key, to_json(&running), None),
+            TxnOp::get(payload_key.clone(), None),
+        ])
+        // A retry after an attempt that landed but whose reply was lost: read ours.
+        .or_else([TxnOp::get(claim_key, None), TxnOp::get(payload_key, None)]);
+    let sent = Instant::now();
+    let reply = ctx.batcher().send(
+        "claim job",
+        id,
+        txn,
+        usize::try_from(record.payload_bytes).unwrap_or(usize::MAX),
+    );
+    let mut pending = PendingClaim {
+        ctx: ctx.clone(),
+        id: id.to_owned(),
+        claim,
+        lease_id,
+        before: record.clone(),
+        reply: Some(reply),
+    };
+    let out = match pending.reply.as_mut() {
+        Some(reply) => reply.await,
+        None => return Err(ClaimError::Conflict),
+    };
+    // The outcome is in hand: from here on, `Claimed` is the guard.
+    pending.reply = None;
+    let claimed = match out {
+        Ok(out) => claim_outcome(out, &pending.claim, lease_id),
+        Err(e) => {
+            ctx.view.shared().lock().claim_took(sent.elapsed(), false);
+            // It may have landed: the guard looks and hands back what it finds.
+            give_back_in_background(
+                ctx,
+                id,
+                None,
+                (**record).clone().released(),
+                Some((pending.claim.clone(), lease_id, None)),
+            );
+            return Err(ClaimError::Etcd(e));
+        }
+    };
+    ctx.view
+        .shared()
+        .lock()
+        .claim_took(sent.elapsed(), claimed.is_some());
+    let (rev, payload) = claimed.ok_or(ClaimError::Conflict)?;
+    Counters::bump(&ctx.counters.claims);
+    Ok(Claimed {
+        ctx: ctx.clone(),
+        id: id.to_owned(),
+        rev,
+        attempt,
+        running: Some(running),
+        before: record.clone(),
+        payload,
+        lease,
+    })
+}
+
+/// What a claim transaction's outcome says: the claim's create revision and the payload, if the
+/// claim is ours.
+fn claim_outcome(
+    out: batch::Outcome,
+    claim: &ClaimRecord,
+    lease_id: i64,
+) -> Option<(i64, Vec<u8>)> {
+    let gets: Vec<Option<etcd_client::KeyValue>> = out
+        .responses
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+            _ => None,
+        })
+        .collect();
+    let payload = |i: usize| {
+        gets.get(i)
+            .cloned()
+            .flatten()
+            .map(|kv| kv.value().to_vec())
+            .unwrap_or_else(|| b"null".to_vec())
+    };
+    if out.succeeded {
+        Some((out.revision, payload(0)))
+    } else {
+        let ours = gets
+            .first()
+            .cloned()
+            .flatten()
+            .filter(|kv| is_ours(kv, claim, lease_id))
+            .map(|kv| kv.create_revision());
+        ours.map(|rev| (rev, payload(1)))
+    }
+}
+
+/// The worker's claim path for one job, for the conformance suite: claims job `id` as the
+/// dispatcher would, then hands it back at once. Returns whether it claimed it.
+#[cfg(feature = "conformance")]
+pub(crate) async fn claim_and_hand_back(
+    ctx: &Arc<Ctx>,
+    id: &str,
+) -> Result<bool, sync_core::etcd::Error> {
+    let key = ctx.keys.job(id);
+    let kv = ctx
+        .client
+        .retry("read job", ctx.client.default_budget(), |mut c| {
+            let key = key.clone();
+            async move { Ok(c.get(key, None).await?.kvs().first().cloned()) }
+        })
+        .await?;
+    let Some(kv) = kv else { return Ok(false) };
+    let Ok(record) = serde_json::from_slice::<JobRecord>(kv.value()) else {
+        return Ok(false);
+    };
+    match claim(ctx, id, &Arc::new(record), kv.mod_revision()).await {
+        Ok(claimed) => claimed.hand_back().await,
+        Err(ClaimError::Conflict) => Ok(false),
+        Err(ClaimError::Etcd(e)) => Err(e),
+    }
 }
 
 fn result_record(
@@ -311,67 +649,9 @@ fn result_record(
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Our records hold strings, numbers and JSON values only: serialising them cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
-}
-
-/// Puts the claim (on the worker's lease) and the job with its attempt count raised, if the job
-/// is unchanged and unclaimed, and reads the payload. Returns the claim's create revision and
-/// the payload.
-async fn claim_txn(
-    ctx: &Ctx,
-    id: &str,
-    unclaimed: &[Compare],
-    claim: &ClaimRecord,
-    running: &JobRecord,
-    lease: &Lease,
-) -> Result<(i64, Vec<u8>), ClaimError> {
-    let (job_key, claim_key) = (ctx.keys.job(id), ctx.keys.claim(id));
-    let payload_key = ctx.keys.payload(id);
-    let (claim_v, job_v) = (to_json(claim), to_json(running));
-    let lease_id = lease.id();
-    let txn = Txn::new()
-        .when(unclaimed.to_vec())
-        .and_then([
-            TxnOp::put(
-                claim_key.clone(),
-                claim_v,
-                Some(PutOptions::new().with_lease(lease_id)),
-            ),
-            TxnOp::put(job_key, job_v, None),
-            TxnOp::get(payload_key.clone(), None),
-        ])
-        // A retry after an attempt that landed but whose reply was lost: read ours.
-        .or_else([TxnOp::get(claim_key, None), TxnOp::get(payload_key, None)]);
-    let out = ctx.batcher().txn("claim job", id, txn).await?;
-    let gets: Vec<Option<etcd_client::KeyValue>> = out
-        .responses
-        .into_iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
-            _ => None,
-        })
-        .collect();
-    let payload = |i: usize| {
-        gets.get(i)
-            .cloned()
-            .flatten()
-            .map(|kv| kv.value().to_vec())
-            .unwrap_or_else(|| b"null".to_vec())
-    };
-    let claimed = if out.succeeded {
-        Some((out.revision, payload(0)))
-    } else {
-        let ours = gets.first().cloned().flatten().and_then(|kv| {
-            let same: Option<ClaimRecord> = serde_json::from_slice(kv.value()).ok();
-            (kv.lease() == lease_id
-                && same.is_some_and(|s| s.worker == claim.worker && s.attempt == claim.attempt))
-            .then(|| kv.create_revision())
-        });
-        ours.map(|rev| (rev, payload(1)))
-    };
-    claimed.ok_or(ClaimError::Conflict)
 }
 
 /// Ends the job: deletes it and its claim and writes its result (with the idempotency key) on
@@ -386,6 +666,7 @@ async fn finish(
     let keys = &ctx.keys;
     let result_key = keys.result(id);
     let value = to_json(&result);
+    let bytes = value.len();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -413,7 +694,7 @@ async fn finish(
             .or_else([TxnOp::get(result_key.clone(), None)]);
         let r = ctx
             .batcher()
-            .txn("record job result", id, txn)
+            .txn("record job result", id, txn, bytes * 2)
             .await
             .map(|out| {
                 // A retry after an attempt that landed but whose reply was lost finds ours.
@@ -440,8 +721,8 @@ async fn finish(
     }
 }
 
-/// Puts the job back (for a retry, or handed back at shutdown) and deletes our claim, if
-/// `guard` holds. Returns whether it did.
+/// Puts the job back (for a retry, or handed back) and deletes our claim, if `guard` holds.
+/// Returns whether it did.
 async fn hand_back(
     ctx: &Ctx,
     id: &str,
@@ -456,7 +737,7 @@ async fn hand_back(
     ]);
     Ok(ctx
         .batcher()
-        .txn("reschedule job", id, txn)
+        .txn("reschedule job", id, txn, 0)
         .await?
         .succeeded)
 }
