@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{ResignOptions, WatchOptions};
 use futures::FutureExt;
-use sync_core::etcd::{EtcdClient, Lease};
+use sync_etcd::{EtcdClient, Lease};
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 
 use crate::lock::{config, err, raw_client};
@@ -126,8 +126,10 @@ async fn handover(b: Budget) -> Result<Row, String> {
             (Instant::now(), e)
         });
         // Wait until the second candidate is queued behind the leader.
-        let group_dir = a.client().keyspace().dir("election", "handover");
-        sync_core::etcd::testing::queued(a.client(), &group_dir, 2).await;
+        let conn = a.connection();
+        let admin = EtcdClient::of(&conn);
+        let group_dir = admin.keyspace().dir("election", "handover");
+        sync_etcd::testing::queued(admin, &group_dir, 2).await;
         let t0 = Instant::now();
         e.resign().await.map_err(err)?;
         let (t1, e2) = next.await.map_err(err)?;
@@ -202,7 +204,7 @@ async fn failover(b: Budget) -> Result<Row, String> {
         // Let the successor queue up behind the leader, then kill the leader.
         let watcher = EtcdClient::connect(config()).await.map_err(err)?;
         let dir = watcher.keyspace().dir("election", &group);
-        sync_core::etcd::testing::queued(&watcher, &dir, 2).await;
+        sync_etcd::testing::queued(&watcher, &dir, 2).await;
         let killed = Instant::now();
         child.kill().map_err(err)?;
         let _ = child.wait();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, LockOptions, WatchOptions};
 use futures::FutureExt;
-use sync_core::etcd::{EtcdClient, EtcdConfig, Lease};
+use sync_etcd::{EtcdClient, EtcdConfig, Lease};
 use sync_lock::{AcquireOptions, EtcdLock, LocalLock, Lock};
 
 use crate::stats::{percentile_ms, sample};
@@ -317,7 +317,7 @@ async fn etcd_handoff(b: Budget) -> Result<Row, String> {
             let g = b2.acquire("h", AcquireOptions::new()).await;
             (Instant::now(), g)
         });
-        sync_core::etcd::testing::queued(&admin, &dir, 2).await;
+        sync_etcd::testing::queued(&admin, &dir, 2).await;
         let t0 = Instant::now();
         g.release().await.map_err(err)?;
         let (t1, g2) = waiter.await.map_err(err)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use futures::{FutureExt, StreamExt};
-use sync_core::etcd::EtcdConfig;
+use sync_etcd::EtcdConfig;
 use sync_task::{Command, EtcdTask, Job, LocalTask, Task, TaskOptions};
 use tokio::sync::Semaphore;
 

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sync_core::etcd::Error as EtcdError;
+use sync_etcd::Error as EtcdError;
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 use sync_lock::{AcquireOptions, EtcdConfig, EtcdLock, Lock, TlsConfig};
 use sync_task::{Command, EtcdTask, Job, Task, TaskOptions};
@@ -102,9 +102,8 @@ pub async fn run(a: &Args) -> Result<(), String> {
     let locks = EtcdLock::connect(cfg.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let election = EtcdLeader::new(locks.client().clone());
-    let task =
-        EtcdTask::new(locks.client().clone(), TaskOptions::new()).map_err(|e| e.to_string())?;
+    let election = EtcdLeader::new(locks.connection());
+    let task = EtcdTask::new(locks.connection(), TaskOptions::new()).map_err(|e| e.to_string())?;
 
     for (what, name) in bad_names() {
         let l = locks.clone();
@@ -196,7 +195,7 @@ pub async fn run(a: &Args) -> Result<(), String> {
         |e| matches!(e, sync_leader::Error::InvalidOptions { .. }),
     )
     .await;
-    let c = locks.client().clone();
+    let c = locks.connection();
     case(
         &log,
         "task zero TTL",
@@ -271,13 +270,13 @@ pub async fn run(a: &Args) -> Result<(), String> {
     }
 
     // Keys left under our prefix on the shared cluster.
-    let root = locks.client().keyspace().root().to_owned();
-    let mut raw = locks.client().raw();
+    let root = locks.connection().key_root().to_owned();
+    let mut raw = sync_etcd::EtcdClient::of(&locks.connection()).raw();
     let keys = raw
         .get(
             root.clone(),
             Some(
-                sync_core::etcd::etcd_client::GetOptions::new()
+                sync_etcd::etcd_client::GetOptions::new()
                     .with_prefix()
                     .with_keys_only(),
             ),
@@ -354,7 +353,7 @@ async fn duration_cases(
             |e| matches!(e, sync_leader::Error::InvalidOptions { .. }) && !e.is_retryable(),
         )
         .await;
-        let c = task.client().clone();
+        let c = task.connection();
         quick_case(
             log,
             &format!("task, {what}"),

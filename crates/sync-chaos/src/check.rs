@@ -485,7 +485,7 @@ pub fn check_outage(out: &mut Outcome, events: &[Event], p: Params) {
 /// An election seen (by polling) to end within this is one the lease keeper rides out: its
 /// `RIDE_OUT` (2.7 s) less a renewal interval, a retry and a round trip.
 pub const RAFT_CONCLUSIVE: Duration =
-    Duration::from_millis(sync_core::etcd::RIDE_OUT.as_millis() as u64 - 400);
+    Duration::from_millis(sync_etcd::RIDE_OUT.as_millis() as u64 - 400);
 
 /// Raft-leader kills on etcd's default timing: the holder and the leader got in before the first
 /// kill, and no lock was lost (`exit` not ok) and no leadership revoked in a round whose election

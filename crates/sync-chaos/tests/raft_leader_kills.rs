@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sync_chaos::cluster::Cluster;
-use sync_core::etcd::EtcdConfig;
+use sync_etcd::EtcdConfig;
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 use sync_lock::{AcquireOptions, EtcdLock, Lock};
 
@@ -17,10 +17,10 @@ const TTL: Duration = Duration::from_secs(3);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Member clients of the cluster, one per member, for status polls.
-async fn member_clients(cluster: &Cluster) -> Vec<sync_core::etcd::etcd_client::Client> {
+async fn member_clients(cluster: &Cluster) -> Vec<sync_etcd::etcd_client::Client> {
     let mut clients = Vec::new();
     for ep in cluster.endpoints() {
-        let c = sync_core::etcd::etcd_client::Client::connect([ep.as_str()], None)
+        let c = sync_etcd::etcd_client::Client::connect([ep.as_str()], None)
             .await
             .expect("connect to a member");
         clients.push(c);
@@ -29,7 +29,7 @@ async fn member_clients(cluster: &Cluster) -> Vec<sync_core::etcd::etcd_client::
 }
 
 /// The raft leader's member id as member `i` reports it (0: none, or no answer).
-async fn reported_leader(clients: &mut [sync_core::etcd::etcd_client::Client], i: usize) -> u64 {
+async fn reported_leader(clients: &mut [sync_etcd::etcd_client::Client], i: usize) -> u64 {
     match tokio::time::timeout(Duration::from_millis(200), clients[i].status()).await {
         Ok(Ok(s)) => s.leader(),
         _ => 0,
@@ -248,7 +248,7 @@ async fn holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_docu
             cluster.endpoints().join(","),
             CRASH_TTL.as_secs()
         );
-        let (mut child, _token) = sync_core::etcd::testing::spawn_self(
+        let (mut child, _token) = sync_etcd::testing::spawn_self(
             "holder_crash_overlapping_a_raft_election_frees_the_lock_within_the_documented_bound",
             CHILD_VAR,
             &spec,

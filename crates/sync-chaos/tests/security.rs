@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sync_chaos::badinput::etcd_error;
 use sync_chaos::secure::{SecureEtcd, APPS, ROOT_PASSWORD};
-use sync_core::etcd::Error as EtcdError;
+use sync_etcd::Error as EtcdError;
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 use sync_lock::{AcquireOptions, EtcdLock, Lock, TlsConfig};
 use sync_task::{Command, EtcdTask, Job, Task, TaskOptions};
@@ -31,7 +31,7 @@ async fn right_credentials_work_and_each_wrong_one_says_which() {
         .expect("right credentials");
     let g = locks.acquire("a", AcquireOptions::new()).await.unwrap();
     g.release().await.unwrap();
-    let election = EtcdLeader::new(locks.client().clone());
+    let election = EtcdLeader::new(locks.connection());
     election
         .elect("me", ElectOptions::new())
         .await
@@ -39,7 +39,7 @@ async fn right_credentials_work_and_each_wrong_one_says_which() {
         .resign()
         .await
         .unwrap();
-    let task = EtcdTask::new(locks.client().clone(), TaskOptions::new()).unwrap();
+    let task = EtcdTask::new(locks.connection(), TaskOptions::new()).unwrap();
     let out = task
         .run(Command::typed("hello", |()| async { Ok("hi") }))
         .await
@@ -123,8 +123,8 @@ async fn applications_with_different_prefixes_never_meet() {
         .is_none());
 
     let (la, lb) = (
-        EtcdLeader::new(a.client().clone()),
-        EtcdLeader::new(b.client().clone()),
+        EtcdLeader::new(a.connection()),
+        EtcdLeader::new(b.connection()),
     );
     let opts = ElectOptions::new()
         .with_group("g")
@@ -136,8 +136,8 @@ async fn applications_with_different_prefixes_never_meet() {
 
     // Both register the same command name; each answers with its app's name. Jobs of one
     // app must only ever be run by that app's workers.
-    let ta = EtcdTask::new(a.client().clone(), TaskOptions::new()).unwrap();
-    let tb = EtcdTask::new(b.client().clone(), TaskOptions::new()).unwrap();
+    let ta = EtcdTask::new(a.connection(), TaskOptions::new()).unwrap();
+    let tb = EtcdTask::new(b.connection(), TaskOptions::new()).unwrap();
     ta.register(Command::typed("who", |_: u32| async { Ok("alpha") }))
         .await
         .unwrap();

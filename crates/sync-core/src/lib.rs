@@ -1,13 +1,15 @@
 //! Shared plumbing of the `sync` crates.
 //!
-//! Users rarely need this crate directly: it is what `sync-lock`, `sync-leader` and `sync-task`
-//! share, so that their semantics and their etcd mechanism live in one place.
+//! Users rarely need this crate directly: it is the small, stable part that every primitive
+//! crate shares. The etcd engine (client, lease keeper, queue, watches) is `sync-etcd`.
 //!
 //! - [`name`]: validation of lock, group and candidate names;
 //! - [`signal`]: one-shot loss signals (`lost()`, `revoked()`);
-//! - [`duration`]: human durations (`10s`, `500ms`) for configs and URLs;
-//! - `etcd` (feature `etcd`): connection config, the lease keeper with its deadline rule, the
-//!   key layout, the shared delete watch and the FIFO queue that locks and elections stand on.
+//! - [`duration`]: human durations (`10s`, `500ms`) for configs and URLs, and the TTL and timeout
+//!   ranges every backend accepts;
+//! - [`backend`]: the choice of a backend from a URL or a serde value;
+//! - `etcd` (feature `etcd`): the settings of an etcd connection, as data;
+//! - `check` (feature `testing`): the cancel-at-every-poll harness the conformance suites use.
 //!
 //! ```
 //! use sync_core::name::validate_name;
@@ -18,6 +20,8 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backend;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod check;
 pub mod duration;
 pub mod name;

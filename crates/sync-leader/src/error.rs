@@ -111,9 +111,9 @@ impl Error {
     /// An error of connecting to etcd: [`Error::Config`] for an invalid configuration,
     /// [`Error::Connect`] otherwise.
     #[cfg(feature = "etcd")]
-    pub(crate) fn connect(e: sync_core::etcd::Error) -> Self {
+    pub(crate) fn connect(e: sync_etcd::Error) -> Self {
         match e {
-            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
             e => Error::Connect {
                 retryable: e.is_retryable(),
                 source: Box::new(e),
@@ -122,9 +122,9 @@ impl Error {
     }
 
     #[cfg(feature = "etcd")]
-    pub(crate) fn backend(group: &str, e: sync_core::etcd::Error) -> Self {
+    pub(crate) fn backend(group: &str, e: sync_etcd::Error) -> Self {
         match e {
-            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
             e => Error::Backend {
                 group: group.to_owned(),
                 retryable: e.is_retryable(),

@@ -41,7 +41,7 @@ pub use sync_core::signal::{LossReason, LossSignal};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdLeader;
 #[cfg(feature = "etcd")]
-pub use sync_core::etcd::{EtcdClient, EtcdConfig, TlsConfig};
+pub use sync_etcd::{EtcdConfig, EtcdConnection, Session, TlsConfig};
 
 /// Who leads a group: the candidate's id, its term, and the value it last proclaimed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sync_core::etcd::etcd_client::{CompactionOptions, GetOptions};
-use sync_core::etcd::{testing, EtcdClient};
+use sync_etcd::etcd_client::{CompactionOptions, GetOptions};
+use sync_etcd::{testing, EtcdClient};
 use sync_leader::{
     ElectOptions, Error, EtcdConfig, EtcdLeader, Leader, LeaderInfo, LeaderStream, LossReason,
 };

@@ -14,8 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sync_core::etcd::etcd_client::{self, EventType, GetOptions, ResignOptions, WatchOptions};
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_etcd::etcd_client::{self, EventType, GetOptions, ResignOptions, WatchOptions};
+use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_leader::{ElectOptions, Elected, EtcdLeader, Leader};
 
 const CHILD_VAR: &str = "SYNC_LEADER_TIMING_CHILD";

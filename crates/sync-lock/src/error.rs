@@ -105,9 +105,9 @@ impl Error {
     /// An error of connecting to etcd: [`Error::Config`] for an invalid configuration,
     /// [`Error::Connect`] otherwise.
     #[cfg(feature = "etcd")]
-    pub(crate) fn connect(e: sync_core::etcd::Error) -> Self {
+    pub(crate) fn connect(e: sync_etcd::Error) -> Self {
         match e {
-            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
             e => Error::Connect {
                 retryable: e.is_retryable(),
                 source: Box::new(e),
@@ -116,14 +116,27 @@ impl Error {
     }
 
     #[cfg(feature = "etcd")]
-    pub(crate) fn backend(name: &str, e: sync_core::etcd::Error) -> Self {
+    pub(crate) fn backend(name: &str, e: sync_etcd::Error) -> Self {
         match e {
-            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
             e => Error::Backend {
                 name: name.to_owned(),
                 retryable: e.is_retryable(),
                 source: Box::new(e),
             },
+        }
+    }
+
+    /// A failure of the etcd engine this version does not know by name: retryable.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn backend_other(
+        name: &str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            name: name.to_owned(),
+            retryable: true,
+            source: Box::new(e),
         }
     }
 }

@@ -1,15 +1,11 @@
-//! The etcd backend: a FIFO queue of keys by create revision under a kept-alive lease.
+//! The etcd backend: an adapter over `sync-etcd`'s contender, which queues keys by create
+//! revision under a kept-alive lease.
 //!
 //! See `docs/etcd.md` for the key layout and why mutual exclusion holds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::{EtcdClient, EtcdConfig, Held, LeasePool, Queue, WaitError};
-use sync_core::signal::LossReason;
+use sync_etcd::{ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
 
 use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, RawGuard, Result};
 
@@ -29,74 +25,61 @@ use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, RawGuard, Result
 /// ```
 #[derive(Clone, Debug)]
 pub struct EtcdLock {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    client: EtcdClient,
-    queue: Queue,
-    leases: LeasePool,
-    counter: AtomicU64,
-    owner: String,
+    queues: Contender,
+    owner: std::sync::Arc<[u8]>,
 }
 
 impl EtcdLock {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let client = EtcdClient::connect(config).await.map_err(Error::connect)?;
-        Ok(Self::new(client))
+        let connection = EtcdConnection::connect(config)
+            .await
+            .map_err(Error::connect)?;
+        Ok(Self::new(connection))
     }
 
     /// Uses an existing connection (shared with other primitives).
-    pub fn new(client: EtcdClient) -> Self {
+    pub fn new(connection: EtcdConnection) -> Self {
         EtcdLock {
-            inner: Arc::new(Inner {
-                queue: Queue::new(client.clone(), "lock"),
-                leases: LeasePool::new(client.clone()),
-                counter: AtomicU64::new(0),
-                owner: format!("pid={}", std::process::id()),
-                client,
-            }),
+            queues: Contender::new(&connection, "lock"),
+            owner: format!("pid={}", std::process::id()).into_bytes().into(),
         }
     }
 
-    /// The connection.
-    pub fn client(&self) -> &EtcdClient {
-        &self.inner.client
+    /// The same locks, with every lock bound to `session`'s lease: they all end when the session
+    /// does (closed, or lost), and a per-acquire TTL is an [`Error::InvalidOptions`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sync_lock::{AcquireOptions, EtcdLock, Lock};
+    /// # async fn demo(locks: EtcdLock) -> Result<(), Box<dyn std::error::Error>> {
+    /// let session = locks.connection().session(Duration::from_secs(10)).await?;
+    /// let in_session = locks.with_session(&session);
+    /// let a = in_session.acquire("a", AcquireOptions::new()).await?;
+    /// let b = in_session.acquire("b", AcquireOptions::new()).await?;
+    /// session.close().await?; // a and b are lost together
+    /// # Ok(()) }
+    /// ```
+    pub fn with_session(&self, session: &Session) -> Self {
+        EtcdLock {
+            queues: self.queues.in_session(session),
+            owner: self.owner.clone(),
+        }
     }
 
-    /// Joins the queue of `name`; returns the entry and whether it is the head.
-    async fn join(
-        &self,
-        name: &str,
-        options: &AcquireOptions,
-    ) -> Result<(sync_core::etcd::QueueEntry, bool)> {
+    /// The connection, to share with other primitives or start a session on.
+    pub fn connection(&self) -> EtcdConnection {
+        self.queues.connection()
+    }
+
+    fn checked(&self, name: &str, options: &AcquireOptions) -> Result<()> {
         check_name(name)?;
-        options.validate(name)?;
-        let inner = &self.inner;
-        let ttl = options.ttl().unwrap_or(inner.client.config().ttl);
-        let dir = inner.client.keyspace().dir("lock", name);
-        inner
-            .leases
-            .with_lease(ttl, |lease| {
-                let unique = format!(
-                    "{:016x}-{:x}",
-                    lease.id(),
-                    inner.counter.fetch_add(1, Ordering::Relaxed)
-                );
-                let (dir, value) = (dir.clone(), inner.owner.clone().into_bytes());
-                async move { inner.queue.join(&dir, &unique, value, lease).await }
-            })
-            .await
-            .map_err(|e| Error::backend(name, e))
+        options.validate(name)
     }
 
-    fn guard(&self, name: &str, entry: sync_core::etcd::QueueEntry) -> LockGuard {
-        let ttl = entry.lease().granted_ttl();
-        let held = self.inner.queue.hold(entry);
-        let signal = held.signal().clone();
-        let token = held.revision() as u64;
+    fn guard(name: &str, held: Held) -> LockGuard {
+        let (token, ttl, signal) = (held.fencing_token(), held.ttl(), held.signal().clone());
+        tracing::debug!(lock = %name, token, "lock acquired");
         LockGuard::new(
             name,
             token,
@@ -105,59 +88,24 @@ impl EtcdLock {
             Box::new(EtcdRawGuard { held }),
         )
     }
-
-    async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
-        let started = Instant::now();
-        let wait = async {
-            let (mut entry, head) = self.join(name, &options).await?;
-            if !head {
-                tracing::debug!(lock = %name, key = entry.key(), "waiting for lock");
-                self.inner
-                    .queue
-                    .wait_head(&mut entry)
-                    .await
-                    .map_err(|e| wait_error(name, e))?;
-            }
-            Ok(entry)
-        };
-        let entry = match options.max_wait() {
-            Some(max) => tokio::time::timeout(max, wait)
-                .await
-                .map_err(|_| Error::Timeout {
-                    name: name.to_owned(),
-                    waited: started.elapsed(),
-                })??,
-            None => wait.await?,
-        };
-        // A grant that arrives after our lease was lost is no grant.
-        if let Some(reason) = entry.lease().signal().reason() {
-            return Err(Error::Lost {
-                name: name.to_owned(),
-                reason,
-            });
-        }
-        let guard = self.guard(name, entry);
-        tracing::debug!(lock = %name, token = guard.fencing_token(), waited = ?started.elapsed(), "lock acquired");
-        Ok(guard)
-    }
 }
 
-fn wait_error(name: &str, e: WaitError) -> Error {
+fn contend_error(name: &str, e: ContendError) -> Error {
     match e {
-        WaitError::Removed => Error::Lost {
+        ContendError::Timeout { waited } => Error::Timeout {
             name: name.to_owned(),
-            reason: LossReason::Revoked,
+            waited,
         },
-        WaitError::LeaseLost(reason) => Error::Lost {
+        ContendError::Lost(reason) => Error::Lost {
             name: name.to_owned(),
             reason,
         },
-        WaitError::Etcd(e) => Error::backend(name, e),
-        other => Error::Backend {
-            name: name.to_owned(),
-            retryable: true,
-            source: Box::new(other),
+        ContendError::Invalid(reason) => Error::InvalidOptions {
+            name: sync_core::name::display_name(name),
+            reason,
         },
+        ContendError::Etcd(e) => Error::backend(name, e),
+        other => Error::backend_other(name, other),
     }
 }
 
@@ -185,7 +133,17 @@ impl Lock for EtcdLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<LockGuard>> {
-        self.acquire_inner(name, options).boxed()
+        async move {
+            self.checked(name, &options)?;
+            let owner = self.owner.to_vec();
+            let held = self
+                .queues
+                .contend(name, owner, options.ttl(), options.max_wait())
+                .await
+                .map_err(|e| contend_error(name, e))?;
+            Ok(Self::guard(name, held))
+        }
+        .boxed()
     }
 
     fn try_acquire<'a>(
@@ -194,13 +152,14 @@ impl Lock for EtcdLock {
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
         async move {
-            let (entry, head) = self.join(name, &options).await?;
-            if head {
-                Ok(Some(self.guard(name, entry)))
-            } else {
-                entry.leave().await.map_err(|e| Error::backend(name, e))?;
-                Ok(None)
-            }
+            self.checked(name, &options)?;
+            let owner = self.owner.to_vec();
+            let held = self
+                .queues
+                .try_contend(name, owner, options.ttl())
+                .await
+                .map_err(|e| contend_error(name, e))?;
+            Ok(held.map(|h| Self::guard(name, h)))
         }
         .boxed()
     }
@@ -210,5 +169,4 @@ impl Lock for EtcdLock {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<EtcdLock>();
-    let _ = Duration::ZERO;
 }

@@ -37,7 +37,7 @@ pub use sync_core::signal::{LossReason, LossSignal};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdLock;
 #[cfg(feature = "etcd")]
-pub use sync_core::etcd::{EtcdClient, EtcdConfig, TlsConfig};
+pub use sync_etcd::{EtcdConfig, EtcdConnection, Session, TlsConfig};
 
 /// Named, exclusive locks shared by every holder of the same backend: tasks of one process
 /// ([`LocalLock`]) or processes on many machines (`EtcdLock`, feature `etcd`).

@@ -105,7 +105,7 @@ async fn local_lock_refuses_bad_ttls_and_zero_wait_and_keeps_nothing() {
 mod etcd {
     use super::*;
     use std::time::Instant;
-    use sync_core::etcd::testing;
+    use sync_etcd::testing;
     use sync_lock::{EtcdConfig, EtcdLock};
 
     /// Finding 4's URLs (with `localhost` for the host that must not be looked up).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::testing::{self, WipeOnDrop};
-use sync_core::etcd::{EtcdClient, EtcdConfig};
+use sync_etcd::testing::{self, WipeOnDrop};
+use sync_etcd::{EtcdClient, EtcdConfig};
 use sync_lock::conformance::Harness;
 use sync_lock::{AcquireOptions, EtcdLock, Lock};
 

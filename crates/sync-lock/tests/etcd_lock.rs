@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sync_core::etcd::{testing, EtcdClient};
+use sync_etcd::{testing, EtcdClient};
 use sync_lock::{AcquireOptions, Error, EtcdConfig, EtcdLock, Lock, LossReason};
 
 async fn setup(test: &str) -> (EtcdLock, EtcdClient, EtcdConfig) {
@@ -135,7 +135,7 @@ async fn lost_fires_when_key_is_deleted_behind_the_back() {
     let mut c = admin.raw();
     c.delete(
         format!("{}/lock/k/", cfg.prefix),
-        Some(sync_core::etcd::etcd_client::DeleteOptions::new().with_prefix()),
+        Some(sync_etcd::etcd_client::DeleteOptions::new().with_prefix()),
     )
     .await
     .unwrap();

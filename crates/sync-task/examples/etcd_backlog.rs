@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sync_core::etcd::etcd_client::{EventType, WatchOptions};
-use sync_core::etcd::{testing, EtcdConfig};
+use sync_etcd::etcd_client::{EventType, WatchOptions};
+use sync_etcd::{testing, EtcdConfig};
 use sync_task::{Command, EtcdTask, Job, Task, TaskOptions};
 
 fn config(prefix: &str) -> EtcdConfig {
@@ -142,7 +142,7 @@ async fn main() {
     let submitter = EtcdTask::connect(config(&prefix), TaskOptions::new())
         .await
         .expect("connect");
-    let client = submitter.client().clone();
+    let client = sync_etcd::EtcdClient::of(&submitter.connection()).clone();
     let compactor = {
         let client = client.clone();
         tokio::spawn(async move {

@@ -14,7 +14,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_task::{Command, EtcdTask, Job, Task, TaskOptions};
 
 const WORKERS: usize = 3;
@@ -143,7 +143,7 @@ async fn main() {
     let task = EtcdTask::connect(config(&prefix), TaskOptions::new())
         .await
         .expect("connect");
-    let client = task.client().clone();
+    let client = EtcdClient::of(&task.connection()).clone();
     // Warm up connections, leases and views.
     jobs_through(&task, 200, in_flight).await;
     raw_puts(&client, 600, in_flight).await;

@@ -263,9 +263,9 @@ impl Error {
     }
 
     #[cfg(feature = "etcd")]
-    pub(crate) fn backend(subject: &str, e: sync_core::etcd::Error) -> Self {
+    pub(crate) fn backend(subject: &str, e: sync_etcd::Error) -> Self {
         match e {
-            sync_core::etcd::Error::InvalidConfig(m) => Error::Config(m),
+            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
             e => Error::Backend {
                 subject: subject.to_owned(),
                 retryable: e.is_retryable(),

@@ -45,7 +45,7 @@ pub use sync_core::name::MAX_NAME_LEN;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdTask;
 #[cfg(feature = "etcd")]
-pub use sync_core::etcd::{EtcdClient, EtcdConfig, TlsConfig};
+pub use sync_etcd::{EtcdConfig, EtcdConnection, TlsConfig};
 
 /// Runs named commands on a pool of workers: the tasks of this process ([`LocalTask`]) or
 /// processes sharing an etcd cluster (`EtcdTask`, feature `etcd`).

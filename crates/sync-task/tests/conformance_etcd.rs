@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_task::conformance::Harness;
 use sync_task::{EtcdTask, JobId, Task, TaskOptions};
 
@@ -32,7 +32,7 @@ impl EtcdHarness {
     async fn new() -> Self {
         let cfg = testing::config("task");
         let client = testing::connect(cfg.clone()).await;
-        let admin = EtcdTask::new(client.clone(), TaskOptions::new()).unwrap();
+        let admin = EtcdTask::new(client.connection(), TaskOptions::new()).unwrap();
         EtcdHarness {
             cfg,
             admin,

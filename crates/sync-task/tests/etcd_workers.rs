@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sync_core::etcd::etcd_client::GetOptions;
-use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+use sync_etcd::etcd_client::GetOptions;
+use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_task::{Command, Error, EtcdTask, Job, JobStatus, Task, TaskOptions};
 use tokio::sync::mpsc;
 
@@ -198,10 +198,10 @@ impl Env {
     /// How many bytes of keys and values are stored under `under` (read in pages).
     async fn bytes_under(&self, under: &str) -> usize {
         let prefix = format!("{}{under}", self.client.keyspace().kind("task"));
-        let end = sync_core::etcd::prefix_end(prefix.as_bytes());
+        let end = sync_etcd::prefix_end(prefix.as_bytes());
         let (mut from, mut total) = (prefix.into_bytes(), 0);
         loop {
-            let page = sync_core::etcd::read_page(&self.client, &from, &end, 1000, 0)
+            let page = sync_etcd::read_page(&self.client, &from, &end, 1000, 0)
                 .await
                 .expect("read a page");
             total += page

@@ -375,8 +375,8 @@ mod etcd {
     use futures::FutureExt;
     use std::io::{BufRead, BufReader};
     use std::process::{Command as Process, Stdio};
-    use sync_core::etcd::etcd_client::{GetOptions, SortOrder, SortTarget};
-    use sync_core::etcd::{testing, EtcdClient, EtcdConfig};
+    use sync_etcd::etcd_client::{GetOptions, SortOrder, SortTarget};
+    use sync_etcd::{testing, EtcdClient, EtcdConfig};
     use sync_leader::EtcdLeader;
 
     const CHILD_VAR: &str = "SYNC_TASK_SCHEDULE_CHILD";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{parse_host_port, percent_decode, DEFAULT_PORT};
-use super::Error;
+use super::ConfigError as Error;
 use crate::backend::redact_url;
 use crate::duration::{parse_duration, validate_timeout, validate_ttl};
 
@@ -173,13 +173,13 @@ impl EtcdConfig {
         self
     }
 
-    /// Checks the settings; [`EtcdClient::connect`](super::EtcdClient::connect) calls it, and
+    /// Checks the settings; `sync_etcd::EtcdClient::connect` calls it, and
     /// so does [`from_url`](Self::from_url). Every endpoint must be `host:port` (optionally
     /// `http://host:port`) with a DNS name, an IPv4 address or a bracketed IPv6 address and a
     /// port from 1 to 65535; the TTL must lie within
     /// [`validate_ttl`](crate::duration::validate_ttl)'s range (1 s to etcd's 9,000,000,000 s),
     /// the timeouts above zero and at most [`MAX_TIMEOUT`](crate::duration::MAX_TIMEOUT)
-    /// (1 hour). A failure is [`Error::InvalidConfig`], which is never retryable.
+    /// (1 hour). A failure is [`ConfigError`](super::ConfigError), which is never retryable.
     ///
     /// ```
     /// use std::time::Duration;
@@ -191,7 +191,7 @@ impl EtcdConfig {
     /// assert!(EtcdConfig::new(["[::1]:2379", "http://etcd-0.local:2379"]).validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::InvalidConfig(m));
+        let bad = |m: String| Err(Error(m));
         if self.endpoints.is_empty() {
             return bad("no endpoints; give at least one host:port".into());
         }
@@ -203,9 +203,9 @@ impl EtcdConfig {
         if self.prefix.as_bytes().contains(&0) {
             return bad("the key prefix contains a NUL character".into());
         }
-        validate_ttl(self.ttl).map_err(Error::InvalidConfig)?;
-        validate_timeout("connect_timeout", self.connect_timeout).map_err(Error::InvalidConfig)?;
-        validate_timeout("request_timeout", self.request_timeout).map_err(Error::InvalidConfig)?;
+        validate_ttl(self.ttl).map_err(Error)?;
+        validate_timeout("connect_timeout", self.connect_timeout).map_err(Error)?;
+        validate_timeout("request_timeout", self.request_timeout).map_err(Error)?;
         if self.user.as_deref() == Some("") {
             return bad("the user name is empty; give a user or no credentials at all".into());
         }
@@ -245,16 +245,16 @@ impl EtcdConfig {
     }
 
     /// The prefix normalised: without trailing slashes.
-    pub(crate) fn normalized_prefix(&self) -> &str {
+    pub fn normalized_prefix(&self) -> &str {
         self.prefix.trim_end_matches('/')
     }
 
     /// Parses a URL; see the type's documentation for the format. A host without a port gets
     /// 2379. Spaces and control characters must be %-escaped, and every %-escape must be valid.
-    /// The result is [validated](Self::validate); any failure is [`Error::InvalidConfig`],
+    /// The result is [validated](Self::validate); any failure is [`ConfigError`](super::ConfigError),
     /// returned without touching the network.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let bad = |m: &str| Error::InvalidConfig(format!("URL {:?}: {m}", redact_url(url)));
+        let bad = |m: &str| Error(format!("URL {:?}: {m}", redact_url(url)));
         if let Some((at, c)) = url
             .char_indices()
             .find(|&(_, c)| c.is_whitespace() || c.is_control() || c == '#')
@@ -346,10 +346,7 @@ impl EtcdConfig {
             }
         }
         cfg.tls = tls_cfg;
-        cfg.validate().map_err(|e| match e {
-            Error::InvalidConfig(m) => bad(&m),
-            other => other,
-        })?;
+        cfg.validate().map_err(|Error(m)| bad(&m))?;
         Ok(cfg)
     }
 }

@@ -1,34 +1,22 @@
-//! The etcd mechanism shared by the lock, leader and task backends.
-//!
-//! - [`EtcdConfig`]: endpoints, key prefix, TLS, auth, timeouts, lease TTL; from serde or a URL;
-//! - [`EtcdClient`]: one connection, with transient-error retries bounded by a deadline;
-//! - [`Lease`]: a lease kept alive on a timer whose loss is signalled before the server can
-//!   expire it (the deadline rule, see `docs/etcd.md`);
-//! - [`Keyspace`]: the key layout, with names encoded so that `a` never sees `a/b`;
-//! - [`WatchHub`]: one long-lived delete watch per client and key range, shared by every waiter;
-//! - [`Queue`]: the FIFO queue by create revision that locks and elections stand on.
+//! The settings of an etcd connection, as data: endpoints, key prefix, TLS, auth, timeouts and the
+//! lease TTL, from serde or from an `etcd://` URL. They live here, beside [`crate::backend`], so
+//! that choosing a backend from a URL needs no etcd client; the connection itself, the lease
+//! keeper and the queue are in the `sync-etcd` crate.
 
-mod client;
 mod config;
 mod endpoint;
-mod error;
-mod keys;
-mod lease;
-mod queue;
-mod range_watch;
-pub mod testing;
-mod watch;
 
-pub use client::EtcdClient;
 pub use config::{EtcdConfig, TlsConfig};
-pub use error::{Error, Result};
-pub use keys::{decode_name, encode_name, Keyspace};
-pub use lease::{loss_margin, renew_interval, Lease, LeasePool, RIDE_OUT};
-pub use queue::{Held, Queue, QueueEntry, WaitError};
-pub use range_watch::{
-    prefix_end, read_page, RangeChange, RangeEvent, RangeKv, RangePage, RangeSnapshot, RangeWatch,
-};
-pub use watch::{KeyEvent, KeySubscription, WatchHub};
 
-/// The raw etcd client type, for backends that need an RPC this crate does not wrap.
-pub use etcd_client;
+/// An etcd setting or URL that cannot be used. Never retryable: the setting must be fixed. The
+/// message never shows a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid etcd configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// Always `false`: a setting that cannot be used stays unusable however often it is tried.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}

@@ -6,15 +6,9 @@
 
 mod observe;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_core::etcd::{EtcdClient, EtcdConfig, Held, LeasePool, Queue, QueueEntry, WaitError};
-use sync_core::signal::LossReason;
+use sync_etcd::{ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
 
 use crate::{
     check_group, ElectOptions, Elected, Error, Leader, LeaderInfo, LeaderStream, RawElected, Result,
@@ -42,15 +36,7 @@ const KIND: &str = "election";
 /// ```
 #[derive(Clone, Debug)]
 pub struct EtcdLeader {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    client: EtcdClient,
-    queue: Queue,
-    leases: LeasePool,
-    counter: AtomicU64,
+    queues: Contender,
 }
 
 /// A candidate key's value: the candidate id, a NUL (ids never contain one), the value.
@@ -81,149 +67,100 @@ pub(crate) fn leader_info(raw_value: &[u8], create_revision: i64) -> LeaderInfo 
 impl EtcdLeader {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let client = EtcdClient::connect(config).await.map_err(Error::connect)?;
-        Ok(Self::new(client))
+        let connection = EtcdConnection::connect(config)
+            .await
+            .map_err(Error::connect)?;
+        Ok(Self::new(connection))
     }
 
     /// Uses an existing connection (shared with other primitives).
-    pub fn new(client: EtcdClient) -> Self {
+    pub fn new(connection: EtcdConnection) -> Self {
         EtcdLeader {
-            inner: Arc::new(Inner {
-                queue: Queue::new(client.clone(), KIND),
-                leases: LeasePool::new(client.clone()),
-                counter: AtomicU64::new(0),
-                client,
-            }),
+            queues: Contender::new(&connection, KIND),
         }
     }
 
-    /// The connection.
-    pub fn client(&self) -> &EtcdClient {
-        &self.inner.client
+    /// The same elections, with every candidacy bound to `session`'s lease: they all end when the
+    /// session does (closed, or lost), and a per-election TTL is an [`Error::InvalidOptions`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sync_leader::{ElectOptions, EtcdLeader, Leader};
+    /// # async fn demo(election: EtcdLeader) -> Result<(), Box<dyn std::error::Error>> {
+    /// let session = election.connection().session(Duration::from_secs(10)).await?;
+    /// let elected = election.with_session(&session).elect("node-1", ElectOptions::new()).await?;
+    /// session.close().await?; // the leadership ends with the session
+    /// assert!(!elected.is_leader());
+    /// # Ok(()) }
+    /// ```
+    pub fn with_session(&self, session: &Session) -> Self {
+        EtcdLeader {
+            queues: self.queues.in_session(session),
+        }
     }
 
-    fn dir(&self, group: &str) -> String {
-        self.inner.client.keyspace().dir(KIND, group)
-    }
-
-    /// Joins the group's queue; returns the entry and whether it leads already.
-    async fn join(&self, id: &str, options: &ElectOptions) -> Result<(QueueEntry, bool)> {
-        let inner = &self.inner;
-        let group = options.group();
-        let ttl = options.ttl().unwrap_or(inner.client.config().ttl);
-        let dir = self.dir(group);
-        let value = encode_value(id, options.value());
-        inner
-            .leases
-            .with_lease(ttl, |lease| {
-                let unique = format!(
-                    "{:016x}-{:x}",
-                    lease.id(),
-                    inner.counter.fetch_add(1, Ordering::Relaxed)
-                );
-                let (dir, value) = (dir.clone(), value.clone());
-                async move { inner.queue.join(&dir, &unique, value, lease).await }
-            })
-            .await
-            .map_err(|e| Error::backend(group, e))
+    /// The connection, to share with other primitives or start a session on.
+    pub fn connection(&self) -> EtcdConnection {
+        self.queues.connection()
     }
 
     async fn elect_inner(&self, id: &str, options: ElectOptions) -> Result<Elected> {
         options.validate(id)?;
         let group = options.group();
-        let started = Instant::now();
-        let campaign = async {
-            let (mut entry, head) = self.join(id, &options).await?;
-            if !head {
-                tracing::debug!(%group, %id, key = entry.key(), "campaigning");
-                self.inner
-                    .queue
-                    .wait_head(&mut entry)
-                    .await
-                    .map_err(|e| wait_error(group, id, e))?;
-            }
-            Ok::<_, Error>(entry)
+        let value = encode_value(id, options.value());
+        let held = self
+            .queues
+            .contend(group, value, options.ttl(), options.max_wait())
+            .await
+            .map_err(|e| contend_error(group, id, e))?;
+        let (term, ttl, signal) = (held.fencing_token(), held.ttl(), held.signal().clone());
+        tracing::debug!(%group, %id, term, "elected");
+        let raw = EtcdRawElected {
+            held,
+            group: group.to_owned(),
+            id: id.to_owned(),
         };
-        let entry = match options.max_wait() {
-            Some(max) => {
-                tokio::time::timeout(max, campaign)
-                    .await
-                    .map_err(|_| Error::Timeout {
-                        group: group.to_owned(),
-                        candidate: id.to_owned(),
-                        waited: started.elapsed(),
-                    })??
-            }
-            None => campaign.await?,
-        };
-        // An election that arrives after our lease was lost is no election.
-        if let Some(reason) = entry.lease().signal().reason() {
-            return Err(Error::Lost {
-                group: group.to_owned(),
-                candidate: id.to_owned(),
-                reason,
-            });
-        }
-        let ttl = entry.lease().granted_ttl();
-        let held = self.inner.queue.hold(entry);
-        let elected = Elected::new(
+        Ok(Elected::new(
             group,
             id,
-            held.revision() as u64,
+            term,
             Some(ttl),
-            held.signal().clone(),
-            Box::new(EtcdRawElected {
-                held,
-                group: group.to_owned(),
-                id: id.to_owned(),
-            }),
-        );
-        tracing::debug!(%group, %id, term = elected.term(), waited = ?started.elapsed(), "elected");
-        Ok(elected)
+            signal,
+            Box::new(raw),
+        ))
     }
 
     async fn leader_inner(&self, group: &str) -> Result<Option<LeaderInfo>> {
         check_group(group)?;
-        let dir = self.dir(group);
-        let client = &self.inner.client;
-        let head = client
-            .retry("read leader", client.default_budget(), |mut c| {
-                let dir = dir.clone();
-                async move {
-                    let r = c
-                        .get(
-                            dir,
-                            Some(
-                                GetOptions::new()
-                                    .with_prefix()
-                                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                                    .with_limit(1),
-                            ),
-                        )
-                        .await?;
-                    Ok(r.kvs()
-                        .first()
-                        .map(|kv| leader_info(kv.value(), kv.create_revision())))
-                }
-            })
+        let head = self
+            .queues
+            .head(group)
             .await
             .map_err(|e| Error::backend(group, e))?;
-        Ok(head)
+        Ok(head.map(|(value, term)| leader_info(&value, term as i64)))
     }
 }
 
-fn wait_error(group: &str, id: &str, e: WaitError) -> Error {
-    let lost = |reason| Error::Lost {
-        group: group.to_owned(),
-        candidate: id.to_owned(),
-        reason,
-    };
+fn contend_error(group: &str, id: &str, e: ContendError) -> Error {
+    let (group, candidate) = (group.to_owned(), id.to_owned());
     match e {
-        WaitError::Removed => lost(LossReason::Revoked),
-        WaitError::LeaseLost(reason) => lost(reason),
-        WaitError::Etcd(e) => Error::backend(group, e),
+        ContendError::Timeout { waited } => Error::Timeout {
+            group,
+            candidate,
+            waited,
+        },
+        ContendError::Lost(reason) => Error::Lost {
+            group,
+            candidate,
+            reason,
+        },
+        ContendError::Invalid(reason) => Error::InvalidOptions {
+            group: sync_core::name::display_name(&group),
+            reason,
+        },
+        ContendError::Etcd(e) => Error::backend(&group, e),
         other => Error::Backend {
-            group: group.to_owned(),
+            group,
             retryable: true,
             source: Box::new(other),
         },
@@ -251,25 +188,8 @@ impl RawElected for EtcdRawElected {
 
     fn proclaim(&self, value: String) -> BoxFuture<'_, Result<bool>> {
         async move {
-            let key = self.held.key().to_owned();
-            let (rev, lease) = (self.held.revision(), self.held.lease().id());
-            let raw = encode_value(&self.id, &value);
-            let client = self.held.client();
-            client
-                .retry("proclaim", client.default_budget(), |mut c| {
-                    let (key, raw) = (key.clone(), raw.clone());
-                    async move {
-                        // Only while the key is still ours, and bound to the same lease.
-                        let txn = Txn::new()
-                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
-                            .and_then([TxnOp::put(
-                                key,
-                                raw,
-                                Some(PutOptions::new().with_lease(lease)),
-                            )]);
-                        Ok(c.txn(txn).await?.succeeded())
-                    }
-                })
+            self.held
+                .set_value(encode_value(&self.id, &value))
                 .await
                 .map_err(|e| Error::backend(&self.group, e))
         }
@@ -293,7 +213,7 @@ impl Leader for EtcdLeader {
     fn observe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<LeaderStream>> {
         async move {
             check_group(group)?;
-            observe::observe(self.inner.client.clone(), self.dir(group))
+            observe::observe(self.queues.client().clone(), self.queues.dir(group))
                 .await
                 .map_err(|e| Error::backend(group, e))
         }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sync_core::etcd::{EtcdClient, RangeChange, RangeEvent, RangeKv, RangeWatch, Result};
+use sync_etcd::{EtcdClient, RangeChange, RangeEvent, RangeKv, RangeWatch, Result};
 
 use super::leader_info;
 use crate::{LeaderInfo, LeaderStream};

@@ -23,7 +23,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use etcd_client::{Txn, TxnOp, TxnOpResponse};
-use sync_core::etcd::{Error, EtcdClient, Result};
+use sync_etcd::{Error, EtcdClient, Result};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 

@@ -18,7 +18,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
-use sync_core::etcd::{EtcdClient, EtcdConfig, KeySubscription, LeasePool, WatchHub};
+use sync_etcd::{EtcdClient, EtcdConfig, EtcdConnection, KeySubscription, LeasePool, WatchHub};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -132,7 +132,7 @@ impl Drop for SubmitGuard {
         rt.spawn(async move {
             let created = match pending {
                 Some(p) => p.await.map(|out| out.succeeded.then_some(out.revision)),
-                None => Err(sync_core::etcd::Error::Timeout {
+                None => Err(sync_etcd::Error::Timeout {
                     endpoints: String::new(),
                     op: "submit job",
                     after: Duration::ZERO,
@@ -213,15 +213,16 @@ impl EtcdTask {
     pub async fn connect(config: EtcdConfig, options: TaskOptions) -> Result<Self> {
         options.validate()?;
         let endpoints = config.endpoints_display();
-        let client = EtcdClient::connect(config)
+        let connection = EtcdConnection::connect(config)
             .await
             .map_err(|e| Error::backend(&endpoints, e))?;
-        Self::new(client, options)
+        Self::new(connection, options)
     }
 
     /// Uses an existing connection (shared with other primitives).
-    pub fn new(client: EtcdClient, options: TaskOptions) -> Result<Self> {
+    pub fn new(connection: EtcdConnection, options: TaskOptions) -> Result<Self> {
         options.validate()?;
+        let client = EtcdClient::of(&connection).clone();
         let keys = Keys::new(client.keyspace());
         let me = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let ttl = options.ttl().unwrap_or(client.config().ttl);
@@ -258,9 +259,9 @@ impl EtcdTask {
         })
     }
 
-    /// The connection.
-    pub fn client(&self) -> &EtcdClient {
-        &self.inner.ctx.client
+    /// The connection, to share with other primitives.
+    pub fn connection(&self) -> EtcdConnection {
+        self.inner.ctx.client.connection()
     }
 
     /// This handle's worker id (in claims and in `JobStatus::Running`).

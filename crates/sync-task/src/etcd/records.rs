@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sync_core::etcd::{encode_name, Keyspace};
+use sync_etcd::{encode_name, Keyspace};
 
 use crate::{Backoff, Failure, Job, JobStatus};
 
@@ -105,7 +105,7 @@ impl Keys {
             "workers" => {
                 let (command, worker) = rest.split_once('/')?;
                 Some(Entry::Worker {
-                    command: sync_core::etcd::decode_name(command)?,
+                    command: sync_etcd::decode_name(command)?,
                     worker,
                 })
             }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sync_core::etcd::{EtcdClient, Result};
+use sync_etcd::{EtcdClient, Result};
 use tokio::time::Instant;
 
 #[derive(Debug)]

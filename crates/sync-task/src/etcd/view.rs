@@ -36,10 +36,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sync_core::etcd::{
+use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
+use sync_etcd::{
     prefix_end, read_page, EtcdClient, RangeChange, RangeEvent, RangeKv, RangePage, RangeWatch,
 };
-use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -585,7 +585,7 @@ impl View {
     }
 
     /// Reads the claims and workers, and starts watching the queue, once.
-    pub(crate) async fn start(&self) -> sync_core::etcd::Result<()> {
+    pub(crate) async fn start(&self) -> sync_etcd::Result<()> {
         self.task
             .get_or_try_init(|| async {
                 let parts = vec![self.keys.claims(), self.keys.workers_root()];
@@ -703,7 +703,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
-    use sync_core::etcd::Keyspace;
+    use sync_etcd::Keyspace;
 
     /// The view's state beside a model of the queue in etcd, fed the same changes etcd's watch
     /// would deliver, and pages read from the model.

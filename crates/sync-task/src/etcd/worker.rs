@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
-use sync_core::etcd::{EtcdClient, Lease, LeasePool, WatchHub};
 use sync_core::signal::LossReason;
+use sync_etcd::{EtcdClient, Lease, LeasePool, WatchHub};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -80,7 +80,7 @@ impl Ctx {
     }
 
     /// The worker's lease (a new one if the last was lost).
-    pub(crate) async fn lease(&self) -> sync_core::etcd::Result<Arc<Lease>> {
+    pub(crate) async fn lease(&self) -> sync_etcd::Result<Arc<Lease>> {
         self.leases.get(self.ttl).await
     }
 }
@@ -128,11 +128,11 @@ pub(crate) async fn dispatch(ctx: Arc<Ctx>) {
 pub(crate) enum ClaimError {
     /// Someone else changed the job or claimed it first.
     Conflict,
-    Etcd(sync_core::etcd::Error),
+    Etcd(sync_etcd::Error),
 }
 
-impl From<sync_core::etcd::Error> for ClaimError {
-    fn from(e: sync_core::etcd::Error) -> Self {
+impl From<sync_etcd::Error> for ClaimError {
+    fn from(e: sync_etcd::Error) -> Self {
         ClaimError::Etcd(e)
     }
 }
@@ -307,7 +307,7 @@ async fn while_claimed<F, Fut>(
 ) -> Option<bool>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = sync_core::etcd::Result<bool>>,
+    Fut: std::future::Future<Output = sync_etcd::Result<bool>>,
 {
     let mut pause = Duration::from_millis(100);
     loop {
@@ -353,7 +353,7 @@ impl Claimed {
 
     /// Hands the job back at once (the attempt is not used up).
     #[cfg(feature = "conformance")]
-    pub(crate) async fn hand_back(mut self) -> sync_core::etcd::Result<bool> {
+    pub(crate) async fn hand_back(mut self) -> sync_etcd::Result<bool> {
         self.running = None;
         let guard = vec![Compare::create_revision(
             self.ctx.keys.claim(&self.id),
@@ -611,7 +611,7 @@ fn claim_outcome(
 pub(crate) async fn claim_and_hand_back(
     ctx: &Arc<Ctx>,
     id: &str,
-) -> Result<bool, sync_core::etcd::Error> {
+) -> Result<bool, sync_etcd::Error> {
     let key = ctx.keys.job(id);
     let kv = ctx
         .client
@@ -662,7 +662,7 @@ async fn finish(
     record: &JobRecord,
     guard: Vec<Compare>,
     result: ResultRecord,
-) -> sync_core::etcd::Result<bool> {
+) -> sync_etcd::Result<bool> {
     let keys = &ctx.keys;
     let result_key = keys.result(id);
     let value = to_json(&result);
@@ -711,7 +711,7 @@ async fn finish(
                     }
             });
         match r {
-            Err(sync_core::etcd::Error::Etcd { source, .. })
+            Err(sync_etcd::Error::Etcd { source, .. })
                 if tries < 3 && source.to_string().contains("lease not found") =>
             {
                 ctx.retention.forget(lease);
@@ -728,7 +728,7 @@ async fn hand_back(
     id: &str,
     record: &JobRecord,
     guard: Vec<Compare>,
-) -> sync_core::etcd::Result<bool> {
+) -> sync_etcd::Result<bool> {
     let (job_key, claim_key) = (ctx.keys.job(id), ctx.keys.claim(id));
     let value = to_json(record);
     let txn = Txn::new().when(guard).and_then([
@@ -750,7 +750,7 @@ pub(crate) async fn keep_registered(ctx: Arc<Ctx>) {
         let registered = async {
             let lease = ctx.lease().await?;
             put_registrations(&ctx, &lease).await?;
-            Ok::<_, sync_core::etcd::Error>(lease)
+            Ok::<_, sync_etcd::Error>(lease)
         };
         let lease = tokio::select! {
             r = registered => r,
@@ -775,7 +775,7 @@ pub(crate) async fn keep_registered(ctx: Arc<Ctx>) {
 }
 
 /// Puts `workers/<command>/<me>` for every registered command, on `lease`.
-pub(crate) async fn put_registrations(ctx: &Ctx, lease: &Lease) -> sync_core::etcd::Result<()> {
+pub(crate) async fn put_registrations(ctx: &Ctx, lease: &Lease) -> sync_etcd::Result<()> {
     let names: Vec<String> = ctx
         .commands
         .read()
@@ -805,7 +805,7 @@ pub(crate) async fn put_registrations(ctx: &Ctx, lease: &Lease) -> sync_core::et
 }
 
 /// Deletes the worker's registrations (at shutdown).
-pub(crate) async fn delete_registrations(ctx: &Ctx) -> sync_core::etcd::Result<()> {
+pub(crate) async fn delete_registrations(ctx: &Ctx) -> sync_etcd::Result<()> {
     let names: Vec<String> = ctx
         .commands
         .read()

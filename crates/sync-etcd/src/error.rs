@@ -210,3 +210,9 @@ fn tls_problem(e: &etcd_client::Error) -> Option<String> {
     }
     None
 }
+
+impl From<sync_core::etcd::ConfigError> for Error {
+    fn from(e: sync_core::etcd::ConfigError) -> Self {
+        Error::InvalidConfig(e.0)
+    }
+}

@@ -1,7 +1,6 @@
 //! Bad input to the etcd configuration (issue 10, finding 4): every malformed URL, endpoint or
 //! duration is a non-retryable `InvalidConfig` error at once, whether it comes from a URL, from
 //! `EtcdConfig::new` or from serde; no input makes the parser panic; valid URLs round-trip.
-#![cfg(feature = "etcd")]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use sync_core::backend::Backend;
 use sync_core::duration::{MAX_TIMEOUT, MAX_TTL};
-use sync_core::etcd::{Error, EtcdClient, EtcdConfig};
+use sync_etcd::{Error, EtcdClient, EtcdConfig};
 
 /// The URLs of the finding, verbatim, and their kin.
 const BAD_URLS: &[&str] = &[
@@ -65,8 +64,8 @@ const BAD_ENDPOINTS: &[&str] = &[
     "",
 ];
 
-fn assert_config_error(what: &str, r: Result<impl std::fmt::Debug, Error>) {
-    match r {
+fn assert_config_error<E: Into<Error>>(what: &str, r: Result<impl std::fmt::Debug, E>) {
+    match r.map_err(Into::into) {
         Err(e @ Error::InvalidConfig(_)) => {
             assert!(!e.is_retryable(), "{what}: {e} is retryable");
         }
@@ -371,7 +370,7 @@ proptest! {
 
     #[test]
     fn any_endpoint_validates_or_fails_typed_without_panic(e in "\\PC{0,24}|[\\[\\]0-9a-f:.%]{0,24}") {
-        match EtcdConfig::new([e.clone()]).validate() {
+        match EtcdConfig::new([e.clone()]).validate().map_err(Error::from) {
             // What validates has a host and a port one can connect to.
             Ok(()) => {
                 let (host, port) = e
@@ -437,7 +436,7 @@ proptest! {
 }
 
 fn check_any(s: &str) {
-    match EtcdConfig::from_url(s) {
+    match EtcdConfig::from_url(s).map_err(Error::from) {
         // Whatever is accepted is valid, with every duration in range, so that deadlines
         // computed from it cannot overflow.
         Ok(cfg) => {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use tokio::time::Instant;
 
-use super::error::{classify, Class};
-use super::{Error, EtcdConfig, Keyspace, Result};
+use crate::error::{classify, Class};
+use crate::{Error, EtcdConfig, Keyspace, Result};
 
 /// One connection to an etcd cluster, shared (cheaply cloned) by every primitive built on it.
 ///

@@ -21,8 +21,8 @@ use etcd_client::LeaseKeepAliveStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Error, EtcdClient, Result};
-use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
+use crate::{Error, EtcdClient, Result};
+use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 
 /// The safety margin subtracted from a lease's server-side deadline: a fifteenth of the TTL, at
 /// least 200 ms and at most 2 s. It covers the difference between our clock's rate and the
@@ -32,7 +32,7 @@ use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 ///
 /// ```
 /// use std::time::Duration;
-/// use sync_core::etcd::loss_margin;
+/// use sync_etcd::loss_margin;
 /// assert_eq!(loss_margin(Duration::from_secs(3)), Duration::from_millis(200));
 /// assert_eq!(loss_margin(Duration::from_secs(15)), Duration::from_secs(1));
 /// assert_eq!(loss_margin(Duration::from_secs(60)), Duration::from_secs(2));
@@ -63,7 +63,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// ```
 /// use std::time::Duration;
-/// use sync_core::etcd::{loss_margin, renew_interval, RIDE_OUT};
+/// use sync_etcd::{loss_margin, renew_interval, RIDE_OUT};
 /// let ttl = Duration::from_secs(3);
 /// assert!(ttl - loss_margin(ttl) - renew_interval(ttl) >= RIDE_OUT);
 /// assert_eq!(renew_interval(Duration::from_secs(30)), Duration::from_secs(10));
@@ -105,7 +105,7 @@ impl Lease {
     /// Grants a lease of `ttl` (whole seconds, rounded up; etcd may raise it to its minimum) and
     /// starts keeping it alive.
     pub async fn grant(client: &EtcdClient, ttl: Duration) -> Result<Arc<Lease>> {
-        let ttl = crate::duration::validate_ttl(ttl).map_err(Error::InvalidConfig)?;
+        let ttl = sync_core::duration::validate_ttl(ttl).map_err(Error::InvalidConfig)?;
         // Whole seconds, rounded up: at most etcd's maximum, so no overflow.
         let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)) as i64;
         let sent_at = Instant::now();
@@ -119,7 +119,8 @@ impl Lease {
             })
             .await
             .map(|(id, g, at)| (id, g, at.max(sent_at)))?;
-        let granted_ttl = Duration::from_secs(granted.max(1) as u64).min(crate::duration::MAX_TTL);
+        let granted_ttl =
+            Duration::from_secs(granted.max(1) as u64).min(sync_core::duration::MAX_TTL);
         let (trigger, signal) = loss_signal();
         let loss = Arc::new(Loss {
             trigger,

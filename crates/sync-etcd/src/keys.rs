@@ -6,7 +6,7 @@
 /// Keys under one prefix (namespace).
 ///
 /// ```
-/// use sync_core::etcd::Keyspace;
+/// use sync_etcd::Keyspace;
 /// let ks = Keyspace::new("myapp");
 /// assert_eq!(ks.dir("lock", "a"), "myapp/lock/a/");
 /// assert_eq!(ks.dir("lock", "a/b"), "myapp/lock/a%2Fb/");
@@ -49,7 +49,7 @@ impl Keyspace {
 /// Percent-encodes every byte outside `[A-Za-z0-9._~-]`, so the result has no `/`.
 ///
 /// ```
-/// assert_eq!(sync_core::etcd::encode_name("a/b c%"), "a%2Fb%20c%25");
+/// assert_eq!(sync_etcd::encode_name("a/b c%"), "a%2Fb%20c%25");
 /// ```
 pub fn encode_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -66,7 +66,7 @@ pub fn encode_name(name: &str) -> String {
 /// Reverses [`encode_name`]; `None` if `encoded` is not its output.
 ///
 /// ```
-/// use sync_core::etcd::{decode_name, encode_name};
+/// use sync_etcd::{decode_name, encode_name};
 /// assert_eq!(decode_name(&encode_name("ünï/côde")).as_deref(), Some("ünï/côde"));
 /// assert_eq!(decode_name("%zz"), None);
 /// ```

@@ -1,7 +1,7 @@
 //! A watch over every key of one range, puts and deletes alike, that starts from a consistent
 //! snapshot and keeps going across reconnects.
 //!
-//! [`WatchHub`](super::WatchHub) only sees deletions, which is all a waiter needs. Someone who
+//! [`WatchHub`](crate::WatchHub) only sees deletions, which is all a waiter needs. Someone who
 //! wants to know the whole state of a range (who leads an election, and what it proclaimed) needs
 //! the puts too, and must never miss a change: [`RangeWatch::open`] reads the range and watches it
 //! from the read's revision + 1, so the snapshot and the events after it fit together with
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchStream};
 
-use super::{EtcdClient, Result};
+use crate::{EtcdClient, Result};
 
 /// One key of the range, as read or as put.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,8 +148,8 @@ impl RangePage {
 /// The end of the range of keys starting with `prefix` (for [`read_page`]).
 ///
 /// ```
-/// assert_eq!(sync_core::etcd::prefix_end(b"a/"), b"a0".to_vec());
-/// assert_eq!(sync_core::etcd::prefix_end(b"a\xff"), b"b".to_vec());
+/// assert_eq!(sync_etcd::prefix_end(b"a/"), b"a0".to_vec());
+/// assert_eq!(sync_etcd::prefix_end(b"a\xff"), b"b".to_vec());
 /// ```
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -251,7 +251,7 @@ impl RangeWatch {
     ) -> Result<(Self, RangeSnapshot)> {
         let range = range.into();
         if let Some(p) = parts.iter().find(|p| !p.starts_with(&range)) {
-            return Err(super::Error::InvalidConfig(format!(
+            return Err(crate::Error::InvalidConfig(format!(
                 "{p:?} is not a part of the watched range {range:?}"
             )));
         }
@@ -436,9 +436,9 @@ async fn read_parts(client: &EtcdClient, parts: &[String]) -> Result<RangeSnapsh
     Ok(RangeSnapshot { revision, kvs })
 }
 
-fn is_compacted(e: &super::Error) -> bool {
+fn is_compacted(e: &crate::Error) -> bool {
     match e {
-        super::Error::Etcd { source, .. } => source.to_string().contains("compacted"),
+        crate::Error::Etcd { source, .. } => source.to_string().contains("compacted"),
         _ => false,
     }
 }
@@ -453,7 +453,7 @@ async fn read_and_watch(
     match watch_from(client, range, snapshot.revision + 1).await? {
         Watched::Stream(s) => Ok((snapshot, *s)),
         // We just read at that revision; only an extreme race with a compaction gets here.
-        Watched::Compacted => Err(super::Error::Unavailable {
+        Watched::Compacted => Err(crate::Error::Unavailable {
             endpoints: client.endpoints().to_owned(),
             op: "watch range",
             source: "the revision just read was compacted at once".into(),

@@ -21,8 +21,8 @@ use etcd_client::{GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-use super::{Error, EtcdClient, KeyEvent, KeySubscription, Lease, Result, WatchHub};
-use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
+use crate::{Error, EtcdClient, KeyEvent, KeySubscription, Lease, Result, WatchHub};
+use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 
 /// Why waiting for the head of the queue ended without getting there.
 #[derive(Debug, thiserror::Error)]
@@ -497,7 +497,7 @@ pub struct Held {
     signal: LossSignal,
     armed: bool,
     /// Fires the trigger if our key is deleted (by anyone but us).
-    on_delete: Option<super::watch::TriggerSubscription>,
+    on_delete: Option<crate::watch::TriggerSubscription>,
     /// Keeps the queue's watch alive while held.
     _hub: Arc<WatchHub>,
 }

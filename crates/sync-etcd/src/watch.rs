@@ -20,8 +20,8 @@ use etcd_client::{EventType, WatchFilterType, WatchOptions};
 use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
-use super::{EtcdClient, Result};
-use crate::signal::{LossReason, LossTrigger};
+use crate::{EtcdClient, Result};
+use sync_core::signal::{LossReason, LossTrigger};
 
 /// What a subscriber hears about its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

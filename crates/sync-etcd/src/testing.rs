@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{EtcdClient, EtcdConfig};
+use crate::{EtcdClient, EtcdConfig};
 
 /// The variable the harness sets: comma-separated endpoints.
 pub const ENDPOINTS_VAR: &str = "SYNC_ETCD_ENDPOINTS";
