@@ -149,7 +149,13 @@ impl Drop for WipeOnDrop {
                 .enable_all()
                 .build()
             {
-                rt.block_on(wipe(&client));
+                // A connection of its own: the test's connection runs on the test's runtime,
+                // which may be blocked on this very thread.
+                rt.block_on(async {
+                    if let Ok(fresh) = EtcdClient::connect(client.config().clone()).await {
+                        wipe(&fresh).await;
+                    }
+                });
             }
         })
         .join();

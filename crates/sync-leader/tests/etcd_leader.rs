@@ -312,3 +312,43 @@ async fn observer_misses_nothing_across_a_disconnect_and_recovers_from_compactio
     assert_eq!(next_state(&mut seen, "nobody after compaction").await, None);
     testing::wipe(&admin).await;
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn candidacies_in_a_session_end_with_it_and_refuse_a_ttl_of_their_own() {
+    let (election, admin, _cfg) = setup("leader_session").await;
+    let session = election
+        .connection()
+        .session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let in_session = election.with_session(&session);
+    let err = in_session
+        .elect(
+            "n1",
+            ElectOptions::new()
+                .with_group("g")
+                .with_ttl(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOptions { group, reason } if group == "g" && reason.contains("session")),
+        "{err:?}"
+    );
+    let elected = in_session
+        .elect("n1", ElectOptions::new().with_group("g"))
+        .await
+        .unwrap();
+    assert_eq!(
+        election.leader("g").await.unwrap().map(|l| l.id),
+        Some("n1".to_owned())
+    );
+    session.close().await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(2), elected.revoked())
+        .await
+        .expect("revoked after the session closed");
+    assert_ne!(reason, LossReason::Released);
+    assert_eq!(election.leader("g").await.unwrap(), None);
+    assert!(keys_under(&admin, admin.keyspace().root()).await.is_empty());
+}

@@ -226,3 +226,55 @@ async fn acquire_right_after_the_lease_was_revoked_gets_a_fresh_lease() {
     );
     g2.release().await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn locks_in_a_session_end_with_it_and_refuse_a_ttl_of_their_own() {
+    let (lock, admin, _cfg) = setup("lock_session").await;
+    let session = lock
+        .connection()
+        .session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let in_session = lock.with_session(&session);
+    let err = in_session
+        .acquire("a", AcquireOptions::new().with_ttl(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOptions { name, reason } if name == "a" && reason.contains("session")),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    let a = in_session
+        .acquire("a", AcquireOptions::new())
+        .await
+        .unwrap();
+    let b = in_session
+        .try_acquire("b", AcquireOptions::new())
+        .await
+        .unwrap()
+        .unwrap();
+    // Outside the session, the same names are taken.
+    assert!(lock
+        .try_acquire("a", AcquireOptions::new())
+        .await
+        .unwrap()
+        .is_none());
+    session.close().await.unwrap();
+    for g in [&a, &b] {
+        let reason = tokio::time::timeout(Duration::from_secs(2), g.lost())
+            .await
+            .expect("lost after the session closed");
+        assert_ne!(reason, LossReason::Released);
+    }
+    let err = in_session
+        .acquire("c", AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err:?}");
+    assert!(keys_under(&admin, admin.keyspace().root()).await.is_empty());
+    // The locks outside the session are unaffected.
+    let g = lock.acquire("a", AcquireOptions::new()).await.unwrap();
+    g.release().await.unwrap();
+}

@@ -17,9 +17,12 @@
 //!
 //! `cancel_at_every_poll` cases in the lock and leader conformance suites check it.
 
-use etcd_client::{GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+mod join;
+
+use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+
+use join::{delete_late, join_txn, keys_of, JoinGuard};
 
 use crate::{Error, EtcdClient, KeyEvent, KeySubscription, Lease, Result, WatchHub};
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
@@ -157,49 +160,6 @@ async fn leave(client: &EtcdClient, key: &str, rev: i64) -> Result<bool> {
         .await?;
     tracing::trace!(%key, rev, deleted, "left queue");
     Ok(deleted)
-}
-
-struct Joined {
-    key: String,
-    revision: i64,
-    /// The keys ahead of ours, oldest first, and the revision at which they were read.
-    ahead: Vec<String>,
-    read_rev: i64,
-}
-
-/// Deletes the key of a `join` whose caller went away, once the join's transaction finished.
-struct JoinGuard {
-    task: Option<JoinHandle<Result<Joined>>>,
-    client: EtcdClient,
-    key: String,
-}
-
-impl Drop for JoinGuard {
-    fn drop(&mut self) {
-        let Some(task) = self.task.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = self.client.clone();
-        let key = std::mem::take(&mut self.key);
-        rt.spawn(async move {
-            match task.await {
-                Ok(Ok(j)) => {
-                    let _ = leave(&client, &j.key, j.revision).await;
-                }
-                _ => delete_late(client, key).await,
-            }
-        });
-    }
-}
-
-/// After a join transaction that failed or timed out: an attempt may have landed, or may still
-/// land late, so delete the (unique) key now and once more after a request timeout.
-async fn delete_late(client: EtcdClient, key: String) {
-    let mut c = client.raw();
-    let _ = c.delete(key.clone(), None).await;
-    tokio::time::sleep(client.config().request_timeout).await;
-    let _ = c.delete(key, None).await;
 }
 
 impl Queue {
@@ -549,66 +509,4 @@ impl Drop for Held {
             leave_in_background(&self.client, std::mem::take(&mut self.key), self.revision);
         }
     }
-}
-
-fn keys_of(kvs: &[etcd_client::KeyValue]) -> Vec<String> {
-    kvs.iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
-}
-
-/// One transaction: put our key (no compare needed: the key is unique to this join, and a retry
-/// after a lost reply only rewrites it, keeping its create revision) and read every key of the
-/// queue, keys only.
-async fn join_txn(
-    client: EtcdClient,
-    dir: String,
-    key: String,
-    value: Vec<u8>,
-    lease: i64,
-) -> Result<Joined> {
-    client
-        .retry("join queue", client.default_budget(), |mut c| {
-            let (dir, key, value) = (dir.clone(), key.clone(), value.clone());
-            async move {
-                let txn = Txn::new().and_then([
-                    TxnOp::put(
-                        key.clone(),
-                        value,
-                        Some(PutOptions::new().with_lease(lease).with_prev_key()),
-                    ),
-                    TxnOp::get(dir, Some(GetOptions::new().with_prefix().with_keys_only())),
-                ]);
-                let resp = c.txn(txn).await?;
-                let read_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-                let ops = resp.op_responses();
-                let revision = match ops.first() {
-                    Some(TxnOpResponse::Put(p)) => {
-                        p.prev_key().map_or(read_rev, |prev| prev.create_revision())
-                    }
-                    _ => read_rev,
-                };
-                let ahead = match ops.get(1) {
-                    Some(TxnOpResponse::Get(g)) => {
-                        let mut kvs: Vec<_> = g
-                            .kvs()
-                            .iter()
-                            .filter(|kv| kv.create_revision() < revision)
-                            .collect();
-                        kvs.sort_by_key(|kv| kv.create_revision());
-                        kvs.iter()
-                            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-                            .collect()
-                    }
-                    _ => Vec::new(),
-                };
-                Ok(Joined {
-                    key,
-                    revision,
-                    ahead,
-                    read_rev,
-                })
-            }
-        })
-        .await
 }
