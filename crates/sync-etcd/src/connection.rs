@@ -10,7 +10,7 @@ use crate::{EtcdClient, EtcdConfig, Lease, Result};
 /// A connection to an etcd cluster, to share between locks, elections and job systems (cheap to
 /// clone: clones share the connection).
 ///
-/// Its API shows none of etcd-client's types; the engine underneath is [`EtcdClient::of`].
+/// Its API shows none of etcd-client's types; the engine underneath is `sync_etcd::EtcdClient::of`.
 ///
 /// ```no_run
 /// use sync_etcd::{EtcdConfig, EtcdConnection};

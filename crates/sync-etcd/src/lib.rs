@@ -1,9 +1,6 @@
-//! The etcd engine under the `sync` primitives.
+#![doc = include_str!("../README.md")]
 //!
-//! Users of locks, elections and jobs rarely need this crate directly: `sync-lock`,
-//! `sync-leader` and `sync-task` build on it and show none of its types but [`EtcdConfig`],
-//! [`EtcdConnection`] and [`Session`]. It is public for those who build a primitive of their own
-//! on the same mechanism.
+//! ## The pieces
 //!
 //! - [`EtcdConfig`]: endpoints, key prefix, TLS, auth, timeouts, lease TTL; from serde or a URL;
 //! - [`EtcdConnection`]: what a user shares between primitives: one connection, and its
@@ -17,17 +14,6 @@
 //! - [`Contender`]: join a FIFO queue, wait for its head within a max wait, and hold it with a
 //!   loss signal and a fencing token, cancel-safe on every path. Locks and elections are thin
 //!   adapters over it.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use sync_etcd::{EtcdConfig, EtcdConnection};
-//! # async fn demo() -> Result<(), sync_etcd::Error> {
-//! let etcd = EtcdConnection::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;
-//! let session = etcd.session(Duration::from_secs(10)).await?;
-//! println!("my lease is {:x}", session.lease_id());
-//! session.close().await?;
-//! # Ok(()) }
-//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
