@@ -211,6 +211,22 @@ fn tls_problem(e: &etcd_client::Error) -> Option<String> {
     None
 }
 
+impl Error {
+    /// Hands this error to a primitive's own error type: `config` gets the message of an invalid
+    /// setting (never retryable: it must be fixed), `other` whether a retry may succeed and the
+    /// error itself, for the primitive to name what it was doing.
+    pub fn report<E>(
+        self,
+        config: impl FnOnce(String) -> E,
+        other: impl FnOnce(bool, BoxError) -> E,
+    ) -> E {
+        match self {
+            Error::InvalidConfig(m) => config(m),
+            e => other(e.is_retryable(), Box::new(e)),
+        }
+    }
+}
+
 impl From<sync_core::etcd::ConfigError> for Error {
     fn from(e: sync_core::etcd::ConfigError) -> Self {
         Error::InvalidConfig(e.0)

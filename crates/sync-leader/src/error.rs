@@ -112,24 +112,19 @@ impl Error {
     /// [`Error::Connect`] otherwise.
     #[cfg(feature = "etcd")]
     pub(crate) fn connect(e: sync_etcd::Error) -> Self {
-        match e {
-            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
-            e => Error::Connect {
-                retryable: e.is_retryable(),
-                source: Box::new(e),
-            },
-        }
+        e.report(Error::Config, |retryable, source| Error::Connect {
+            retryable,
+            source,
+        })
     }
 
     #[cfg(feature = "etcd")]
     pub(crate) fn backend(group: &str, e: sync_etcd::Error) -> Self {
-        match e {
-            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
-            e => Error::Backend {
-                group: group.to_owned(),
-                retryable: e.is_retryable(),
-                source: Box::new(e),
-            },
-        }
+        let group = group.to_owned();
+        e.report(Error::Config, |retryable, source| Error::Backend {
+            group,
+            retryable,
+            source,
+        })
     }
 }

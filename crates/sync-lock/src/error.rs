@@ -106,25 +106,20 @@ impl Error {
     /// [`Error::Connect`] otherwise.
     #[cfg(feature = "etcd")]
     pub(crate) fn connect(e: sync_etcd::Error) -> Self {
-        match e {
-            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
-            e => Error::Connect {
-                retryable: e.is_retryable(),
-                source: Box::new(e),
-            },
-        }
+        e.report(Error::Config, |retryable, source| Error::Connect {
+            retryable,
+            source,
+        })
     }
 
     #[cfg(feature = "etcd")]
     pub(crate) fn backend(name: &str, e: sync_etcd::Error) -> Self {
-        match e {
-            sync_etcd::Error::InvalidConfig(m) => Error::Config(m),
-            e => Error::Backend {
-                name: name.to_owned(),
-                retryable: e.is_retryable(),
-                source: Box::new(e),
-            },
-        }
+        let name = name.to_owned();
+        e.report(Error::Config, |retryable, source| Error::Backend {
+            name,
+            retryable,
+            source,
+        })
     }
 
     /// A failure of the etcd engine this version does not know by name: retryable.

@@ -32,10 +32,11 @@ pub struct EtcdLock {
 impl EtcdLock {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let connection = EtcdConnection::connect(config)
-            .await
-            .map_err(Error::connect)?;
-        Ok(Self::new(connection))
+        Ok(Self::new(
+            EtcdConnection::connect(config)
+                .await
+                .map_err(Error::connect)?,
+        ))
     }
 
     /// Uses an existing connection (shared with other primitives).

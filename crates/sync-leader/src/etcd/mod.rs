@@ -67,10 +67,11 @@ pub(crate) fn leader_info(raw_value: &[u8], create_revision: i64) -> LeaderInfo 
 impl EtcdLeader {
     /// Connects to etcd with `config`.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let connection = EtcdConnection::connect(config)
-            .await
-            .map_err(Error::connect)?;
-        Ok(Self::new(connection))
+        Ok(Self::new(
+            EtcdConnection::connect(config)
+                .await
+                .map_err(Error::connect)?,
+        ))
     }
 
     /// Uses an existing connection (shared with other primitives).
