@@ -8,7 +8,8 @@
 //! - [`scenario`]: the fault scenarios (`sync-chaos run`, which `cargo xtask chaos` runs);
 //! - [`ntp`]: an NTP server that lies;
 //! - [`secure`]: a single-member etcd with TLS and authentication, for tests;
-//! - [`worker`]: what the `sync-chaos` binary runs, using only the crates' public API.
+//! - [`tool`]: the harness's `kill -9`, marks and checker runs;
+//! - [`worker`]: the workers the `sync-chaos` binary runs, using only the crates' public API.
 
 pub mod badinput;
 pub mod check;
@@ -18,4 +19,5 @@ pub mod ntp;
 pub mod proxy;
 pub mod scenario;
 pub mod secure;
+pub mod tool;
 pub mod worker;

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use sync_chaos::scenario::{self, Options, RunError};
+use sync_chaos::tool;
 use sync_chaos::worker::{self, Args};
 
 const USAGE: &str = "usage: sync-chaos run [--quick] [--only SUBSTRING] [--out DIR] [--ntp HOST:PORT]
@@ -37,9 +38,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match command.as_str() {
-        "kill" => worker::kill(&args),
-        "mark" => worker::mark(&args),
-        "check" => worker::check(&args),
+        "kill" => tool::kill(&args),
+        "mark" => tool::mark(&args),
+        "check" => tool::check(&args),
         other => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::worker;
+use crate::tool;
 
 /// Set by the signal handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -122,8 +122,8 @@ impl Workers {
         if among.is_empty() {
             return Ok(None);
         }
-        let pid = worker::victim(&self.dir, role, &among)?;
-        worker::kill_logged(&self.dir, pid, role)?;
+        let pid = tool::victim(&self.dir, role, &among)?;
+        tool::kill_logged(&self.dir, pid, role)?;
         Ok(self.reap(pid))
     }
 
@@ -139,7 +139,7 @@ impl Workers {
     pub(crate) fn kill_all(&mut self) {
         let pids: Vec<u32> = self.children.iter().map(|(_, c)| c.id()).collect();
         for pid in pids {
-            if let Err(e) = worker::kill_logged(&self.dir, pid, "") {
+            if let Err(e) = tool::kill_logged(&self.dir, pid, "") {
                 eprintln!("sync-chaos: {e}");
             }
             self.reap(pid);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::{Outcome, Params};
 use crate::cluster::Cluster;
-use crate::worker;
+use crate::tool;
 use harness::{interrupted, Workers, INTERRUPTED_MESSAGE};
 
 /// The TTL every worker asks for, in milliseconds.
@@ -248,7 +248,7 @@ fn run_scenario(ctx: &mut Ctx, out: &Path, scenario: &str) -> Result<Outcome, St
         ttl: TTL,
         margin: MARGIN,
     };
-    worker::judge(&dir, scenario, params).map_err(|e| format!("checking {scenario}: {e}"))
+    tool::judge(&dir, scenario, params).map_err(|e| format!("checking {scenario}: {e}"))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{pause, Workers};
 use super::{Ctx, TTL, TTL_MS};
-use crate::worker;
+use crate::tool;
 
 /// The arguments common to every etcd worker, after the command's own.
 pub(crate) type Common<'a> = dyn Fn(&[&str]) -> Vec<String> + 'a;
@@ -18,7 +18,7 @@ fn secs(quick: bool, q: u64, full: u64) -> Duration {
 
 /// Logs the harness event `ev` in the scenario's directory.
 fn mark(w: &Workers, ev: &str) -> Result<(), String> {
-    worker::mark_now(&w.dir, ev, None)
+    tool::mark_now(&w.dir, ev, None)
 }
 
 /// Kills member `i` (SIGKILL), waits `down`, restarts it and waits until all are healthy.
