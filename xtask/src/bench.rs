@@ -41,12 +41,15 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     process::set_foreground(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut rows = Vec::new();
+    let mut rows: Vec<serde_json::Value> = Vec::new();
     for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-        if line.starts_with('{') {
-            rows.push(line);
-        } else {
+        if !line.starts_with('{') {
             println!("{line}");
+        } else {
+            match serde_json::from_str(&line) {
+                Ok(row) => rows.push(row),
+                Err(e) => eprintln!("xtask bench: warning: a row that is not JSON ({e}): {line}"),
+            }
         }
     }
     let status = child
@@ -57,7 +60,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let dir = root.join("target").join("sync-bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let report = dir.join("report.json");
-    std::fs::write(&report, format!("[\n{}\n]\n", rows.join(",\n")))
+    let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+    std::fs::write(&report, json + "\n")
         .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
     eprintln!(
         "xtask bench: {} rows written to {}",
@@ -65,7 +69,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         report.display()
     );
     let chart = dir.join("report.svg");
-    let bars = crate::chart::parse_rows(&rows.join("\n"));
+    let bars = crate::chart::bars(&rows);
     std::fs::write(
         &chart,
         crate::chart::svg(&bars, "sync: benchmarks against their baselines"),

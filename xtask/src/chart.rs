@@ -1,6 +1,8 @@
 //! An SVG bar chart of a bench report: for each scenario, ours relative to its baseline (the
-//! ratio), with the target marked. No dependencies: the report's rows are flat JSON objects
-//! that `sync-bench` writes one per line.
+//! ratio), with the target marked. The report's rows are the JSON objects that `sync-bench`
+//! prints, one per scenario.
+
+use serde_json::Value;
 
 /// One row's fields that the chart uses.
 #[derive(Debug, PartialEq)]
@@ -11,30 +13,16 @@ pub(crate) struct Bar {
     pub(crate) met: bool,
 }
 
-/// Reads the value of `"key":` in a flat JSON object line (strings without escapes, numbers,
-/// booleans).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":");
-    let start = line.find(&pat)? + pat.len();
-    let rest = &line[start..];
-    if let Some(s) = rest.strip_prefix('"') {
-        s.find('"').map(|end| &s[..end])
-    } else {
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim())
-    }
-}
-
-pub(crate) fn parse_rows(report: &str) -> Vec<Bar> {
-    report
-        .lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .filter_map(|l| {
+/// The bars of the report's rows (objects with `scenario`, `ratio`, `target`, `met`); rows
+/// without them are left out.
+pub(crate) fn bars(rows: &[Value]) -> Vec<Bar> {
+    rows.iter()
+        .filter_map(|row| {
             Some(Bar {
-                scenario: field(l, "scenario")?.to_owned(),
-                ratio: field(l, "ratio")?.parse().ok()?,
-                target: field(l, "target")?.to_owned(),
-                met: field(l, "met")? == "true",
+                scenario: row["scenario"].as_str()?.to_owned(),
+                ratio: row["ratio"].as_f64()?,
+                target: row["target"].as_str()?.to_owned(),
+                met: row["met"].as_bool()?,
             })
         })
         .collect()
@@ -114,8 +102,14 @@ mod tests {
 
     #[test]
     fn parses_rows_and_draws_each() {
-        let report = "[\n{\"scenario\":\"a b\",\"ours\":2.0,\"baseline\":1.0,\"unit\":\"ms\",\"ratio\":2.0,\"target\":\"<= 1x\",\"met\":false},\n{\"scenario\":\"c\",\"ours\":1,\"baseline\":2,\"unit\":\"ops/s\",\"ratio\":0.5,\"target\":\">= 0.8x\",\"met\":false}\n]\n";
-        let bars = parse_rows(report);
+        let rows = vec![
+            serde_json::json!({"scenario": "a b", "ours": 2.0, "baseline": 1.0, "unit": "ms",
+                "ratio": 2.0, "target": "<= 1x", "met": false}),
+            serde_json::json!({"scenario": "c", "ours": 1, "baseline": 2, "unit": "ops/s",
+                "ratio": 0.5, "target": ">= 0.8x", "met": false}),
+            serde_json::json!({"scenario": "no ratio"}),
+        ];
+        let bars = bars(&rows);
         assert_eq!(bars.len(), 2);
         assert_eq!(
             bars[0],

@@ -41,10 +41,12 @@ commands:
         benchmark scenario beside its baseline,
         print the table and write target/sync-bench/report.json and report.svg
   chaos [--quick] [--only SUBSTRING]
-        start the same services, run the fault scenarios (mutual exclusion, leader,
-        task, whole-cluster outage, lying NTP server, partition proxy, bad input)
-        with real worker processes, check their logs, print the table and write
-        target/sync-chaos/report.json; fails on any violation (--quick: < 5 min)
+        build sync-chaos and run its fault scenarios (`sync-chaos run`: raft-leader
+        kills, mutual exclusion, leader, task, whole-cluster outage, lying NTP server,
+        partition proxy, bad input) on an etcd cluster of its own (etcd's default
+        timing) with chronyd beside it; real worker processes, their logs checked, the
+        table printed and target/sync-chaos/report.json written; fails on any
+        violation (--quick: < 5 min)
   help  this text
 
 Tests get SYNC_ETCD_ENDPOINTS (http://127.0.0.1:P,... of the 3 members),

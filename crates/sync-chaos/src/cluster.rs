@@ -213,9 +213,20 @@ impl Cluster {
 
     /// Restarts member `i` (its data directory keeps its identity) and waits until it is healthy.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
-        self.kill(i);
-        self.spawn(i)?;
+        self.start_member(i)?;
         self.wait_healthy(&[i], Duration::from_secs(30))
+    }
+
+    /// Starts member `i` again (killing it first if it runs) without waiting: a member alone,
+    /// with the others still down, cannot become healthy. See [`wait_healthy`](Self::wait_healthy).
+    pub fn start_member(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    /// The number of members.
+    pub fn size(&self) -> usize {
+        self.members.len()
     }
 }
 

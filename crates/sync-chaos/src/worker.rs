@@ -1,9 +1,9 @@
-//! What the `sync-chaos` binary runs. Workers use only the primitives' public API and log
-//! every event (see [`crate::event`]); the harness (`cargo xtask chaos`) starts them, injects
-//! faults, and runs `sync-chaos check` over their logs.
+//! The workers that the `sync-chaos` binary runs. They use only the primitives' public API and
+//! log every event (see [`crate::event`]); the scenarios ([`crate::scenario`]) start them,
+//! inject faults, and run the checkers over their logs (see [`crate::tool`]).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +15,7 @@ use sync_task::{Backoff, Command, EtcdTask, Job, Task, TaskOptions};
 use sync_time::{NtpOptions, NtpTime, SourceVerdict, Time};
 use tokio::io::AsyncBufReadExt;
 
-use crate::check::{self, Params};
-use crate::event::{self, Log};
+use crate::event::Log;
 use crate::ntp::{Behavior, NtpServer};
 use crate::proxy::{Mode, Proxy};
 
@@ -52,7 +51,13 @@ impl Args {
         self.0.get(key).map_or(default, String::as_str)
     }
 
-    fn num(&self, key: &str, default: u64) -> Result<u64, String> {
+    /// An optional value.
+    pub fn opt(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A number, with a default.
+    pub fn num(&self, key: &str, default: u64) -> Result<u64, String> {
         match self.0.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -412,84 +417,5 @@ pub async fn proxy(a: &Args) -> Result<(), String> {
         }
         println!("ok {line}");
     }
-    Ok(())
-}
-
-/// The pids among `among` whose last `enter`/`elected` has no later end.
-fn holding(dir: &Path, role: &str, among: &[u32]) -> Result<Vec<u32>, String> {
-    let (events, _) = event::read_dir(dir).map_err(|e| e.to_string())?;
-    let (start, ends): (&str, &[&str]) = match role {
-        "holder" => ("enter", &["exit"]),
-        "leader" => ("elected", &["revoked", "resign"]),
-        "any" => return Ok(Vec::new()),
-        other => return Err(format!("unknown role {other:?} (holder, leader, any)")),
-    };
-    Ok(check::intervals(&events, start, ends)
-        .into_iter()
-        .filter(|i| i.end_ev == "end of log" && among.contains(&i.pid))
-        .map(|i| i.pid)
-        .collect())
-}
-
-/// `kill`: SIGKILL to `--pid`, or to the current `--role holder|leader` among `--among`
-/// (else a random one of them); logs `killed` (target = pid) right after the signal and prints
-/// the pid.
-pub fn kill(a: &Args) -> Result<(), String> {
-    let log = Log::open(&a.dir()?, "harness").map_err(|e| e.to_string())?;
-    let pid: u32 = match a.0.get("pid") {
-        Some(p) => p.parse().map_err(|_| format!("--pid {p:?}"))?,
-        None => {
-            let among: Vec<u32> = a
-                .get("among")?
-                .split(',')
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            if among.is_empty() {
-                return Err("--among lists no pid".into());
-            }
-            let held = holding(&a.dir()?, a.or("role", "holder"), &among)?;
-            let pool = if held.is_empty() { &among } else { &held };
-            pool[rand::thread_rng().gen_range(0..pool.len())]
-        }
-    };
-    let target = nix::unistd::Pid::from_raw(pid as i32);
-    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| format!("kill -9 {pid}: {e}"))?;
-    log.write(
-        log.event("killed")
-            .target(pid)
-            .detail(a.or("role", "").to_owned()),
-    );
-    println!("{pid}");
-    Ok(())
-}
-
-/// `mark`: logs a harness event `--ev` (e.g. `cluster_down`) now.
-pub fn mark(a: &Args) -> Result<(), String> {
-    let log = Log::open(&a.dir()?, "harness").map_err(|e| e.to_string())?;
-    let mut e = log.event(a.get("ev")?);
-    if let Some(d) = a.0.get("detail") {
-        e = e.detail(d.clone());
-    }
-    log.write(e);
-    Ok(())
-}
-
-/// `check`: runs the scenario's checker over the logs in `--dir` and prints the outcome as one
-/// JSON line.
-pub fn check(a: &Args) -> Result<(), String> {
-    let (events, bad) = event::read_dir(&a.dir()?).map_err(|e| e.to_string())?;
-    let params = Params {
-        ttl: a.ttl()?,
-        margin: Duration::from_millis(a.num("margin-ms", 3000)?),
-    };
-    let mut outcome = check::check(a.get("scenario")?, &events, params);
-    if bad > 0 {
-        outcome.note(format!("{bad} log lines unreadable (cut short by kill -9)"));
-    }
-    println!(
-        "{}",
-        serde_json::to_string(&outcome).map_err(|e| e.to_string())?
-    );
     Ok(())
 }

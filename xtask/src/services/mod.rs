@@ -1,16 +1,20 @@
-//! A 3-member etcd cluster and a chronyd NTP server on loopback, in a temporary directory.
+//! A 3-member etcd cluster and a chronyd NTP server on loopback, in a temporary directory
+//! (for `chaos`, chronyd alone).
 //!
 //! Commands follow `shared/notes/services.md`. Ports are picked free by binding port 0.
 //! [`Services`] stops everything it started when dropped (also on panic) unless it was
 //! [detached](Services::detach) by `cargo xtask etcd up`.
 
+mod net;
+mod state;
+
+use net::{free_tcp_ports, free_udp_ports, health_summary, ntp_answers};
+
 use std::env;
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
-use std::io;
-use std::net::{TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +31,9 @@ const ETCD_READY: Duration = Duration::from_secs(30);
 const NTP_READY: Duration = Duration::from_secs(15);
 /// Start-up attempts when a process exits early (e.g. a picked port was taken meanwhile).
 const ATTEMPTS: u32 = 3;
+/// Raft timing of the members: failovers in ≈ 0.5–0.7 s, for a quick test suite. (The chaos
+/// scenarios run etcd's defaults, on a cluster of their own: `sync_chaos::cluster`.)
+const FAST_TIMING: [&str; 2] = ["--heartbeat-interval=50", "--election-timeout=500"];
 /// Prefix of the temporary directory's name; `stop` removes only such directories.
 const DIR_PREFIX: &str = "sync-xtask-";
 
@@ -72,7 +79,6 @@ impl StartError {
 pub(crate) struct Services {
     dir: PathBuf,
     token: String,
-    timing: Timing,
     tools: Tools,
     members: Vec<Member>,
     ntp_port: u16,
@@ -82,50 +88,23 @@ pub(crate) struct Services {
     detached: bool,
 }
 
-/// The raft timing of the cluster's members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timing {
-    /// `--heartbeat-interval=50 --election-timeout=500`: failovers in ≈ 0.5–0.7 s, for a quick
-    /// test suite.
-    Fast,
-    /// etcd's defaults (heartbeat 100 ms, election timeout 1000 ms): what users run, and what
-    /// the fault scenarios must survive (elections of 1–2 s and more).
-    EtcdDefault,
-}
-
-impl Timing {
-    fn flags(self) -> &'static [&'static str] {
-        match self {
-            Timing::Fast => &["--heartbeat-interval=50", "--election-timeout=500"],
-            Timing::EtcdDefault => &[],
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Timing::Fast => "fast",
-            Timing::EtcdDefault => "default",
-        }
-    }
-}
-
 impl Services {
     /// Starts the cluster and chronyd and waits until every member is healthy and chronyd
     /// answers. On failure everything started is stopped and the error shows the logs.
     pub(crate) fn start(tools: &Tools) -> Result<Services> {
-        Services::start_with(tools, MEMBERS, Timing::Fast)
+        Services::start_sized(tools, MEMBERS)
+    }
+
+    /// Only chronyd, for `chaos` (whose scenarios start an etcd cluster of their own).
+    pub(crate) fn start_ntp(tools: &Tools) -> Result<Services> {
+        Services::start_sized(tools, 0)
     }
 
     /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`).
     pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
-        Services::start_with(tools, size, Timing::Fast)
-    }
-
-    /// [`start`](Services::start) with `size` etcd members on the given raft timing.
-    pub(crate) fn start_with(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
         let mut attempt = 1;
         loop {
-            let mut services = Services::spawn(tools, size, timing)?;
+            let mut services = Services::spawn(tools, size)?;
             let ready = services
                 .wait_etcd(&(0..size).collect::<Vec<_>>(), ETCD_READY)
                 .and_then(|()| services.wait_ntp(NTP_READY));
@@ -152,7 +131,7 @@ impl Services {
     }
 
     /// Creates the directory, picks ports and spawns every process, without waiting.
-    fn spawn(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
+    fn spawn(tools: &Tools, size: usize) -> Result<Services> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -172,7 +151,6 @@ impl Services {
         let mut services = Services {
             dir,
             token: unique,
-            timing,
             tools: tools.clone(),
             members,
             ntp_port: udp[0],
@@ -208,7 +186,7 @@ impl Services {
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-token", &self.token])
             .args(["--initial-cluster-state", "new"])
-            .args(self.timing.flags());
+            .args(FAST_TIMING);
         // ETCD_* variables would silently add configuration.
         for (key, _) in env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD") {
@@ -270,6 +248,9 @@ impl Services {
         idx: &[usize],
         timeout: Duration,
     ) -> std::result::Result<(), StartError> {
+        if idx.is_empty() {
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         let endpoints: Vec<String> = idx.iter().map(|&i| self.members[i].client_url()).collect();
         loop {
@@ -389,93 +370,20 @@ impl Services {
                 "SYNC_ETCD_ENDPOINTS".into(),
                 self.member_endpoints().join(","),
             ),
-            (
-                "SYNC_NTP_SERVER".into(),
-                format!("127.0.0.1:{}", self.ntp_port),
-            ),
+            ("SYNC_NTP_SERVER".into(), self.ntp_server()),
             ("SYNC_ETCD_DATA_DIR".into(), self.dir.display().to_string()),
             ("SYNC_ETCD_MEMBERS".into(), members.join(",")),
         ]
     }
 
+    /// `127.0.0.1:PORT` of chronyd (UDP).
+    pub(crate) fn ntp_server(&self) -> String {
+        format!("127.0.0.1:{}", self.ntp_port)
+    }
+
     /// Client URL of each member, in member order (m1, m2, m3).
     pub(crate) fn member_endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::client_url).collect()
-    }
-
-    /// Crashes member `i` (SIGKILL) and waits until it is gone.
-    #[allow(dead_code)] // for `bench` and `chaos`; exercised by the tests below
-    pub(crate) fn kill_member(&mut self, i: usize) -> Result<()> {
-        let m = self
-            .members
-            .get_mut(i)
-            .ok_or_else(|| format!("no etcd member {i}"))?;
-        if let Some(mut p) = m.proc.take() {
-            p.kill();
-        }
-        Ok(())
-    }
-
-    /// Starts member `i` again with the same command (its data directory is kept, so it
-    /// rejoins). A running member is first stopped gracefully; the old process is always
-    /// waited for, since an early restart fails with "address already in use". Does not
-    /// wait for the member to be healthy: see [`Services::wait_healthy`].
-    #[allow(dead_code)] // for `bench` and `chaos`; exercised by the tests below
-    pub(crate) fn restart_member(&mut self, i: usize) -> Result<()> {
-        let m = self
-            .members
-            .get_mut(i)
-            .ok_or_else(|| format!("no etcd member {i}"))?;
-        if let Some(mut p) = m.proc.take() {
-            p.terminate(GRACE);
-        }
-        let proc = self.spawn_member(i)?;
-        self.members[i].proc = Some(proc);
-        Ok(())
-    }
-
-    /// Waits up to `timeout` until the members `idx` (0-based) are healthy.
-    #[allow(dead_code)] // for `bench` and `chaos`; exercised by the tests below
-    pub(crate) fn wait_healthy(&mut self, idx: &[usize], timeout: Duration) -> Result<()> {
-        if let Some(&i) = idx.iter().find(|&&i| i >= self.members.len()) {
-            return Err(format!("no etcd member {i}"));
-        }
-        self.wait_etcd(idx, timeout).map_err(StartError::message)
-    }
-
-    /// Index of the member that is the raft leader now, from `etcdctl endpoint status`
-    /// against the running members; `None` if no member claims it.
-    pub(crate) fn leader_index(&mut self) -> Result<Option<usize>> {
-        let running: Vec<String> = self
-            .members
-            .iter_mut()
-            .filter_map(|m| m.running().then(|| m.client_url()))
-            .collect();
-        if running.is_empty() {
-            return Ok(None);
-        }
-        let output = Command::new(&self.tools.etcdctl)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", running.join(",")))
-            .args([
-                "--dial-timeout=1s",
-                "--command-timeout=2s",
-                "--write-out=simple",
-                "endpoint",
-                "status",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.tools.etcdctl.display()))?;
-        // `URL, ID, VERSION, DB SIZE, IS LEADER, IS LEARNER, RAFT TERM, …` per member.
-        let text = String::from_utf8_lossy(&output.stdout);
-        Ok(text.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(", ").collect();
-            let url = fields.first()?.trim();
-            (fields.get(4)?.trim() == "true")
-                .then(|| self.members.iter().position(|m| m.client_url() == url))
-                .flatten()
-        }))
     }
 
     /// Whether every member and chronyd is running.
@@ -557,107 +465,6 @@ impl Services {
         });
         lines
     }
-
-    /// Leaves the processes running past this xtask process, recording them in `state`
-    /// for [`Services::load`].
-    pub(crate) fn detach(mut self, state: &Path) -> Result<()> {
-        self.write_state(state)?;
-        self.detached = true;
-        Ok(())
-    }
-
-    /// Records directory, ports and pids in `state` (a simple line format).
-    fn write_state(&self, state: &Path) -> Result<()> {
-        let mut text = String::from(
-            "# written by `cargo xtask etcd up`; `cargo xtask etcd down` stops these\n",
-        );
-        let _ = writeln!(text, "dir {}", self.dir.display());
-        let _ = writeln!(text, "token {}", self.token);
-        let _ = writeln!(text, "timing {}", self.timing.name());
-        for m in &self.members {
-            let pid = m.proc.as_ref().map_or(0, Proc::pid);
-            let _ = writeln!(
-                text,
-                "member {} {} {} {pid}",
-                m.name, m.client_port, m.peer_port
-            );
-        }
-        let pid = self.chronyd.as_ref().map_or(0, Proc::pid);
-        let _ = writeln!(text, "chronyd {} {} {pid}", self.ntp_port, self.ntp_cmdport);
-        if let Some(parent) = state.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        fs::write(state, text).map_err(|e| format!("cannot write {}: {e}", state.display()))
-    }
-
-    /// Reads services started by an earlier `detach`; `None` if there is no state file.
-    /// Dropping the result leaves the processes running: call [`Services::stop`].
-    pub(crate) fn load(state: &Path, tools: Tools) -> Result<Option<Services>> {
-        let text = match fs::read_to_string(state) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", state.display())),
-        };
-        let bad = |n: usize| {
-            format!(
-                "malformed line {} in {}; stop its processes by hand and delete the file",
-                n + 1,
-                state.display()
-            )
-        };
-        let (mut dir, mut token, mut members, mut chronyd) = (None, None, Vec::new(), None);
-        let mut timing = Timing::Fast;
-        for (n, line) in text.lines().enumerate() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let num = |s: &str| s.parse::<u32>().map_err(|_| bad(n));
-            let port = |s: &str| s.parse::<u16>().map_err(|_| bad(n));
-            let detached = |pid: u32, name: &str| {
-                (pid != 0).then(|| Proc::Detached {
-                    pid,
-                    name: name.to_string(),
-                })
-            };
-            match fields.as_slice() {
-                [] => {}
-                [c, ..] if c.starts_with('#') => {}
-                ["dir", _, ..] => {
-                    dir = Some(PathBuf::from(line.trim_start()["dir".len()..].trim()))
-                }
-                ["token", t] => token = Some(t.to_string()),
-                ["timing", "fast"] => timing = Timing::Fast,
-                ["timing", "default"] => timing = Timing::EtcdDefault,
-                ["member", name, client, peer, pid] => members.push(Member {
-                    name: name.to_string(),
-                    client_port: port(client)?,
-                    peer_port: port(peer)?,
-                    proc: detached(num(pid)?, "etcd"),
-                }),
-                ["chronyd", p, cmd, pid] => {
-                    chronyd = Some((port(p)?, port(cmd)?, detached(num(pid)?, "chronyd")))
-                }
-                _ => return Err(bad(n)),
-            }
-        }
-        let incomplete = || {
-            format!(
-                "incomplete {}; stop its processes by hand and delete it",
-                state.display()
-            )
-        };
-        let (ntp_port, ntp_cmdport, chronyd) = chronyd.ok_or_else(incomplete)?;
-        Ok(Some(Services {
-            dir: dir.ok_or_else(incomplete)?,
-            token: token.ok_or_else(incomplete)?,
-            timing,
-            tools,
-            members,
-            ntp_port,
-            ntp_cmdport,
-            chronyd,
-            detached: true,
-        }))
-    }
 }
 
 impl Drop for Services {
@@ -666,56 +473,6 @@ impl Drop for Services {
             self.stop();
         }
     }
-}
-
-/// The verdict line of `etcdctl endpoint health` output (etcdctl also logs retries).
-fn health_summary(output: &str) -> &str {
-    let lines = || output.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
-        .find(|l| l.contains(" is healthy") || l.contains(" is unhealthy"))
-        .or_else(|| lines().next_back())
-        .unwrap_or("no output")
-}
-
-/// `n` distinct free loopback TCP ports (all bound at once so none repeats).
-fn free_tcp_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| format!("cannot bind a loopback TCP port: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr().map_err(|e| e.to_string())?.port()))
-        .collect()
-}
-
-/// `n` distinct free loopback UDP ports.
-fn free_udp_ports(n: usize) -> Result<Vec<u16>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| format!("cannot bind a loopback UDP port: {e}"))?;
-    sockets
-        .iter()
-        .map(|s| Ok(s.local_addr().map_err(|e| e.to_string())?.port()))
-        .collect()
-}
-
-/// Sends one SNTP client request to 127.0.0.1:`port`; true on a synchronised server reply.
-pub(crate) fn ntp_answers(port: u16, timeout: Duration) -> bool {
-    let probe = || -> io::Result<bool> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
-        sock.set_read_timeout(Some(timeout))?;
-        sock.connect(("127.0.0.1", port))?;
-        let mut request = [0u8; 48];
-        request[0] = 0x1b; // LI 0, version 3, mode 3 (client)
-        sock.send(&request)?;
-        let mut reply = [0u8; 128];
-        let n = sock.recv(&mut reply)?;
-        let (leap, mode, stratum) = (reply[0] >> 6, reply[0] & 0x07, reply[1]);
-        Ok(n >= 48 && mode == 4 && leap != 3 && stratum != 0)
-    };
-    probe().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -728,7 +485,7 @@ mod tests {
 
     #[test]
     #[ignore = "needs etcd: run `cargo xtask test`"]
-    fn cluster_survives_a_member_kill_and_restart() {
+    fn services_start_and_stop_everything() {
         let mut s = Services::start(&tools()).expect("services start");
         let dir = s.dir.clone();
         assert_eq!(s.member_endpoints().len(), MEMBERS);
@@ -736,18 +493,7 @@ mod tests {
         assert!(env
             .iter()
             .any(|(k, v)| k == "SYNC_NTP_SERVER" && v.starts_with("127.0.0.1:")));
-
-        s.kill_member(1).expect("kill m2");
-        assert!(!s.members[1].running());
-        s.wait_healthy(&[0, 2], Duration::from_secs(10))
-            .expect("quorum of two");
-        s.restart_member(1).expect("restart m2");
-        s.wait_healthy(&[0, 1, 2], Duration::from_secs(30))
-            .expect("m2 rejoins");
-        // A graceful restart of a running member works too.
-        s.restart_member(0).expect("restart m1");
-        s.wait_healthy(&[0, 1, 2], Duration::from_secs(30))
-            .expect("m1 rejoins");
+        assert!(s.all_running());
 
         let pids: Vec<u32> = s
             .members
@@ -762,6 +508,18 @@ mod tests {
                 "etcd {pid} still running after stop"
             );
         }
+    }
+
+    #[test]
+    #[ignore = "needs chronyd: run `cargo xtask test`"]
+    fn ntp_alone_for_chaos() {
+        let mut s = Services::start_ntp(&tools()).expect("chronyd starts");
+        assert!(s.member_endpoints().is_empty());
+        let port: u16 = s.ntp_server()["127.0.0.1:".len()..].parse().unwrap();
+        assert!(net::ntp_answers(port, Duration::from_secs(1)));
+        assert!(s.all_running());
+        s.stop();
+        assert!(!s.all_running());
     }
 
     #[test]
