@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use sync_core::signal::LossReason;
 
+use crate::queue::Admission;
 use crate::{Error, WaitError};
 use crate::{EtcdClient, EtcdConnection, Held, Lease, LeasePool, Queue, QueueEntry, Session};
 
@@ -28,6 +29,15 @@ pub enum ContendError {
     /// The arguments cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// The queue's holders and waiters ahead count permits differently: a semaphore's number
+    /// of permits is fixed by those already in it.
+    #[error("asked for one of {ours} permits, but those ahead hold or wait for one of {theirs}")]
+    PermitsMismatch {
+        /// The number ahead.
+        theirs: usize,
+        /// Ours.
+        ours: usize,
+    },
     /// etcd failed (after retries within the operation's budget).
     #[error(transparent)]
     Etcd(#[from] Error),
@@ -40,6 +50,45 @@ impl From<WaitError> for ContendError {
             WaitError::LeaseLost(reason) => ContendError::Lost(reason),
             WaitError::Etcd(e) => ContendError::Etcd(e),
         }
+    }
+}
+
+/// What a contender asks of a queue: when its place is good enough to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// Alone: nobody ahead (a lock, a leadership).
+    Exclusive,
+    /// One of `n` permits: fewer than `n` ahead. Everyone in one queue must ask for the same
+    /// `n` ([`ContendError::PermitsMismatch`] otherwise).
+    Permits(usize),
+    /// Shared with other readers: no writer ahead.
+    Read,
+    /// Exclusive among readers and writers: nobody ahead.
+    Write,
+}
+
+impl Claim {
+    /// The start of our key's unique part, and the rule that admits us.
+    fn parts(self) -> (String, Admission) {
+        match self {
+            Claim::Exclusive => (String::new(), Admission::Alone),
+            Claim::Permits(n) => (format!("p{n}-"), Admission::FewerThan(n)),
+            Claim::Read => ("r-".into(), Admission::NoneTagged("w-")),
+            Claim::Write => ("w-".into(), Admission::Alone),
+        }
+    }
+
+    /// For permits: the error for the first key ahead that counts permits differently.
+    fn mismatch(self, dir: &str, ahead: &[String]) -> Option<ContendError> {
+        let Claim::Permits(ours) = self else {
+            return None;
+        };
+        ahead.iter().find_map(|key| {
+            let unique = key.strip_prefix(dir)?.strip_prefix('p')?;
+            let theirs: usize = unique.split('-').next()?.parse().ok()?;
+            (theirs != ours).then_some(ContendError::PermitsMismatch { theirs, ours })
+        })
     }
 }
 
@@ -135,12 +184,26 @@ impl Contender {
         ttl: Option<Duration>,
         max_wait: Option<Duration>,
     ) -> Result<Held, ContendError> {
+        self.contend_for(Claim::Exclusive, name, value, ttl, max_wait)
+            .await
+    }
+
+    /// [`contend`](Self::contend) for a place that `claim` admits: one of several permits, a
+    /// reader's or a writer's.
+    pub async fn contend_for(
+        &self,
+        claim: Claim,
+        name: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        max_wait: Option<Duration>,
+    ) -> Result<Held, ContendError> {
         let started = Instant::now();
         let wait = async {
-            let (mut entry, head) = self.join(name, value, ttl).await?;
-            if !head {
+            let (mut entry, admitted) = self.join(claim, name, value, ttl).await?;
+            if !admitted {
                 tracing::debug!(kind = self.inner.kind, %name, key = entry.key(), "waiting in queue");
-                self.inner.queue.wait_head(&mut entry).await?;
+                self.inner.queue.wait_admitted(&mut entry).await?;
             }
             Ok::<_, ContendError>(entry)
         };
@@ -165,8 +228,20 @@ impl Contender {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<Option<Held>, ContendError> {
-        let (entry, head) = self.join(name, value, ttl).await?;
-        if head {
+        self.try_contend_for(Claim::Exclusive, name, value, ttl)
+            .await
+    }
+
+    /// [`try_contend`](Self::try_contend) for a place that `claim` admits.
+    pub async fn try_contend_for(
+        &self,
+        claim: Claim,
+        name: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Held>, ContendError> {
+        let (entry, admitted) = self.join(claim, name, value, ttl).await?;
+        if admitted {
             self.hold(entry).map(Some)
         } else {
             entry.leave().await?;
@@ -206,20 +281,47 @@ impl Contender {
 
     async fn join(
         &self,
+        claim: Claim,
         name: &str,
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<(QueueEntry, bool), ContendError> {
-        let inner = &self.inner;
+        if claim == Claim::Permits(0) {
+            return Err(ContendError::Invalid(
+                "a semaphore needs at least one permit".into(),
+            ));
+        }
         let dir = self.dir(name);
+        let (entry, admitted) = self.join_queue(claim, &dir, value, ttl).await?;
+        if let Some(mismatch) = claim.mismatch(&dir, entry.ahead()) {
+            entry.leave().await?;
+            return Err(mismatch);
+        }
+        Ok((entry, admitted))
+    }
+
+    async fn join_queue(
+        &self,
+        claim: Claim,
+        dir: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(QueueEntry, bool), ContendError> {
+        let inner = &self.inner;
+        let (tag, admission) = claim.parts();
         let join = |lease: Arc<Lease>| {
             let unique = format!(
-                "{:016x}-{:x}",
+                "{tag}{:016x}-{:x}",
                 lease.id(),
                 inner.counter.fetch_add(1, Ordering::Relaxed)
             );
-            let (dir, value) = (dir.clone(), value.clone());
-            async move { inner.queue.join(&dir, &unique, value, lease).await }
+            let value = value.clone();
+            async move {
+                inner
+                    .queue
+                    .join(dir, &unique, value, lease, admission)
+                    .await
+            }
         };
         match &inner.leases {
             Leases::Pool(pool) => {

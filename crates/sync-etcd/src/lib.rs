@@ -32,11 +32,11 @@ mod watch;
 
 pub use client::EtcdClient;
 pub use connection::{EtcdConnection, Session};
-pub use contender::{ContendError, Contender};
+pub use contender::{Claim, ContendError, Contender};
 pub use error::{Error, Result};
 pub use keys::{decode_name, encode_name, Keyspace};
 pub use lease::{loss_margin, renew_interval, Lease, LeasePool, RIDE_OUT};
-pub use queue::{Held, Queue, QueueEntry, WaitError};
+pub use queue::{Admission, Held, Queue, QueueEntry, WaitError};
 pub use range_watch::{
     prefix_end, read_page, RangeChange, RangeEvent, RangeKv, RangePage, RangeSnapshot, RangeWatch,
 };

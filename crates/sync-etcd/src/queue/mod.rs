@@ -42,6 +42,46 @@ pub enum WaitError {
     Etcd(#[from] Error),
 }
 
+/// When a place in a queue is good enough to hold. Keys joining later get greater create
+/// revisions, so the keys ahead of a waiter only ever leave: each rule below, once true, stays
+/// true, and a waiter learns it from deletions alone, with no further read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Nobody ahead: a lock, a leadership, a writer.
+    Alone,
+    /// Fewer than `n` keys ahead: one of `n` permits (FIFO, no barging: the first `n` keys of
+    /// the queue are the holders).
+    FewerThan(usize),
+    /// No key ahead whose unique part starts with the tag: a reader, behind readers only (the
+    /// tag is the writers').
+    NoneTagged(&'static str),
+}
+
+impl Admission {
+    fn admits(self, ahead: usize, tagged: usize) -> bool {
+        match self {
+            Admission::Alone => ahead == 0,
+            Admission::FewerThan(n) => ahead < n,
+            Admission::NoneTagged(_) => tagged == 0,
+        }
+    }
+
+    /// Whether `key` (under `dir`) counts for [`Admission::NoneTagged`].
+    fn tagged(self, dir: &str, key: &[u8]) -> bool {
+        match self {
+            Admission::NoneTagged(tag) => key
+                .strip_prefix(dir.as_bytes())
+                .is_some_and(|unique| unique.starts_with(tag.as_bytes())),
+            _ => false,
+        }
+    }
+
+    fn count_tagged<'k>(self, dir: &str, keys: impl Iterator<Item = &'k [u8]>) -> usize {
+        keys.filter(|k| self.tagged(dir, k)).count()
+    }
+}
+
 /// The FIFO queues of one primitive (`lock`, `election`) under a client's prefix.
 #[derive(Debug)]
 pub struct Queue {
@@ -79,6 +119,8 @@ pub struct QueueEntry {
     own: Option<KeySubscription>,
     /// What the join read: the keys ahead of ours and the revision it read them at.
     ahead: Option<(Vec<String>, i64)>,
+    /// When our place is good enough to hold.
+    admission: Admission,
     /// The queue's watch, kept alive while we are in it.
     hub: Arc<WatchHub>,
     client: EtcdClient,
@@ -94,6 +136,11 @@ impl QueueEntry {
     /// The queue's range.
     pub fn dir(&self) -> &str {
         &self.dir
+    }
+
+    /// The keys the join found ahead of ours (oldest first), until waiting starts.
+    pub fn ahead(&self) -> &[String] {
+        self.ahead.as_ref().map_or(&[], |(keys, _)| keys.as_slice())
     }
 
     /// Our key's create revision: the fencing token once we are at the head.
@@ -206,13 +253,15 @@ impl Queue {
     }
 
     /// Joins the queue `dir` with key `dir + unique` holding `value`, bound to `lease`, in one
-    /// transaction that also reads the head. Returns our entry and whether we are the head.
+    /// transaction that also reads the queue. Returns our entry and whether `admission` admits
+    /// it already.
     pub async fn join(
         &self,
         dir: &str,
         unique: &str,
         value: Vec<u8>,
         lease: Arc<Lease>,
+        admission: Admission,
     ) -> Result<(QueueEntry, bool)> {
         // Make sure the queue's watch exists before our first read (see `WatchHub`).
         let hub = self.hub_for(dir);
@@ -265,6 +314,7 @@ impl Queue {
             lease,
             own: None,
             ahead: Some((joined.ahead, joined.read_rev)),
+            admission,
             hub: hub.clone(),
             client: self.client.clone(),
             armed: true,
@@ -280,22 +330,24 @@ impl Queue {
                 source: "our queue key was deleted right after it was created".into(),
             });
         }
-        let head = entry
-            .ahead
-            .as_ref()
-            .is_some_and(|(ahead, _)| ahead.is_empty());
-        Ok((entry, head))
+        let admitted = admission.admits(
+            entry.ahead().len(),
+            admission.count_tagged(dir, entry.ahead().iter().map(|k| k.as_bytes())),
+        );
+        Ok((entry, admitted))
     }
 
-    /// Waits until `entry` is the head of its queue. Ends with an error, never a late success,
-    /// if our key is deleted or our lease is lost meanwhile. Cancel-safe: it only reads.
+    /// Waits until `entry`'s admission admits it (for a lock: until it is the head). Ends with
+    /// an error, never a late success, if our key is deleted or our lease is lost meanwhile.
+    /// Cancel-safe: it only reads.
     ///
     /// It subscribes to the deletion of every key ahead of ours (and of ours) on one ordered
-    /// channel. Keys joining later get greater create revisions, so the set ahead only shrinks:
-    /// once all of it is deleted, and ours was not, we are the head, without another read. Each
+    /// channel. Keys joining later get greater create revisions, so the set ahead only shrinks,
+    /// and every [`Admission`], once true, stays true: no further read is needed. A lock's
     /// waiter is woken for good only by the last key ahead of it, so a release still wakes one.
-    pub async fn wait_head(&self, entry: &mut QueueEntry) -> Result<(), WaitError> {
+    pub async fn wait_admitted(&self, entry: &mut QueueEntry) -> Result<(), WaitError> {
         let lease = entry.lease.clone();
+        let (admission, dir) = (entry.admission, entry.dir.clone());
         let mut known = entry.ahead.take();
         loop {
             if let Some(reason) = lease.signal().reason() {
@@ -305,7 +357,8 @@ impl Queue {
                 Some(k) => k,
                 None => self.ahead_of(entry).await?,
             };
-            if ahead.is_empty() {
+            let mut tagged = admission.count_tagged(&dir, ahead.iter().map(|k| k.as_bytes()));
+            if admission.admits(ahead.len(), tagged) {
                 return Ok(());
             }
             let keys = ahead.iter().map(String::as_str).chain([entry.key.as_str()]);
@@ -323,8 +376,10 @@ impl Queue {
                             if *key == *entry.key.as_bytes() {
                                 return Err(WaitError::Removed);
                             }
-                            remaining.remove(&*key);
-                            if remaining.is_empty() {
+                            if remaining.remove(&*key) && admission.tagged(&dir, &key) {
+                                tagged -= 1;
+                            }
+                            if admission.admits(remaining.len(), tagged) {
                                 return Ok(());
                             }
                         }
