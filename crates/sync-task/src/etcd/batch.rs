@@ -20,7 +20,7 @@
 //! someone else (the drop guards of `submit` and of a claim, which undo what landed).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use sync_etcd::{Error, EtcdClient, Result};
@@ -150,6 +150,45 @@ impl Batcher {
             endpoints: self.client.endpoints().to_owned(),
             rx,
         }
+    }
+}
+
+/// One handle's batcher, started on first use (inside the runtime): what the parts of the backend
+/// that write job transactions (submitting, claiming, finishing) hold. Clones share it; its task
+/// stops when the last clone goes.
+#[derive(Clone)]
+pub(crate) struct SharedBatcher {
+    client: EtcdClient,
+    batcher: Arc<OnceLock<Batcher>>,
+}
+
+impl SharedBatcher {
+    pub(crate) fn new(client: EtcdClient) -> Self {
+        SharedBatcher {
+            client,
+            batcher: Default::default(),
+        }
+    }
+
+    fn get(&self) -> &Batcher {
+        self.batcher
+            .get_or_init(|| Batcher::new(self.client.clone()))
+    }
+
+    /// See [`Batcher::txn`].
+    pub(crate) async fn txn(
+        &self,
+        op: &'static str,
+        job: &str,
+        txn: Txn,
+        bytes: usize,
+    ) -> Result<Outcome> {
+        self.get().txn(op, job, txn, bytes).await
+    }
+
+    /// See [`Batcher::send`].
+    pub(crate) fn send(&self, op: &'static str, job: &str, txn: Txn, bytes: usize) -> Pending {
+        self.get().send(op, job, txn, bytes)
     }
 }
 
