@@ -9,7 +9,7 @@
 //!
 //! Two transactions about one job never share a batch. If a batch fails as a whole (after the
 //! client's retries), each transaction is sent again on its own, so each gets its own outcome.
-//! Every transaction tolerates being applied twice (see the `or_else` branches in `worker`).
+//! Every transaction tolerates being applied twice (see the `or_else` branches in `claim` and `finish`).
 //!
 //! A batch also stays below [`MAX_BATCH_BYTES`] of what it writes and reads (payloads, outputs),
 //! so that it fits etcd's request limit (1.5 MiB by default) and gRPC's response limit (4 MiB);

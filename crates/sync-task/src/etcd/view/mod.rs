@@ -1,5 +1,5 @@
 //! One worker's view of the task queue (`<prefix>/task/q/`: jobs, claims, workers), kept up to
-//! date by sync-core's [`RangeWatch`] for the life of the handle.
+//! date by sync-etcd's [`RangeWatch`] for the life of the handle.
 //!
 //! It tells the local worker which jobs it may claim, and when. Claiming without a herd: every
 //! job ranks the live workers of its command by a hash of (job id, worker id) (rendezvous

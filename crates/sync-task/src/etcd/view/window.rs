@@ -30,6 +30,7 @@ pub(crate) enum Next {
     Idle,
 }
 
+/// A tracked job.
 pub(super) struct JobEntry {
     pub(super) record: Arc<JobRecord>,
     pub(super) mod_rev: i64,
@@ -39,8 +40,9 @@ pub(super) struct JobEntry {
     pub(super) ready_at: Option<Instant>,
 }
 
+/// The window and what the worker needs to pick from it.
 #[derive(Default)]
-pub(crate) struct State {
+pub(super) struct State {
     /// The window: tracked jobs of our commands.
     pub(super) jobs: BTreeMap<String, JobEntry>,
     /// The tracked jobs without a claim: at most `cap`.
@@ -70,7 +72,7 @@ pub(crate) struct State {
 
 /// FNV-1a over `job`, a separator and `worker`, then a finaliser (splitmix64): the same in
 /// every process, whatever its Rust version.
-pub(super) fn score(job: &str, worker: &str) -> u64 {
+fn score(job: &str, worker: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in job.bytes().chain([0xff]).chain(worker.bytes()) {
         h ^= u64::from(b);
@@ -121,7 +123,7 @@ impl State {
     /// The delay between ranks: the configured spread, but at least twice the time a claim
     /// takes to commit (so the worker ranked before us has had time to claim and for us to see
     /// it, even on a slow cluster). Zero turns ranking off.
-    pub(super) fn step(&self) -> Duration {
+    fn step(&self) -> Duration {
         if self.spread.is_zero() {
             Duration::ZERO
         } else {
@@ -143,7 +145,7 @@ impl State {
     }
 
     /// Recomputes whether and from when the local worker may claim job `id`.
-    pub(super) fn refresh(&mut self, id: &str) {
+    fn refresh(&mut self, id: &str) {
         let Some(e) = self.jobs.get(id) else { return };
         let old = e.ready_at.map(|at| (at, e.create_rev));
         let eligible = self.commands.contains(&e.record.command)
@@ -172,7 +174,7 @@ impl State {
         }
     }
 
-    pub(super) fn refresh_command(&mut self, command: &str) {
+    fn refresh_command(&mut self, command: &str) {
         let ids: Vec<String> = self
             .jobs
             .iter()
@@ -185,12 +187,12 @@ impl State {
     }
 
     /// Whether the window has room for another unclaimed job.
-    pub(super) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.unclaimed.len() < self.cap
     }
 
     /// A job of ours that exists was not taken into the window (`key` is its key).
-    pub(super) fn left_out(&mut self, key: &[u8]) {
+    fn left_out(&mut self, key: &[u8]) {
         if self.complete {
             // A new pass from the beginning will find it.
             self.complete = false;
@@ -205,7 +207,7 @@ impl State {
     /// Takes a put of `q/jobs/<id>` (from the watch, or from a page) into the window. Returns
     /// false if it is a new unclaimed job of ours and the window is full (it was left out only
     /// if `leave_out`).
-    pub(super) fn put_job(&mut self, id: &str, kv: &RangeKv, leave_out: bool) -> bool {
+    fn put_job(&mut self, id: &str, kv: &RangeKv, leave_out: bool) -> bool {
         let record: JobRecord = match serde_json::from_slice(&kv.value) {
             Ok(r) => r,
             Err(e) => {
@@ -257,7 +259,7 @@ impl State {
         true
     }
 
-    pub(super) fn remove_job(&mut self, id: &str) {
+    fn remove_job(&mut self, id: &str) {
         if let Some(e) = self.jobs.remove(id) {
             self.unclaimed.remove(id);
             if let Some(at) = e.ready_at {
