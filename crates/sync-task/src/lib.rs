@@ -7,6 +7,7 @@ mod exec;
 mod job;
 mod local;
 mod options;
+#[cfg(feature = "schedule")]
 mod schedule;
 
 #[cfg(feature = "etcd")]
@@ -38,6 +39,8 @@ pub use options::{
     Backoff, Job, TaskOptions, MAX_BACKOFF, MAX_CLAIM_SPREAD, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES,
     MAX_PAYLOAD_BYTES, MAX_POOL, MAX_RETENTION, MAX_TTL,
 };
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use schedule::{Schedule, ScheduleHandle, ScheduleStatus, Tick};
 pub use serde_json::Value;
 pub use sync_core::name::MAX_NAME_LEN;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sync_core::check::{eventually, within};
 use sync_etcd::etcd_client::GetOptions;
 use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_task::{Command, Error, EtcdTask, Job, JobStatus, Task, TaskOptions};
@@ -23,12 +24,6 @@ use tokio::sync::mpsc;
 const CHILD_VAR: &str = "SYNC_TASK_WORKER_CHILD";
 const LONG: Duration = Duration::from_secs(60);
 const TTL: Duration = Duration::from_secs(2);
-
-async fn within<T>(what: &str, d: Duration, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(d, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {d:?}: {what}"))
-}
 
 /// What a worker process does, passed to it as JSON in [`CHILD_VAR`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -462,6 +457,12 @@ mod etcd {
             json!(2)
         );
         assert_eq!(dropped.load(Ordering::SeqCst), 2);
+        // The worker counts the success once the reply to its result write is in; the waiter
+        // may see the write (through its watch) first.
+        eventually("the worker counted the success", LONG, || async {
+            w.stats().succeeded == 1
+        })
+        .await;
         let s = w.stats();
         assert_eq!((s.claims, s.lost, s.succeeded), (2, 1, 1), "{s:?}");
         // Registered again on a new lease: still a worker.

@@ -9,16 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use sync_core::check::within;
 use sync_leader::{Leader, LossReason};
 use sync_task::{CommandError, Error, Failure, Schedule, ScheduleHandle, ScheduleStatus};
 
 const LONG: Duration = Duration::from_secs(30);
-
-async fn within<T>(what: &str, d: Duration, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(d, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {d:?}: {what}"))
-}
 
 /// What the shared tests need from a leader backend.
 trait Election: Send + Sync {

@@ -9,7 +9,7 @@
 //!
 //! Two transactions about one job never share a batch. If a batch fails as a whole (after the
 //! client's retries), each transaction is sent again on its own, so each gets its own outcome.
-//! Every transaction tolerates being applied twice (see the `or_else` branches in `worker`).
+//! Every transaction tolerates being applied twice (see the `or_else` branches in `claim` and `finish`).
 //!
 //! A batch also stays below [`MAX_BATCH_BYTES`] of what it writes and reads (payloads, outputs),
 //! so that it fits etcd's request limit (1.5 MiB by default) and gRPC's response limit (4 MiB);
@@ -20,7 +20,7 @@
 //! someone else (the drop guards of `submit` and of a claim, which undo what landed).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use sync_etcd::{Error, EtcdClient, Result};
@@ -150,6 +150,45 @@ impl Batcher {
             endpoints: self.client.endpoints().to_owned(),
             rx,
         }
+    }
+}
+
+/// One handle's batcher, started on first use (inside the runtime): what the parts of the backend
+/// that write job transactions (submitting, claiming, finishing) hold. Clones share it; its task
+/// stops when the last clone goes.
+#[derive(Clone)]
+pub(crate) struct SharedBatcher {
+    client: EtcdClient,
+    batcher: Arc<OnceLock<Batcher>>,
+}
+
+impl SharedBatcher {
+    pub(crate) fn new(client: EtcdClient) -> Self {
+        SharedBatcher {
+            client,
+            batcher: Default::default(),
+        }
+    }
+
+    fn get(&self) -> &Batcher {
+        self.batcher
+            .get_or_init(|| Batcher::new(self.client.clone()))
+    }
+
+    /// See [`Batcher::txn`].
+    pub(crate) async fn txn(
+        &self,
+        op: &'static str,
+        job: &str,
+        txn: Txn,
+        bytes: usize,
+    ) -> Result<Outcome> {
+        self.get().txn(op, job, txn, bytes).await
+    }
+
+    /// See [`Batcher::send`].
+    pub(crate) fn send(&self, op: &'static str, job: &str, txn: Txn, bytes: usize) -> Pending {
+        self.get().send(op, job, txn, bytes)
     }
 }
 

@@ -275,6 +275,12 @@ impl ResultRecord {
     }
 }
 
+/// A record as stored.
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Our records hold strings, numbers and JSON values only: serialising them cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
