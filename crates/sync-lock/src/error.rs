@@ -46,6 +46,19 @@ pub enum Error {
         /// Why.
         reason: LossReason,
     },
+    /// A semaphore was asked for with another number of permits than those holding or waiting
+    /// for it use. Not retryable with the same number: use theirs, or another name.
+    #[error(
+        "semaphore {name:?} has {theirs} permits (fixed by those holding or waiting), not {ours}"
+    )]
+    PermitsMismatch {
+        /// The semaphore.
+        name: String,
+        /// The number of permits of those already there.
+        theirs: usize,
+        /// The number asked for.
+        ours: usize,
+    },
     /// `release(name)` on a [`LockSet`](crate::LockSet) that does not hold `name`, or
     /// `acquire(name)` on one that already does.
     #[error("lock {name:?} is {state} by this lock set")]

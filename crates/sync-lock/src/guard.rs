@@ -14,6 +14,12 @@ pub trait RawGuard: Send + Sync + fmt::Debug {
     /// Releases the lock now. Returns `Ok(false)` if it was no longer held (it was lost first),
     /// in which case nothing of anyone else's is touched.
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<bool>>;
+
+    /// The key and create revision to condition one's own writes on, for backends that have
+    /// them (etcd).
+    fn fence(&self) -> Option<crate::Fence> {
+        None
+    }
 }
 
 /// The built-in backend's raw guard inline (no allocation on the local hot path), any other
@@ -120,6 +126,15 @@ impl LockGuard {
     /// Whether it was lost.
     pub fn is_lost(&self) -> bool {
         self.signal.is_fired()
+    }
+
+    /// The key and create revision to make writes of your own conditional on still holding
+    /// (etcd); `None` on backends without one. See [`Fence`](crate::Fence).
+    pub fn fence(&self) -> Option<crate::Fence> {
+        match self.raw.as_ref()? {
+            Raw::Local(_) => None,
+            Raw::Boxed(raw) => raw.fence(),
+        }
     }
 
     /// A cloneable handle on the loss signal, to hand to the task doing the work.

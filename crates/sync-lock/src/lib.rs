@@ -3,10 +3,12 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod error;
+mod fence;
 mod guard;
 mod local;
 mod lockset;
 mod options;
+mod semaphore;
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
@@ -27,15 +29,17 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use error::{Error, Result};
+pub use fence::Fence;
 pub use guard::{LockGuard, RawGuard};
 pub use local::{LocalLock, LockStatus};
 pub use lockset::LockSet;
 pub use options::AcquireOptions;
+pub use semaphore::{RwLock, Semaphore};
 pub use sync_core::name::MAX_NAME_LEN;
 pub use sync_core::signal::{LossReason, LossSignal};
 
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdLock;
+pub use etcd::{EtcdLock, EtcdRwLock, EtcdSemaphore};
 #[cfg(feature = "etcd")]
 pub use sync_etcd::{EtcdConfig, EtcdConnection, Session, TlsConfig};
 

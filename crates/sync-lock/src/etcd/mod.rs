@@ -5,9 +5,15 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sync_etcd::{ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
+use std::sync::Arc;
 
-use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, RawGuard, Result};
+use sync_etcd::{Claim, ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
+
+use crate::{check_name, AcquireOptions, Error, Fence, Lock, LockGuard, RawGuard, Result};
+
+mod semaphore;
+
+pub use semaphore::{EtcdRwLock, EtcdSemaphore};
 
 /// Locks shared by every process connected to the same etcd cluster and key prefix.
 ///
@@ -25,8 +31,95 @@ use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, RawGuard, Result
 /// ```
 #[derive(Clone, Debug)]
 pub struct EtcdLock {
-    queues: Contender,
-    owner: std::sync::Arc<[u8]>,
+    queues: Queues,
+}
+
+/// What every etcd lock-like type is: a contender of its own key kind, turning a [`Claim`] into
+/// a [`LockGuard`]. Semaphores and read-write locks differ from [`EtcdLock`] only in the claim.
+#[derive(Clone, Debug)]
+pub(crate) struct Queues {
+    contender: Contender,
+    owner: Arc<[u8]>,
+}
+
+impl Queues {
+    pub(crate) fn new(connection: &EtcdConnection, kind: &'static str) -> Self {
+        Queues {
+            contender: Contender::new(connection, kind),
+            owner: format!("pid={}", std::process::id()).into_bytes().into(),
+        }
+    }
+
+    pub(crate) fn with_session(&self, session: &Session) -> Self {
+        Queues {
+            contender: self.contender.in_session(session),
+            owner: self.owner.clone(),
+        }
+    }
+
+    pub(crate) fn connection(&self) -> EtcdConnection {
+        self.contender.connection()
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        claim: Claim,
+        name: &str,
+        options: AcquireOptions,
+    ) -> Result<LockGuard> {
+        check(claim, name, &options)?;
+        let held = self
+            .contender
+            .contend_for(
+                claim,
+                name,
+                self.owner.to_vec(),
+                options.ttl(),
+                options.max_wait(),
+            )
+            .await
+            .map_err(|e| contend_error(name, e))?;
+        Ok(guard(name, held))
+    }
+
+    pub(crate) async fn try_acquire(
+        &self,
+        claim: Claim,
+        name: &str,
+        options: AcquireOptions,
+    ) -> Result<Option<LockGuard>> {
+        check(claim, name, &options)?;
+        let held = self
+            .contender
+            .try_contend_for(claim, name, self.owner.to_vec(), options.ttl())
+            .await
+            .map_err(|e| contend_error(name, e))?;
+        Ok(held.map(|h| guard(name, h)))
+    }
+}
+
+fn check(claim: Claim, name: &str, options: &AcquireOptions) -> Result<()> {
+    check_name(name)?;
+    options.validate(name)?;
+    if claim == Claim::Permits(0) {
+        return Err(Error::InvalidOptions {
+            name: sync_core::name::display_name(name),
+            reason: "a semaphore needs at least one permit".into(),
+        });
+    }
+    Ok(())
+}
+
+fn guard(name: &str, held: Held) -> LockGuard {
+    let (token, ttl, signal) = (held.fencing_token(), held.ttl(), held.signal().clone());
+    tracing::debug!(lock = %name, token, "lock acquired");
+    LockGuard::new(
+        name,
+        token,
+        Some(ttl),
+        signal,
+        Box::new(EtcdRawGuard { held }),
+    )
 }
 
 impl EtcdLock {
@@ -42,8 +135,7 @@ impl EtcdLock {
     /// Uses an existing connection (shared with other primitives).
     pub fn new(connection: EtcdConnection) -> Self {
         EtcdLock {
-            queues: Contender::new(&connection, "lock"),
-            owner: format!("pid={}", std::process::id()).into_bytes().into(),
+            queues: Queues::new(&connection, "lock"),
         }
     }
 
@@ -63,31 +155,13 @@ impl EtcdLock {
     /// ```
     pub fn with_session(&self, session: &Session) -> Self {
         EtcdLock {
-            queues: self.queues.in_session(session),
-            owner: self.owner.clone(),
+            queues: self.queues.with_session(session),
         }
     }
 
     /// The connection, to share with other primitives or start a session on.
     pub fn connection(&self) -> EtcdConnection {
         self.queues.connection()
-    }
-
-    fn checked(&self, name: &str, options: &AcquireOptions) -> Result<()> {
-        check_name(name)?;
-        options.validate(name)
-    }
-
-    fn guard(name: &str, held: Held) -> LockGuard {
-        let (token, ttl, signal) = (held.fencing_token(), held.ttl(), held.signal().clone());
-        tracing::debug!(lock = %name, token, "lock acquired");
-        LockGuard::new(
-            name,
-            token,
-            Some(ttl),
-            signal,
-            Box::new(EtcdRawGuard { held }),
-        )
     }
 }
 
@@ -104,6 +178,11 @@ fn contend_error(name: &str, e: ContendError) -> Error {
         ContendError::Invalid(reason) => Error::InvalidOptions {
             name: sync_core::name::display_name(name),
             reason,
+        },
+        ContendError::PermitsMismatch { theirs, ours } => Error::PermitsMismatch {
+            name: name.to_owned(),
+            theirs,
+            ours,
         },
         ContendError::Etcd(e) => Error::backend(name, e),
         other => Error::backend_other(name, other),
@@ -126,6 +205,10 @@ impl RawGuard for EtcdRawGuard {
         }
         .boxed()
     }
+
+    fn fence(&self) -> Option<Fence> {
+        Some(Fence::new(self.held.key(), self.held.revision()))
+    }
 }
 
 impl Lock for EtcdLock {
@@ -134,17 +217,7 @@ impl Lock for EtcdLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<LockGuard>> {
-        async move {
-            self.checked(name, &options)?;
-            let owner = self.owner.to_vec();
-            let held = self
-                .queues
-                .contend(name, owner, options.ttl(), options.max_wait())
-                .await
-                .map_err(|e| contend_error(name, e))?;
-            Ok(Self::guard(name, held))
-        }
-        .boxed()
+        self.queues.acquire(Claim::Exclusive, name, options).boxed()
     }
 
     fn try_acquire<'a>(
@@ -152,17 +225,9 @@ impl Lock for EtcdLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        async move {
-            self.checked(name, &options)?;
-            let owner = self.owner.to_vec();
-            let held = self
-                .queues
-                .try_contend(name, owner, options.ttl())
-                .await
-                .map_err(|e| contend_error(name, e))?;
-            Ok(held.map(|h| Self::guard(name, h)))
-        }
-        .boxed()
+        self.queues
+            .try_acquire(Claim::Exclusive, name, options)
+            .boxed()
     }
 }
 
@@ -170,4 +235,6 @@ impl Lock for EtcdLock {
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<EtcdLock>();
+    is::<EtcdSemaphore>();
+    is::<EtcdRwLock>();
 }

@@ -1,0 +1,138 @@
+//! etcd-specific semaphore and read-write lock behaviour: key layout, the permit count fixed by
+//! those in the queue, fences. The shared semantics are in the conformance suites.
+
+use std::time::Duration;
+
+use sync_etcd::testing::{self, WipeOnDrop};
+use sync_lock::{
+    AcquireOptions, Error, EtcdConfig, EtcdRwLock, EtcdSemaphore, Lock, RwLock, Semaphore,
+};
+
+fn opts() -> AcquireOptions {
+    AcquireOptions::new().with_ttl(Duration::from_secs(3))
+}
+
+async fn setup(test: &str) -> (EtcdConfig, sync_etcd::EtcdClient, WipeOnDrop) {
+    let cfg = testing::config(test);
+    let admin = testing::connect(cfg.clone()).await;
+    (cfg, admin.clone(), WipeOnDrop(admin))
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn permit_keys_carry_the_count_and_a_mismatch_is_typed_and_leaves_nothing() {
+    let (cfg, admin, _wipe) = setup("sem_layout").await;
+    let sem = EtcdSemaphore::connect(cfg).await.unwrap();
+    let a = sem.acquire("pool", 2, opts()).await.unwrap();
+    let keys = testing::keys_under(&admin, &admin.keyspace().dir("semaphore", "pool")).await;
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].key.contains("/p2-"), "{}", keys[0].key);
+    let err = sem.acquire("pool", 3, opts()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::PermitsMismatch { ref name, theirs: 2, ours: 3 } if name == "pool"),
+        "{err:?}"
+    );
+    let err = sem.try_acquire("pool", 1, opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PermitsMismatch {
+                theirs: 2,
+                ours: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        testing::count_keys(&admin, &admin.keyspace().dir("semaphore", "pool")).await,
+        1
+    );
+    let err = sem.acquire("pool", 0, opts()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err:?}");
+    // Once everyone left, the count is free again.
+    a.release().await.unwrap();
+    let b = sem.acquire("pool", 5, opts()).await.unwrap();
+    b.release().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn the_fence_names_the_holders_key_and_guards_a_write_of_ones_own() {
+    use sync_etcd::etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let (cfg, admin, _wipe) = setup("fence").await;
+    let locks = sync_lock::EtcdLock::connect(cfg.clone()).await.unwrap();
+    let g = locks.acquire("account", opts()).await.unwrap();
+    let fence = g.fence().expect("etcd guards have a fence");
+    assert_eq!(fence.create_revision as u64, g.fencing_token());
+    assert!(fence
+        .key
+        .starts_with(&admin.keyspace().dir("lock", "account")));
+    let write = |value: &'static str| {
+        let (admin, fence) = (admin.clone(), fence.clone());
+        async move {
+            let mut c = admin.raw();
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    fence.key.clone(),
+                    CompareOp::Equal,
+                    fence.create_revision,
+                )])
+                .and_then([TxnOp::put(
+                    format!("{}balance", admin.keyspace().root()),
+                    value,
+                    None,
+                )]);
+            c.txn(txn).await.unwrap().succeeded()
+        }
+    };
+    assert!(write("1").await, "written while held");
+    g.release().await.unwrap();
+    assert!(!write("2").await, "refused once released");
+    let sem = EtcdSemaphore::connect(cfg.clone()).await.unwrap();
+    let p = sem.acquire("s", 2, opts()).await.unwrap();
+    assert_eq!(p.fence().unwrap().create_revision as u64, p.fencing_token());
+    let rw = EtcdRwLock::connect(cfg).await.unwrap();
+    let r = rw.read("r", opts()).await.unwrap();
+    assert!(r.fence().unwrap().key.contains("/r-"));
+    let local = sync_lock::LocalLock::new();
+    assert!(local.acquire("x", opts()).await.unwrap().fence().is_none());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn a_reader_behind_a_waiting_writer_waits_for_it() {
+    let (cfg, admin, _wipe) = setup("rw_order").await;
+    let rw = EtcdRwLock::connect(cfg).await.unwrap();
+    let r1 = rw.read("doc", opts()).await.unwrap();
+    let first = r1.fencing_token();
+    let w = tokio::spawn({
+        let rw = rw.clone();
+        async move { rw.write("doc", opts()).await }
+    });
+    testing::queued(&admin, &admin.keyspace().dir("rwlock", "doc"), 2).await;
+    assert!(
+        rw.try_read("doc", opts()).await.unwrap().is_none(),
+        "a writer waits ahead"
+    );
+    let r2 = tokio::spawn({
+        let rw = rw.clone();
+        async move { rw.read("doc", opts()).await }
+    });
+    testing::queued(&admin, &admin.keyspace().dir("rwlock", "doc"), 3).await;
+    r1.release().await.unwrap();
+    let w = tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!r2.is_finished(), "the second reader waits for the writer");
+    w.release().await.unwrap();
+    let r2 = tokio::time::timeout(Duration::from_secs(5), r2)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r2.fencing_token() > first);
+    r2.release().await.unwrap();
+}
