@@ -61,34 +61,29 @@ const LONG: Duration = Duration::from_secs(20);
 #[macro_export]
 macro_rules! lock_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
-        mod $backend {
-            #[allow(unused_imports)]
-            use super::*;
-            use $crate::conformance as __suite;
-            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
-                mutual_exclusion_in_process,
-                mutual_exclusion_across_clients,
-                fifo_order,
-                try_acquire_on_held_lock,
-                wait_timeout,
-                cancelled_acquire_leaves_nothing,
-                release_then_reacquire,
-                drop_releases,
-                crashed_holder_frees_lock,
-                fencing_tokens_increase,
-                lost_fires_on_revoke,
-                held_past_ttl_without_loss,
-                names_do_not_interfere,
-                invalid_input_rejected,
-                dyn_and_generic_use,
-                lockset_seed_shape,
-                many_names_in_parallel,
-                release_hands_over_to_waiter,
-                acquire_and_release_cancelled_at_every_poll,
-                contended_acquire_cancelled_at_every_poll,
-                try_acquire_cancelled_at_every_poll,
-                abandoned_acquires_leave_no_ghost,
-            );
-        }
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            mutual_exclusion_in_process,
+            mutual_exclusion_across_clients,
+            fifo_order,
+            try_acquire_on_held_lock,
+            wait_timeout,
+            cancelled_acquire_leaves_nothing,
+            release_then_reacquire,
+            drop_releases,
+            crashed_holder_frees_lock,
+            fencing_tokens_increase,
+            lost_fires_on_revoke,
+            held_past_ttl_without_loss,
+            names_do_not_interfere,
+            invalid_input_rejected,
+            dyn_and_generic_use,
+            lockset_seed_shape,
+            many_names_in_parallel,
+            release_hands_over_to_waiter,
+            acquire_and_release_cancelled_at_every_poll,
+            contended_acquire_cancelled_at_every_poll,
+            try_acquire_cancelled_at_every_poll,
+            abandoned_acquires_leave_no_ghost,
+        );
     };
 }
