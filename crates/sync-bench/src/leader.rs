@@ -215,9 +215,16 @@ async fn failover(b: Budget) -> Result<Row, String> {
         e.resign().await.map_err(err)?;
     }
     let worst = times.iter().max().copied().unwrap_or_default();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    let p50 = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     eprintln!(
-        "  failover after SIGKILL: {:?} (TTL {:?}); runs: {:?}",
-        worst, granted_ttl, times
+        "  failover after SIGKILL: p50 {:?}, max {:?} (TTL {:?}, {} runs): {:?}",
+        p50,
+        worst,
+        granted_ttl,
+        times.len(),
+        times
     );
     let ttl = granted_ttl.as_secs_f64();
     Ok(Row::new(

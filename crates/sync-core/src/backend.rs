@@ -47,9 +47,13 @@ impl Backend {
         let err = |reason: String| BackendError {
             message: format!("cannot use backend URL {:?}: {reason}", redact_url(url)),
         };
-        let scheme = url.split("://").next().unwrap_or(url);
-        match scheme {
-            "local" => Ok(Backend::Local),
+        match scheme(url) {
+            "local" if url == "local" || url.starts_with("local://") && !url.contains('?') => {
+                Ok(Backend::Local)
+            }
+            "local" => Err(err(
+                "the `local` backend takes no host and no parameters; use `local`".into(),
+            )),
             "etcd" | "etcds" => {
                 #[cfg(feature = "etcd")]
                 {
@@ -83,8 +87,29 @@ impl Backend {
     }
 }
 
+/// The scheme of a backend URL, which picks the backend: what precedes the first `:`, `/` or
+/// `?` (`etcd` in `etcd://h:1/p`, `local` in `local` and in `local?assumed_error=5ms`). The
+/// crates whose URLs take more forms than [`Backend`] (`sync-time`'s `ntp://…`) choose with it.
+///
+/// ```
+/// use sync_core::backend::scheme;
+/// assert_eq!(scheme("etcd://127.0.0.1:2379/app"), "etcd");
+/// assert_eq!(scheme("local?assumed_error=5ms"), "local");
+/// assert_eq!(scheme("ntp://a,b"), "ntp");
+/// assert_eq!(scheme(""), "");
+/// ```
+pub fn scheme(url: &str) -> &str {
+    &url[..url.find([':', '/', '?']).unwrap_or(url.len())]
+}
+
 /// The URL with every password (`user:password@` and `password=`) replaced, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
+///
+/// ```
+/// use sync_core::backend::redact_url;
+/// let shown = redact_url("etcd://u:s3cret@h:1/p?password=x&ttl=5s");
+/// assert_eq!(shown, "etcd://u:<hidden>@h:1/p?password=<hidden>&ttl=5s");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = url.find("://") {
         let after = &url[scheme_end + 3..];
@@ -129,5 +154,15 @@ mod tests {
             "{e}"
         );
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn local_takes_no_parameters() {
+        assert!(matches!(Backend::from_url("local"), Ok(Backend::Local)));
+        assert!(matches!(Backend::from_url("local://"), Ok(Backend::Local)));
+        for url in ["local?ttl=5s", "local:x", "localhost", "local://x?y=1"] {
+            let e = Backend::from_url(url).unwrap_err();
+            assert!(e.to_string().contains("local"), "{url}: {e}");
+        }
     }
 }

@@ -48,6 +48,81 @@ pub async fn within<T>(what: &str, d: Duration, fut: impl Future<Output = T>) ->
         .unwrap_or_else(|_| panic!("timed out after {d:?}: {what}"))
 }
 
+/// TTLs no backend accepts, for the bad-input tests of every primitive; `Duration::MAX` first:
+/// it panicked the lease keeper.
+pub fn bad_ttls() -> [Duration; 5] {
+    [
+        Duration::MAX,
+        crate::duration::MAX_TTL + Duration::from_nanos(1),
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(999),
+    ]
+}
+
+/// Runs `f` on its own task and fails the test with a clear message if it panicked.
+pub async fn no_panic<T: Send + 'static>(
+    what: &str,
+    f: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(f).await {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: the call panicked: {e}"),
+    }
+}
+
+/// Fails the test unless `r` is an error of the expected `kind` (as `is_kind` decides: the
+/// variant, not retryable) returned within 100 ms: bad input is refused at once.
+pub fn assert_refused_at_once<T, E: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, E>,
+    took: Duration,
+    kind: &str,
+    is_kind: impl FnOnce(&E) -> bool,
+) {
+    match r {
+        Err(e) if is_kind(&e) => {}
+        Err(e) => panic!("{what}: expected a non-retryable {kind} error, got {e:?}"),
+        Ok(_) => panic!("{what}: accepted"),
+    }
+    assert!(took < Duration::from_millis(100), "{what}: took {took:?}");
+}
+
+/// Malformed `etcd://` URLs (issue 10, finding 4; `localhost` for the host that must not be
+/// looked up) that every primitive's `open` must refuse at once.
+#[cfg(feature = "etcd")]
+pub const BAD_ETCD_URLS: &[&str] = &[
+    "etcd://[::1",
+    "etcd://a b:1",
+    "etcd://127.0.0.1:1%zz",
+    "etcd://localhost:notaport",
+    "etcd://:2379",
+    "etcd://127.0.0.1:99999",
+    "etcd://127.0.0.1:2379?ttl=18446744073709551615s",
+    "etcd://127.0.0.1:2379?ttl=0.5s",
+    "etcd://127.0.0.1:2379?request_timeout=0s",
+    "etcd://127.0.0.1:2379?connect_timeout=1000h",
+];
+
+/// Malformed etcd settings that every primitive's `connect` must refuse at once.
+#[cfg(feature = "etcd")]
+pub fn bad_etcd_configs() -> Vec<crate::etcd::EtcdConfig> {
+    use crate::etcd::EtcdConfig;
+    let ok = EtcdConfig::new(["127.0.0.1:2379"]);
+    vec![
+        EtcdConfig::new(["[::1"]),
+        EtcdConfig::new(["a b:1"]),
+        EtcdConfig::new(["127.0.0.1:1%zz"]),
+        EtcdConfig::new(["localhost:notaport"]),
+        EtcdConfig::new([":2379"]),
+        EtcdConfig::new(["127.0.0.1:99999"]),
+        EtcdConfig::new(["127.0.0.1:2379", "127.0.0.1"]),
+        ok.clone().with_ttl(Duration::MAX),
+        ok.clone().with_connect_timeout(Duration::MAX),
+        ok.with_request_timeout(Duration::MAX),
+    ]
+}
+
 /// Expands to one `#[tokio::test]` per case of a conformance suite: `suite` is a module (in
 /// scope) whose `pub async fn case(&dyn Harness)` functions are the cases, `make` builds the
 /// harness, and the attributes in brackets (e.g. `#[ignore = "…"]`) go on every test. The
@@ -57,6 +132,21 @@ pub async fn within<T>(what: &str, d: Duration, fut: impl Future<Output = T>) ->
 macro_rules! conformance_cases {
     ($suite:ident, $make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
         $( $crate::__conformance_case!($suite, $make, $attrs, $case); )*
+    };
+}
+
+/// What every primitive's conformance macro (`lock_conformance!`, …) expands to: a module named
+/// for the backend with one test per case of `krate::conformance` (pass `$crate`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! conformance_module {
+    ($krate:tt, $backend:ident, $make:expr, $attrs:tt; $($case:ident),* $(,)?) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            use $krate::conformance as __suite;
+            $crate::conformance_cases!(__suite, $make, $attrs; $($case),*);
+        }
     };
 }
 

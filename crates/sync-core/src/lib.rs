@@ -8,6 +8,7 @@
 //! - [`duration`]: human durations (`10s`, `500ms`) for configs and URLs, and the TTL and timeout
 //!   ranges every backend accepts;
 //! - [`backend`]: the choice of a backend from a URL or a serde value;
+//! - [`local_queue`]: the named FIFO queues under the in-process backends;
 //! - `etcd` (feature `etcd`): the settings of an etcd connection, as data;
 //! - `check` (feature `testing`): the cancel-at-every-poll harness the conformance suites use.
 //!
@@ -24,6 +25,7 @@ pub mod backend;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod check;
 pub mod duration;
+pub mod local_queue;
 pub mod name;
 pub mod signal;
 

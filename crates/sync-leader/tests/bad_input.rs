@@ -3,30 +3,12 @@
 //! once (or a documented saturation), never a panic, a wrapped value or a key left behind.
 //! The tests marked `#[ignore]` need the cluster that `cargo xtask test` starts.
 
-use std::future::Future;
 use std::time::Duration;
 
 use sync_core::duration::{MAX_TTL, UNLIMITED_WAIT};
 use sync_leader::{ElectOptions, Error, Leader, LocalLeader};
 
-/// TTLs no backend accepts; `Duration::MAX` first: it panicked the lease keeper.
-fn bad_ttls() -> [Duration; 5] {
-    [
-        Duration::MAX,
-        MAX_TTL + Duration::from_nanos(1),
-        Duration::ZERO,
-        Duration::from_nanos(1),
-        Duration::from_millis(999),
-    ]
-}
-
-/// Runs `f` on its own task and fails the test with a clear message if it panicked.
-async fn no_panic<T: Send + 'static>(what: &str, f: impl Future<Output = T> + Send + 'static) -> T {
-    match tokio::spawn(f).await {
-        Ok(v) => v,
-        Err(e) => panic!("{what}: the call panicked: {e}"),
-    }
-}
+use sync_core::check::{bad_ttls, no_panic};
 
 fn assert_invalid_options<T: std::fmt::Debug>(what: &str, r: sync_leader::Result<T>) {
     match r {
@@ -102,35 +84,17 @@ mod etcd {
     use sync_etcd::testing;
     use sync_leader::{EtcdConfig, EtcdLeader};
 
-    /// Finding 4's URLs (with `localhost` for the host that must not be looked up).
-    const BAD_URLS: &[&str] = &[
-        "etcd://[::1",
-        "etcd://a b:1",
-        "etcd://127.0.0.1:1%zz",
-        "etcd://localhost:notaport",
-        "etcd://:2379",
-        "etcd://127.0.0.1:99999",
-        "etcd://127.0.0.1:2379?ttl=18446744073709551615s",
-        "etcd://127.0.0.1:2379?ttl=0.5s",
-        "etcd://127.0.0.1:2379?request_timeout=0s",
-        "etcd://127.0.0.1:2379?connect_timeout=1000h",
-    ];
+    use sync_core::check::{assert_refused_at_once, bad_etcd_configs, BAD_ETCD_URLS};
 
     fn assert_config_error<T>(what: &str, r: sync_leader::Result<T>, took: Duration) {
-        match r {
-            Err(e @ Error::Config(_)) => assert!(!e.is_retryable(), "{what}: {e}"),
-            Err(e) => panic!(
-                "{what}: expected Config, got {e:?} (retryable: {})",
-                e.is_retryable()
-            ),
-            Ok(_) => panic!("{what}: accepted"),
-        }
-        assert!(took < Duration::from_millis(100), "{what}: took {took:?}");
+        assert_refused_at_once(what, r, took, "Config", |e| {
+            matches!(e, Error::Config(_)) && !e.is_retryable()
+        });
     }
 
     #[tokio::test]
     async fn open_refuses_malformed_urls_at_once() {
-        for url in BAD_URLS {
+        for url in BAD_ETCD_URLS {
             let start = Instant::now();
             let r = no_panic(url, sync_leader::open(url)).await;
             assert_config_error(url, r, start.elapsed());
@@ -139,19 +103,7 @@ mod etcd {
 
     #[tokio::test]
     async fn connect_refuses_malformed_configs_at_once() {
-        let ok = EtcdConfig::new(["127.0.0.1:2379"]);
-        let configs = [
-            EtcdConfig::new(["[::1"]),
-            EtcdConfig::new(["a b:1"]),
-            EtcdConfig::new(["127.0.0.1:1%zz"]),
-            EtcdConfig::new(["localhost:notaport"]),
-            EtcdConfig::new([":2379"]),
-            EtcdConfig::new(["127.0.0.1:99999"]),
-            ok.clone().with_ttl(Duration::MAX),
-            ok.clone().with_connect_timeout(Duration::MAX),
-            ok.clone().with_request_timeout(Duration::MAX),
-        ];
-        for cfg in configs {
+        for cfg in bad_etcd_configs() {
             let what = format!("{cfg:?}");
             let start = Instant::now();
             let r = no_panic(&what, EtcdLeader::connect(cfg)).await;

@@ -84,22 +84,17 @@ impl<T: Time> Harness for Backend<T> {
 #[macro_export]
 macro_rules! time_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
-        mod $backend {
-            #[allow(unused_imports)]
-            use super::*;
-            use $crate::conformance as __suite;
-            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
-                status_is_consistent,
-                bounds_are_ordered_and_sane,
-                now_lies_within_bounds,
-                bounds_contain_true_time,
-                now_never_goes_backwards,
-                now_stays_monotonic_and_bounded_across_threads_and_resyncs,
-                after_and_before_agree_with_bounds,
-                commit_wait_waits_until_after,
-                sync_keeps_the_guarantees,
-            );
-        }
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            status_is_consistent,
+            bounds_are_ordered_and_sane,
+            now_lies_within_bounds,
+            bounds_contain_true_time,
+            now_never_goes_backwards,
+            now_stays_monotonic_and_bounded_across_threads_and_resyncs,
+            after_and_before_agree_with_bounds,
+            commit_wait_waits_until_after,
+            sync_keeps_the_guarantees,
+        );
     };
 }
 

@@ -13,6 +13,7 @@ mod hlc;
 mod local;
 mod options;
 mod status;
+mod url;
 
 #[cfg(feature = "ntp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ntp")))]
@@ -35,8 +36,9 @@ pub use local::LocalTime;
 #[cfg(feature = "ntp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ntp")))]
 pub use ntp::NtpTime;
-pub use options::{connect, LocalOptions, NtpOptions, TimeConfig};
+pub use options::{LocalOptions, NtpOptions, TimeConfig};
 pub use status::{SourceStatus, SourceVerdict, Status, SyncState, Verification};
+pub use url::{connect, open};
 
 /// A source of synchronized wall-clock time with an honest error bound.
 ///

@@ -1,13 +1,10 @@
-//! Options of each backend, and picking a backend from configuration.
+//! Options of each backend, and the configuration that picks one (its URL form is in `url.rs`).
 
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sync_core::duration::parse_duration;
 
-use crate::{Error, LocalTime, Result, Time};
+use crate::{Error, Result};
 
 /// Options of the `local` backend ([`LocalTime`]).
 ///
@@ -323,155 +320,9 @@ impl Default for TimeConfig {
     }
 }
 
-impl FromStr for TimeConfig {
-    type Err = Error;
-
-    fn from_str(url: &str) -> Result<Self> {
-        let url = url.trim();
-        let (head, query) = match url.split_once('?') {
-            Some((h, q)) => (h, q),
-            None => (url, ""),
-        };
-        let params = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.split_once('=').ok_or_else(|| {
-                    Error::config(format!("parameter {p:?} in {url:?} has no `=value`"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let duration = |key: &str, value: &str| {
-            parse_duration(value)
-                .map_err(|e| Error::config(format!("parameter `{key}` in {url:?}: {e}")))
-        };
-        let number = |key: &str, value: &str| {
-            value.parse::<u32>().map_err(|_| {
-                Error::config(format!(
-                    "parameter `{key}` in {url:?} must be a whole number, not {value:?}"
-                ))
-            })
-        };
-        let unknown = |key: &str, known: &str| {
-            Error::config(format!(
-                "unknown parameter `{key}` in {url:?}; known: {known}"
-            ))
-        };
-
-        if head == "local" || head == "local://" {
-            let mut opts = LocalOptions::default();
-            for (key, value) in params {
-                match key {
-                    "assumed_error" | "error" => opts.assumed_error = duration(key, value)?,
-                    _ => return Err(unknown(key, "assumed_error")),
-                }
-            }
-            return Ok(TimeConfig::Local(opts));
-        }
-        if let Some(hosts) = head.strip_prefix("ntp://") {
-            let servers: Vec<String> = hosts
-                .trim_end_matches('/')
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            let mut opts = NtpOptions::new(servers);
-            for (key, value) in params {
-                match key {
-                    "samples" => opts.samples = number(key, value)?,
-                    "timeout" | "query_timeout" => opts.query_timeout = duration(key, value)?,
-                    "interval" | "resync_interval" => {
-                        opts.resync_interval = duration(key, value)?;
-                    }
-                    "retry" | "retry_interval" => opts.retry_interval = duration(key, value)?,
-                    "drift_ppm" | "max_drift_ppm" => opts.max_drift_ppm = number(key, value)?,
-                    "stale_after" => opts.stale_after = duration(key, value)?,
-                    "min_agreeing" => opts.min_agreeing = Some(number(key, value)?),
-                    _ => {
-                        return Err(unknown(
-                            key,
-                            "samples, timeout, interval, retry, drift_ppm, stale_after, \
-                             min_agreeing",
-                        ))
-                    }
-                }
-            }
-            opts.validate()?;
-            return Ok(TimeConfig::Ntp(opts));
-        }
-        Err(Error::config(format!(
-            "unknown time backend URL {url:?}; use `local` or `ntp://host:port,host:port`"
-        )))
-    }
-}
-
-/// Builds the backend a [`TimeConfig`] describes, as `Arc<dyn Time>`.
-///
-/// For NTP this performs the first sync (so it fails if no server answers) and starts the
-/// background re-sync. Without feature `ntp`, an NTP config is an [`Error::InvalidConfig`].
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> sync_time::Result<()> {
-/// let time = sync_time::connect(&"local".parse()?).await?;
-/// println!("{:?}", time.now_bounds()?);
-/// # Ok(())
-/// # }
-/// ```
-pub async fn connect(config: &TimeConfig) -> Result<Arc<dyn Time>> {
-    match config {
-        TimeConfig::Local(opts) => Ok(Arc::new(LocalTime::with_options(opts.clone()))),
-        #[cfg(feature = "ntp")]
-        TimeConfig::Ntp(opts) => Ok(Arc::new(crate::NtpTime::connect(opts.clone()).await?)),
-        #[cfg(not(feature = "ntp"))]
-        TimeConfig::Ntp(_) => Err(Error::config(
-            "the ntp backend is not compiled in; enable feature `ntp` of sync-time \
-             (or `ntp` of the sync facade)",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let c: TimeConfig = "local".parse().unwrap();
-        assert_eq!(c, TimeConfig::Local(LocalOptions::default()));
-        let c: TimeConfig = "local?assumed_error=20ms".parse().unwrap();
-        assert_eq!(
-            c,
-            TimeConfig::Local(LocalOptions::new().with_assumed_error(Duration::from_millis(20)))
-        );
-        let c: TimeConfig = "ntp://a:123,b,[::1]:1234?samples=2&timeout=250ms&interval=0s"
-            .parse()
-            .unwrap();
-        let TimeConfig::Ntp(o) = c else {
-            panic!("expected ntp")
-        };
-        assert_eq!(o.servers, ["a:123", "b", "[::1]:1234"]);
-        assert_eq!(o.samples, 2);
-        assert_eq!(o.query_timeout, Duration::from_millis(250));
-        assert_eq!(o.resync_interval, Duration::ZERO);
-    }
-
-    #[test]
-    fn rejects_bad_urls_with_a_reason() {
-        for (url, needle) in [
-            ("etcd://x", "unknown time backend"),
-            ("ntp://", "no NTP servers"),
-            ("ntp://a?samples=0", "samples"),
-            ("ntp://a?speed=9", "unknown parameter `speed`"),
-            ("ntp://a?timeout=soon", "timeout"),
-            ("local?x", "no `=value`"),
-        ] {
-            let err = url.parse::<TimeConfig>().unwrap_err();
-            assert!(matches!(err, Error::InvalidConfig { .. }), "{url}: {err}");
-            assert!(err.to_string().contains(needle), "{url}: {err}");
-        }
-    }
 
     #[test]
     fn deserializes_with_defaults_and_rejects_unknown_fields() {

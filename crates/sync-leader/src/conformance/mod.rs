@@ -112,35 +112,30 @@ pub(crate) fn is_loss(reason: &LossReason) -> bool {
 #[macro_export]
 macro_rules! leader_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
-        mod $backend {
-            #[allow(unused_imports)]
-            use super::*;
-            use $crate::conformance as __suite;
-            $crate::__core::conformance_cases!(__suite, $make, [$(#[$attr])*];
-                one_leader_among_five_in_process,
-                one_leader_among_five_across_clients,
-                resign_hands_over_in_fifo_order,
-                resign_hands_over_at_once,
-                revoked_fires_on_resign,
-                revoked_fires_on_lease_revocation,
-                revoked_fires_on_key_deletion,
-                crashed_leader_replaced_within_ttl,
-                terms_strictly_increase,
-                observers_see_every_change_including_none,
-                leader_agrees_with_observe,
-                proclaim_updates_what_observers_see,
-                cancelled_elect_leaves_nothing,
-                elect_timeout_leaves_nothing,
-                seed_reelect_loop,
-                invalid_names_rejected,
-                dyn_and_generic_use,
-                leader_kept_past_ttl,
-                groups_do_not_interfere,
-                drop_resigns,
-                elect_and_resign_cancelled_at_every_poll,
-                contended_elect_cancelled_at_every_poll,
-                abandoned_elects_leave_no_ghost,
-            );
-        }
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            one_leader_among_five_in_process,
+            one_leader_among_five_across_clients,
+            resign_hands_over_in_fifo_order,
+            resign_hands_over_at_once,
+            revoked_fires_on_resign,
+            revoked_fires_on_lease_revocation,
+            revoked_fires_on_key_deletion,
+            crashed_leader_replaced_within_ttl,
+            terms_strictly_increase,
+            observers_see_every_change_including_none,
+            leader_agrees_with_observe,
+            proclaim_updates_what_observers_see,
+            cancelled_elect_leaves_nothing,
+            elect_timeout_leaves_nothing,
+            seed_reelect_loop,
+            invalid_names_rejected,
+            dyn_and_generic_use,
+            leader_kept_past_ttl,
+            groups_do_not_interfere,
+            drop_resigns,
+            elect_and_resign_cancelled_at_every_poll,
+            contended_elect_cancelled_at_every_poll,
+            abandoned_elects_leave_no_ghost,
+        );
     };
 }

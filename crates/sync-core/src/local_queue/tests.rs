@@ -1,0 +1,109 @@
+//! The queue engine on its own: FIFO, tokens, signals, idle names, watches.
+
+use super::*;
+use futures::FutureExt;
+
+/// Counts the changes it is told of; in use while `keep` is set.
+#[derive(Default)]
+struct Counting {
+    changes: Vec<Option<u64>>,
+    keep: bool,
+}
+
+impl Watch<&'static str> for Counting {
+    fn changed(&mut self, holder: Option<&Holder<&'static str>>) {
+        self.changes.push(holder.map(Holder::token));
+    }
+    fn in_use(&mut self) -> bool {
+        self.keep
+    }
+}
+
+#[tokio::test]
+async fn fifo_with_increasing_tokens_and_loss_signals() {
+    let q: LocalQueue = LocalQueue::new();
+    let (first, lost) = q.acquire("n", (), None).await.unwrap();
+    let mut second = Box::pin(q.acquire("n", (), None));
+    assert!((&mut second).now_or_never().is_none());
+    let mut third = Box::pin(q.acquire("n", (), None));
+    assert!((&mut third).now_or_never().is_none());
+    assert_eq!(
+        q.inspect("n", |h, n| (h.map(Holder::token), n)),
+        (Some(1), 2)
+    );
+    assert!(first.release());
+    assert_eq!(lost.fired().await, LossReason::Released);
+    let (second, lost2) = second.await.unwrap();
+    assert_eq!(second.token(), 2);
+    assert!(q.revoke("n"));
+    assert_eq!(lost2.fired().await, LossReason::Revoked);
+    assert!(!second.release(), "a revoked hold is no longer held");
+    let (third, _) = third.await.unwrap();
+    assert_eq!(third.token(), 3);
+}
+
+#[tokio::test]
+async fn idle_names_take_no_memory() {
+    let q: LocalQueue = LocalQueue::new();
+    // Released, dropped, revoked.
+    let (h, _) = q.try_acquire("a", ()).unwrap();
+    assert_eq!(q.names(), 1);
+    h.release();
+    assert_eq!(q.names(), 0);
+    drop(q.try_acquire("a", ()).unwrap());
+    assert_eq!(q.names(), 0);
+    let (h, _) = q.try_acquire("a", ()).unwrap();
+    assert!(q.revoke("a"));
+    assert_eq!(q.names(), 0);
+    drop(h);
+    // A waiter that timed out, one cancelled, one granted after its future was dropped.
+    let (h, _) = q.try_acquire("a", ()).unwrap();
+    let r = q.acquire("a", (), Some(Duration::from_millis(1))).await;
+    assert!(matches!(r, Err(WaitError::Timeout { .. })), "{r:?}");
+    let mut w = Box::pin(q.acquire("a", (), None));
+    assert!((&mut w).now_or_never().is_none());
+    assert_eq!(q.inspect("a", |_, n| n), 1);
+    drop(w);
+    assert_eq!(q.inspect("a", |_, n| n), 0);
+    let mut w = Box::pin(q.acquire("a", (), None));
+    assert!((&mut w).now_or_never().is_none());
+    drop(h); // grants the waiter, whose future is then dropped unpolled
+    assert!(q.inspect("a", |h, _| h.is_some()));
+    drop(w);
+    assert_eq!(q.names(), 0);
+    // Many names used once each leave nothing behind.
+    for i in 0..1000 {
+        drop(q.try_acquire(&format!("n{i}"), ()).unwrap());
+    }
+    assert_eq!(q.names(), 0);
+    assert!(!q.revoke("never"));
+    q.tidy("never");
+    assert_eq!(q.names(), 0);
+}
+
+#[tokio::test]
+async fn watch_sees_changes_and_keeps_its_name_while_in_use() {
+    let q: LocalQueue<&'static str, Counting> = LocalQueue::new();
+    q.with_watch("g", |w, h| {
+        assert!(h.is_none());
+        w.keep = true;
+    });
+    let (h, _) = q.try_acquire("g", "a").unwrap();
+    assert!(h.update(|c| *c = "a2"));
+    assert_eq!(q.inspect("g", |h, _| h.map(|h| *h.claim())), Some("a2"));
+    let mut next = Box::pin(q.acquire("g", "b", None));
+    assert!((&mut next).now_or_never().is_none());
+    drop(h);
+    // The waiter was granted, then dropped before it took its hold: the name is free again.
+    drop(next);
+    drop(q.try_acquire("g", "c").unwrap());
+    let changes = q.with_watch("g", |w, _| std::mem::take(&mut w.changes));
+    assert_eq!(changes, [Some(1), Some(1), Some(2), None, Some(3), None]);
+    assert_eq!(q.names(), 1, "kept while the watch is in use");
+    q.with_watch("g", |w, _| w.keep = false);
+    assert_eq!(q.names(), 0);
+    let weak = q.downgrade();
+    assert!(weak.upgrade().is_some());
+    drop(q);
+    assert!(weak.upgrade().is_none());
+}

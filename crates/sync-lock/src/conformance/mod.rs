@@ -1,0 +1,89 @@
+//! The conformance suite: the guarantees every lock backend gives, checked the same way.
+//!
+//! A backend provides a [`Harness`] and runs the whole suite with one macro line:
+//!
+//! ```text
+//! sync_lock::lock_conformance!(local, LocalHarness::default());
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per guarantee inside a module named for the backend
+//! (`local::mutual_exclusion_in_process`, …). Extra attributes (such as `#[ignore = "…"]` for
+//! tests that need a server) follow the harness expression.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use crate::{AcquireOptions, Error, Lock, LockExt, LockSet, LossReason, MAX_NAME_LEN};
+
+/// What the suite needs from a backend beyond the [`Lock`] trait.
+pub trait Harness: Send + Sync {
+    /// A new client of the same backend: for a distributed backend a separate connection, as
+    /// another process would have.
+    fn client(&self) -> BoxFuture<'_, Arc<dyn Lock>>;
+    /// Takes `name` away from its current holder behind its back (etcd: revokes the holder's
+    /// lease); the holder must be told through `lost()`.
+    fn revoke_holder<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+    /// How many holders plus waiters the backend records for `name`.
+    fn entries<'a>(&'a self, name: &'a str) -> BoxFuture<'a, usize>;
+    /// Makes a holder of `name` that dies without releasing it (etcd: a child process that
+    /// acquires it and is killed with SIGKILL). Returns once the holder held it and is dead.
+    fn crash_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()>;
+    /// The TTL the suite asks for.
+    fn ttl(&self) -> Duration;
+    /// How long after a holder's death (with TTL `ttl`) the lock must be free at the latest.
+    fn crash_bound(&self, ttl: Duration) -> Duration;
+    /// How long a loss may take to be reported after a revocation.
+    fn loss_bound(&self) -> Duration;
+}
+
+mod api;
+mod cancel;
+mod exclusion;
+mod loss;
+
+pub use api::*;
+pub use cancel::*;
+pub use exclusion::*;
+pub use loss::*;
+
+fn opts(h: &dyn Harness) -> AcquireOptions {
+    AcquireOptions::new().with_ttl(h.ttl())
+}
+
+use sync_core::check::{eventually, within};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Expands to one test per guarantee of the suite, in a module named for the backend.
+#[macro_export]
+macro_rules! lock_conformance {
+    ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            mutual_exclusion_in_process,
+            mutual_exclusion_across_clients,
+            fifo_order,
+            try_acquire_on_held_lock,
+            wait_timeout,
+            cancelled_acquire_leaves_nothing,
+            release_then_reacquire,
+            drop_releases,
+            crashed_holder_frees_lock,
+            fencing_tokens_increase,
+            lost_fires_on_revoke,
+            held_past_ttl_without_loss,
+            names_do_not_interfere,
+            invalid_input_rejected,
+            dyn_and_generic_use,
+            lockset_seed_shape,
+            many_names_in_parallel,
+            release_hands_over_to_waiter,
+            acquire_and_release_cancelled_at_every_poll,
+            contended_acquire_cancelled_at_every_poll,
+            try_acquire_cancelled_at_every_poll,
+            abandoned_acquires_leave_no_ghost,
+        );
+    };
+}
