@@ -8,12 +8,18 @@
 /// Only the etcd backend has one ([`LockGuard::fence`](crate::LockGuard::fence) is `None` on the
 /// local backend). A runnable example is `examples/fenced_write.rs`:
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn demo(
+/// #     guard: sync_lock::LockGuard,
+/// #     mut client: etcd_client::Client,
+/// # ) -> Result<(), Box<dyn std::error::Error>> {
+/// use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 /// let fence = guard.fence().expect("an etcd lock");
 /// let txn = Txn::new()
 ///     .when([Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.create_revision)])
 ///     .and_then([TxnOp::put("app/balance", "42", None)]);
 /// let written = client.txn(txn).await?.succeeded(); // false: the lock was lost first
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
