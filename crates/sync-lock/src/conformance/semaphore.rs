@@ -429,6 +429,82 @@ pub async fn rw_fencing_tokens_increase(h: &dyn SemHarness) {
     }
 }
 
+/// `acquire` then `release` of a free permit, dropped after 1, 2, … polls until it completes:
+/// after every drop nothing is left.
+pub async fn sem_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let s = h.semaphore().await;
+    let sweep = cancel_at_every_poll(
+        "semaphore acquire + release",
+        2_000,
+        || {
+            let (s, o) = (s.clone(), opts(h));
+            async move {
+                let g = s
+                    .acquire("cancel", 2, o)
+                    .await
+                    .expect("acquire a free permit");
+                g.release().await.expect("release")
+            }
+        },
+        |_| sem_entries_are(h, "cancel", 0),
+    )
+    .await;
+    assert!(matches!(sweep, Sweep::Completed { .. }), "{sweep:?}");
+}
+
+/// A waiting `acquire` of a full semaphore, dropped after 1, 2, … polls until it waits: only
+/// the holder is left after every drop, and the next one gets the permit once it is freed.
+pub async fn sem_contended_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let s = h.semaphore().await;
+    let g = s.acquire("cancel-held", 1, opts(h)).await.unwrap();
+    let sweep = cancel_at_every_poll(
+        "contended semaphore acquire",
+        2_000,
+        || {
+            let (s, o) = (s.clone(), opts(h));
+            async move { s.acquire("cancel-held", 1, o).await.map(|_| ()) }
+        },
+        |_| sem_entries_are(h, "cancel-held", 1),
+    )
+    .await;
+    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
+    g.release().await.unwrap();
+    let g = tokio::time::timeout(LONG, s.acquire("cancel-held", 1, opts(h)))
+        .await
+        .unwrap()
+        .unwrap();
+    g.release().await.unwrap();
+    sem_entries_are(h, "cancel-held", 0).await;
+}
+
+/// A writer waiting behind a reader, dropped after 1, 2, … polls: only the reader is left, and
+/// a new reader is not blocked by a ghost writer.
+pub async fn rw_contended_write_cancelled_at_every_poll(h: &dyn SemHarness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let l = h.rwlock().await;
+    let r = l.read("cancel-w", opts(h)).await.unwrap();
+    let sweep = cancel_at_every_poll(
+        "contended write",
+        2_000,
+        || {
+            let (l, o) = (l.clone(), opts(h));
+            async move { l.write("cancel-w", o).await.map(|_| ()) }
+        },
+        |_| rw_entries_are(h, "cancel-w", 1),
+    )
+    .await;
+    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
+    let r2 = l
+        .try_read("cancel-w", opts(h))
+        .await
+        .unwrap()
+        .expect("no ghost writer");
+    drop((r, r2));
+    rw_entries_are(h, "cancel-w", 0).await;
+}
+
 /// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
 #[macro_export]
 macro_rules! semaphore_conformance {
@@ -445,6 +521,8 @@ macro_rules! semaphore_conformance {
             sem_invalid_input_rejected,
             sem_names_do_not_interfere,
             sem_dyn_and_generic_use,
+            sem_acquire_cancelled_at_every_poll,
+            sem_contended_acquire_cancelled_at_every_poll,
             rw_readers_share,
             rw_writer_alone,
             rw_reader_behind_waiting_writer_waits,
@@ -454,6 +532,7 @@ macro_rules! semaphore_conformance {
             rw_drop_hands_over_to_readers,
             rw_invalid_input_rejected,
             rw_fencing_tokens_increase,
+            rw_contended_write_cancelled_at_every_poll,
         );
     };
 }
