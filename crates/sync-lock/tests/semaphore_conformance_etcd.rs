@@ -64,6 +64,22 @@ impl SemHarness for EtcdHarness {
         async move { testing::count_keys(&self.admin, &dir).await }.boxed()
     }
 
+    fn revoke_sem_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        let dir = self.admin.keyspace().dir("semaphore", name);
+        async move {
+            let keys = testing::keys_under(&self.admin, &dir).await;
+            assert!(!keys.is_empty(), "nobody holds semaphore {name}");
+            // Holders of one client share its session's lease: revoke each lease once.
+            let mut leases: Vec<i64> = keys.iter().map(|k| k.lease).collect();
+            leases.sort_unstable();
+            leases.dedup();
+            for lease in leases {
+                testing::revoke(&self.admin, lease).await;
+            }
+        }
+        .boxed()
+    }
+
     fn ttl(&self) -> Duration {
         Duration::from_secs(2)
     }

@@ -19,6 +19,9 @@ pub trait SemHarness: Send + Sync {
     fn sem_entries<'a>(&'a self, name: &'a str) -> BoxFuture<'a, usize>;
     /// How many holders plus waiters the backend records for rwlock `name`.
     fn rw_entries<'a>(&'a self, name: &'a str) -> BoxFuture<'a, usize>;
+    /// Takes semaphore `name` away from all its holders behind their backs (etcd: revokes
+    /// their leases); they must be told through `lost()`.
+    fn revoke_sem_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
     /// The TTL the suite asks for.
     fn ttl(&self) -> Duration;
 }
@@ -505,6 +508,27 @@ pub async fn rw_contended_write_cancelled_at_every_poll(h: &dyn SemHarness) {
     rw_entries_are(h, "cancel-w", 0).await;
 }
 
+/// Revoking the holders fires `lost()` on each of their guards, and frees the permits.
+pub async fn sem_lost_fires_on_revoke(h: &dyn SemHarness) {
+    let s = h.semaphore().await;
+    let a = s.acquire("revoke", 2, opts(h)).await.unwrap();
+    let b = s.acquire("revoke", 2, opts(h)).await.unwrap();
+    assert!(!a.is_lost() && !b.is_lost());
+    h.revoke_sem_holders("revoke").await;
+    for g in [&a, &b] {
+        let reason = tokio::time::timeout(LONG, g.lost())
+            .await
+            .expect("lost() after revocation");
+        assert!(g.is_lost(), "{reason:?}");
+    }
+    let c = tokio::time::timeout(LONG, s.acquire("revoke", 2, opts(h)))
+        .await
+        .unwrap()
+        .unwrap();
+    drop((a, b, c));
+    sem_entries_are(h, "revoke", 0).await;
+}
+
 /// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
 #[macro_export]
 macro_rules! semaphore_conformance {
@@ -521,6 +545,7 @@ macro_rules! semaphore_conformance {
             sem_invalid_input_rejected,
             sem_names_do_not_interfere,
             sem_dyn_and_generic_use,
+            sem_lost_fires_on_revoke,
             sem_acquire_cancelled_at_every_poll,
             sem_contended_acquire_cancelled_at_every_poll,
             rw_readers_share,
