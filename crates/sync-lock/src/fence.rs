@@ -8,7 +8,7 @@
 /// Only the etcd backend has one ([`LockGuard::fence`](crate::LockGuard::fence) is `None` on the
 /// local backend). A runnable example is `examples/fenced_write.rs`:
 ///
-/// ```ignore
+/// ```text
 /// let fence = guard.fence().expect("an etcd lock");
 /// let txn = Txn::new()
 ///     .when([Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.create_revision)])
