@@ -9,7 +9,9 @@ use futures::FutureExt;
 use sync_etcd::testing::{self, WipeOnDrop};
 use sync_etcd::{EtcdClient, EtcdConfig};
 use sync_lock::conformance::SemHarness;
-use sync_lock::{EtcdRwLock, EtcdSemaphore, RwLock, Semaphore};
+use sync_lock::{AcquireOptions, EtcdRwLock, EtcdSemaphore, RwLock, Semaphore};
+
+const CHILD_VAR: &str = "SYNC_SEMAPHORE_CRASH_CHILD";
 
 struct EtcdHarness {
     cfg: EtcdConfig,
@@ -19,6 +21,9 @@ struct EtcdHarness {
 
 impl EtcdHarness {
     async fn new() -> Self {
+        if let Ok(spec) = std::env::var(CHILD_VAR) {
+            child_main(&spec).await;
+        }
         let cfg = testing::config("semaphore");
         let admin = testing::connect(cfg.clone()).await;
         EtcdHarness {
@@ -27,6 +32,31 @@ impl EtcdHarness {
             admin,
         }
     }
+}
+
+/// The child process of `crash_sem_holder`: take the permit, say so, and wait to be killed.
+async fn child_main(spec: &str) -> ! {
+    let mut parts = spec.splitn(3, '\n');
+    let (prefix, ttl, name) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+        parts.next().unwrap(),
+    );
+    let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
+    let sem = EtcdSemaphore::connect(cfg).await.unwrap();
+    let g = sem
+        .acquire(
+            name,
+            1,
+            AcquireOptions::new().with_ttl(Duration::from_secs(ttl)),
+        )
+        .await
+        .unwrap();
+    println!("\nHOLDING {}", g.fencing_token());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::future::pending::<()>().await;
+    unreachable!()
 }
 
 impl SemHarness for EtcdHarness {
@@ -78,6 +108,28 @@ impl SemHarness for EtcdHarness {
             }
         }
         .boxed()
+    }
+
+    fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
+        let spec = format!("{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), name);
+        async move {
+            // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
+            let (mut child, _token) = testing::spawn_self(
+                "etcd::sem_fencing_tokens_increase",
+                CHILD_VAR,
+                &spec,
+                "HOLDING ",
+            )
+            .await;
+            child.kill().expect("SIGKILL the holder");
+            child.wait().expect("reap the holder");
+        }
+        .boxed()
+    }
+
+    fn crash_bound(&self, ttl: Duration) -> Duration {
+        // etcd checks lease expiry every ~500 ms and may need a leader election on top.
+        ttl + Duration::from_secs(3)
     }
 
     fn ttl(&self) -> Duration {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_lock::conformance::SemHarness;
-use sync_lock::{LocalRwLock, LocalSemaphore, RwLock, Semaphore};
+use sync_lock::{AcquireOptions, LocalRwLock, LocalSemaphore, RwLock, Semaphore};
 
 #[derive(Default)]
 struct LocalHarness {
@@ -38,6 +38,27 @@ impl SemHarness for LocalHarness {
     fn revoke_sem_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         assert!(self.sem.revoke(name), "nobody held {name}");
         futures::future::ready(()).boxed()
+    }
+
+    fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
+        // In one process, a crash is a task that panics while holding the permit.
+        let sem = self.sem.clone();
+        let name = name.to_owned();
+        async move {
+            let task = tokio::spawn(async move {
+                let _guard = sem
+                    .acquire(&name, 1, AcquireOptions::new().with_ttl(ttl))
+                    .await
+                    .unwrap();
+                panic!("simulated crash while holding a permit");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+        }
+        .boxed()
+    }
+
+    fn crash_bound(&self, _ttl: Duration) -> Duration {
+        Duration::from_millis(500)
     }
 
     fn ttl(&self) -> Duration {

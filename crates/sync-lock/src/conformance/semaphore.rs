@@ -22,6 +22,11 @@ pub trait SemHarness: Send + Sync {
     /// Takes semaphore `name` away from all its holders behind their backs (etcd: revokes
     /// their leases); they must be told through `lost()`.
     fn revoke_sem_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+    /// Makes a holder of one permit of semaphore `name` (of 1 permit) that dies without
+    /// releasing it (etcd: a child process killed with SIGKILL). Returns once it is dead.
+    fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()>;
+    /// How long after a holder's death (with TTL `ttl`) its permit must be free at the latest.
+    fn crash_bound(&self, ttl: Duration) -> Duration;
     /// The TTL the suite asks for.
     fn ttl(&self) -> Duration;
 }
@@ -529,6 +534,20 @@ pub async fn sem_lost_fires_on_revoke(h: &dyn SemHarness) {
     sem_entries_are(h, "revoke", 0).await;
 }
 
+/// A holder that dies without releasing frees its permit within its TTL (plus a margin).
+pub async fn sem_crashed_holder_frees_permit(h: &dyn SemHarness) {
+    let ttl = h.ttl();
+    let s = h.semaphore().await;
+    h.crash_sem_holder("crash", ttl).await;
+    let bound = h.crash_bound(ttl);
+    let g = s
+        .acquire("crash", 1, opts(h).with_max_wait(bound))
+        .await
+        .unwrap_or_else(|e| panic!("permit not freed within {bound:?} of the crash: {e}"));
+    g.release().await.unwrap();
+    sem_entries_are(h, "crash", 0).await;
+}
+
 /// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
 #[macro_export]
 macro_rules! semaphore_conformance {
@@ -546,6 +565,7 @@ macro_rules! semaphore_conformance {
             sem_names_do_not_interfere,
             sem_dyn_and_generic_use,
             sem_lost_fires_on_revoke,
+            sem_crashed_holder_frees_permit,
             sem_acquire_cancelled_at_every_poll,
             sem_contended_acquire_cancelled_at_every_poll,
             rw_readers_share,
