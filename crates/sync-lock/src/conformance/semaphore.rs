@@ -548,6 +548,20 @@ pub async fn sem_crashed_holder_frees_permit(h: &dyn SemHarness) {
     sem_entries_are(h, "crash", 0).await;
 }
 
+/// Read-write locks of different names do not interfere, and work through `Arc<dyn RwLock>`.
+pub async fn rw_names_do_not_interfere(h: &dyn SemHarness) {
+    let l: Arc<dyn RwLock> = h.rwlock().await;
+    let w = l.write("x", opts(h)).await.unwrap();
+    let w2 = l
+        .try_write("y", opts(h))
+        .await
+        .unwrap()
+        .expect("other name free");
+    drop((w, w2));
+    rw_entries_are(h, "x", 0).await;
+    rw_entries_are(h, "y", 0).await;
+}
+
 /// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
 #[macro_export]
 macro_rules! semaphore_conformance {
@@ -577,6 +591,7 @@ macro_rules! semaphore_conformance {
             rw_drop_hands_over_to_readers,
             rw_invalid_input_rejected,
             rw_fencing_tokens_increase,
+            rw_names_do_not_interfere,
             rw_contended_write_cancelled_at_every_poll,
         );
     };
