@@ -51,7 +51,7 @@ pub struct LockStatus {
 
 /// The local backend's raw guard: its hold in the queue.
 #[derive(Debug)]
-pub(crate) struct LocalRawGuard(Hold);
+pub(crate) struct LocalRawGuard(pub(crate) Hold);
 
 impl LocalRawGuard {
     /// Releases at once (nothing to wait for in-process); whether it was still held.

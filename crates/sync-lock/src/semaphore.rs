@@ -15,10 +15,10 @@ use crate::{AcquireOptions, LockGuard, Result};
 /// number fails with [`Error::PermitsMismatch`](crate::Error::PermitsMismatch), and zero with
 /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
 ///
-/// ```no_run
-/// use sync_lock::{AcquireOptions, EtcdConfig, EtcdSemaphore, Semaphore};
+/// ```
+/// use sync_lock::{AcquireOptions, LocalSemaphore, Semaphore};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let pool = EtcdSemaphore::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;
+/// let pool = LocalSemaphore::new(); // or EtcdSemaphore::connect(config).await?
 /// let a = pool.acquire("db-connections", 2, AcquireOptions::new()).await?;
 /// let b = pool.acquire("db-connections", 2, AcquireOptions::new()).await?;
 /// assert!(pool.try_acquire("db-connections", 2, AcquireOptions::new()).await?.is_none());
@@ -71,10 +71,10 @@ impl<S: Semaphore + ?Sized> Semaphore for Arc<S> {
 /// it. Each hold is a [`LockGuard`] with its fencing token, `lost()`, `release()` and release on
 /// drop.
 ///
-/// ```no_run
-/// use sync_lock::{AcquireOptions, EtcdConfig, EtcdRwLock, RwLock};
+/// ```
+/// use sync_lock::{AcquireOptions, LocalRwLock, RwLock};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let locks = EtcdRwLock::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;
+/// let locks = LocalRwLock::new(); // or EtcdRwLock::connect(config).await?
 /// let r1 = locks.read("config", AcquireOptions::new()).await?;
 /// let r2 = locks.read("config", AcquireOptions::new()).await?;
 /// assert!(locks.try_write("config", AcquireOptions::new()).await?.is_none());

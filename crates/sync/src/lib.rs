@@ -31,9 +31,12 @@ pub mod prelude {
     #[cfg(feature = "leader")]
     pub use sync_leader::{ElectOptions, Elected, LeaderInfo, LocalLeader};
     #[cfg(feature = "lock")]
-    pub use sync_lock::{AcquireOptions, LocalLock, Lock, LockExt, LockGuard, LockSet};
+    pub use sync_lock::{
+        AcquireOptions, LocalLock, LocalRwLock, LocalSemaphore, Lock, LockExt, LockGuard, LockSet,
+        RwLock, Semaphore,
+    };
     #[cfg(all(feature = "lock", feature = "etcd"))]
-    pub use sync_lock::{EtcdConfig, EtcdLock};
+    pub use sync_lock::{EtcdConfig, EtcdLock, EtcdRwLock, EtcdSemaphore};
     #[cfg(all(feature = "task", feature = "etcd"))]
     pub use sync_task::EtcdTask;
     #[cfg(feature = "task")]

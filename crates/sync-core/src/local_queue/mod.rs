@@ -1,12 +1,15 @@
 //! The engine of the in-process backends (`LocalLock`, `LocalLeader`): named FIFO queues of
-//! claims, one holder per name, written once.
+//! claims, each admitted by its [`Rule`] (one holder by default), written once.
 //!
 //! Users do not need it: it is public so that every primitive crate's `local` backend is a thin
 //! layer over the same queue. It provides
 //!
-//! - first come, first served: a claim waits behind the holder and every earlier claim;
+//! - first come, first served: a claim waits until its [`Rule`] admits it given the holders and
+//!   every earlier claim ([`Rule::Exclusive`], the default: until nobody is ahead; permits,
+//!   readers and writers through [`LocalQueue::acquire_with`]); whenever a hold ends or a waiter
+//!   leaves, waiters are admitted from the front while their rule admits them;
 //! - tokens from one counter per [`LocalQueue`], so they strictly increase from one holder of a
-//!   name to the next (fencing tokens, terms);
+//!   name to the next, in grant order (fencing tokens, terms);
 //! - a [`LossSignal`] per hold that fires with [`LossReason::Released`] on release and with
 //!   [`LossReason::Revoked`] on [`LocalQueue::revoke`];
 //! - cancel safety: a dropped [`acquire`](LocalQueue::acquire) leaves the queue, and passes on a
@@ -43,11 +46,16 @@ use tokio::sync::oneshot;
 
 use crate::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 
+mod hold;
+mod rule;
+pub use hold::Hold;
+pub use rule::Rule;
+
 /// Per-name state a backend keeps beside the queue (e.g. the observers of a leader group), told
 /// of every change of the holder.
 pub trait Watch<C>: Default + Send + 'static {
-    /// Called after the holder of the name changed (granted, ended, handed over) or updated its
-    /// claim ([`Hold::update`]); `holder` is the holder now.
+    /// Called after the holders of the name changed (granted, ended, handed over) or one updated
+    /// its claim ([`Hold::update`]); `holder` is the earliest holder now.
     fn changed(&mut self, holder: Option<&Holder<C>>) {
         let _ = holder;
     }
@@ -65,11 +73,17 @@ impl<C> Watch<C> for () {}
 pub struct Holder<C> {
     id: u64,
     token: u64,
+    rule: Rule,
     claim: C,
     trigger: LossTrigger,
 }
 
 impl<C> Holder<C> {
+    /// The rule it was admitted by.
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
     /// Its token: strictly greater than every earlier holder's of the same queue.
     pub fn token(&self) -> u64 {
         self.token
@@ -101,10 +115,17 @@ pub enum WaitError {
     },
     /// The queue dropped the claim without granting it (it does not, short of a bug).
     Closed,
+    /// A claim already there (holding or waiting) has a rule that conflicts with this one's
+    /// (see [`Rule::mismatch`]); the claim was not queued.
+    Mismatch {
+        /// The rule of those already there.
+        theirs: Rule,
+    },
 }
 
 struct Waiting<C> {
     id: u64,
+    rule: Rule,
     claim: C,
     tx: oneshot::Sender<Grant>,
 }
@@ -117,16 +138,43 @@ struct Grant {
 struct Entry<C, W> {
     /// The map's key, shared with the holds.
     key: Arc<str>,
-    holder: Option<Holder<C>>,
+    /// In grant order.
+    holders: Vec<Holder<C>>,
     waiters: VecDeque<Waiting<C>>,
     watch: W,
 }
 
 impl<C, W: Watch<C>> Entry<C, W> {
     fn is_idle(&mut self) -> bool {
-        self.holder.is_none() && self.waiters.is_empty() && !self.watch.in_use()
+        self.holders.is_empty() && self.waiters.is_empty() && !self.watch.in_use()
+    }
+
+    /// Whether a newcomer with `rule` is admitted at once (nobody waits, and the rule admits
+    /// it given the holders).
+    fn admits_now(&self, rule: Rule) -> bool {
+        self.waiters.is_empty() && rule.admits(self.holders.iter().map(|h| &h.rule))
+    }
+
+    /// The rule of a claim there that conflicts with `rule`, if any.
+    fn mismatch(&self, rule: Rule) -> Option<Rule> {
+        let rules = self.holders.iter().map(|h| h.rule);
+        rules
+            .chain(self.waiters.iter().map(|w| w.rule))
+            .find(|&theirs| rule.mismatch(theirs))
+    }
+
+    fn first(&self) -> Option<&Holder<C>> {
+        self.holders.first()
+    }
+
+    /// Tells the watch of a change of the holders.
+    fn notify(&mut self) {
+        self.watch.changed(self.holders.first());
     }
 }
+
+/// A hold and its loss signal, as the queue hands them out.
+pub type Granted<C = (), W = ()> = (Hold<C, W>, LossSignal);
 
 type Names<C, W> = HashMap<Arc<str>, Entry<C, W>>;
 
@@ -136,7 +184,7 @@ struct Shared<C, W> {
     tokens: AtomicU64,
 }
 
-/// Named FIFO queues with one holder per name; see the [module docs](self). Cheap to clone:
+/// Named FIFO queues, each claim admitted by its [`Rule`]; see the [module docs](self). Cheap to clone:
 /// clones share the queues.
 ///
 /// `C` is what a claim brings (kept by the holder, e.g. a candidate's id); `W` is the backend's
@@ -181,30 +229,37 @@ impl<C, W> Shared<C, W> {
 }
 
 impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
-    /// Makes `id` the holder of `entry`, returning its grant.
-    fn grant(&self, entry: &mut Entry<C, W>, id: u64, claim: C) -> Grant {
+    /// Makes `id` a holder of `entry`, returning its grant.
+    fn grant(&self, entry: &mut Entry<C, W>, id: u64, rule: Rule, claim: C) -> Grant {
         let (trigger, signal) = loss_signal();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
-        entry.holder = Some(Holder {
+        entry.holders.push(Holder {
             id,
             token,
+            rule,
             claim,
             trigger,
         });
         Grant { token, signal }
     }
 
-    /// Hands the free name to the first waiter still waiting.
-    fn hand_over(&self, entry: &mut Entry<C, W>) {
-        debug_assert!(entry.holder.is_none());
-        while let Some(w) = entry.waiters.pop_front() {
-            let grant = self.grant(entry, w.id, w.claim);
-            if w.tx.send(grant).is_ok() {
-                return;
+    /// Admits waiters from the front while their rule admits them; returns whether any was.
+    fn admit(&self, entry: &mut Entry<C, W>) -> bool {
+        let mut any = false;
+        while let Some(front) = entry.waiters.front() {
+            if !front.rule.admits(entry.holders.iter().map(|h| &h.rule)) {
+                break;
             }
-            // That waiter went away between queuing and now: try the next.
-            entry.holder = None;
+            let w = entry.waiters.pop_front().expect("front exists");
+            let grant = self.grant(entry, w.id, w.rule, w.claim);
+            if w.tx.send(grant).is_ok() {
+                any = true;
+            } else {
+                // That waiter went away between queuing and now: try the next.
+                entry.holders.pop();
+            }
         }
+        any
     }
 
     /// Ends `id`'s hold on `name` (anyone's if `None`) with `reason`, hands the name over and
@@ -214,20 +269,23 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
         let Some(entry) = names.get_mut(name) else {
             return false;
         };
-        let ended = match (&entry.holder, id) {
-            (Some(h), Some(id)) => h.id == id,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let ended: Vec<Holder<C>> = match id {
+            Some(id) => match entry.holders.iter().position(|h| h.id == id) {
+                Some(i) => vec![entry.holders.remove(i)],
+                None => Vec::new(),
+            },
+            None => std::mem::take(&mut entry.holders),
         };
-        if ended {
-            if let Some(h) = entry.holder.take() {
-                h.trigger.fire(reason);
-            }
-            self.hand_over(entry);
-            entry.watch.changed(entry.holder.as_ref());
+        let any = !ended.is_empty();
+        for h in ended {
+            h.trigger.fire(reason.clone());
+        }
+        if any {
+            self.admit(entry);
+            entry.notify();
         }
         forget_if_idle(&mut names, name);
-        ended
+        any
     }
 }
 
@@ -248,12 +306,21 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         self.shared.lock().len()
     }
 
-    /// Reads the holder of `name` and how many wait behind it.
+    /// Reads the (earliest) holder of `name` and how many wait behind it.
     pub fn inspect<R>(&self, name: &str, f: impl FnOnce(Option<&Holder<C>>, usize) -> R) -> R {
         let names = self.shared.lock();
         match names.get(name) {
-            Some(e) => f(e.holder.as_ref(), e.waiters.len()),
+            Some(e) => f(e.first(), e.waiters.len()),
             None => f(None, 0),
+        }
+    }
+
+    /// Reads every holder of `name` (in grant order) and how many wait behind them.
+    pub fn inspect_all<R>(&self, name: &str, f: impl FnOnce(&[Holder<C>], usize) -> R) -> R {
+        let names = self.shared.lock();
+        match names.get(name) {
+            Some(e) => f(&e.holders, e.waiters.len()),
+            None => f(&[], 0),
         }
     }
 
@@ -262,7 +329,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     pub fn with_watch<R>(&self, name: &str, f: impl FnOnce(&mut W, Option<&Holder<C>>) -> R) -> R {
         let mut names = self.shared.lock();
         let entry = entry(&mut names, name);
-        let r = f(&mut entry.watch, entry.holder.as_ref());
+        let r = f(&mut entry.watch, entry.holders.first());
         forget_if_idle(&mut names, name);
         r
     }
@@ -279,33 +346,64 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         }
     }
 
-    /// Takes `name` away from its holder, as an administrator would: its signal fires with
-    /// [`LossReason::Revoked`] and the next waiter gets it. Returns whether it was held.
+    /// Takes `name` away from its holders, as an administrator would: their signals fire with
+    /// [`LossReason::Revoked`] and the next waiters get it. Returns whether it was held.
     pub fn revoke(&self, name: &str) -> bool {
         self.shared.end_hold(name, None, LossReason::Revoked)
     }
 
-    /// Takes `name` at once if nobody holds it or waits for it.
+    /// Takes `name` at once if nobody holds it or waits for it ([`Rule::Exclusive`]).
     pub fn try_acquire(&self, name: &str, claim: C) -> Option<(Hold<C, W>, LossSignal)> {
+        self.try_acquire_with(name, Rule::Exclusive, claim)
+            .ok()
+            .flatten()
+    }
+
+    /// Takes `name` at once if nobody waits and `rule` admits the claim given the holders;
+    /// `Ok(None)` otherwise, [`WaitError::Mismatch`] if a claim there conflicts with `rule`.
+    pub fn try_acquire_with(
+        &self,
+        name: &str,
+        rule: Rule,
+        claim: C,
+    ) -> Result<Option<Granted<C, W>>, WaitError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut names = self.shared.lock();
         let entry = entry(&mut names, name);
-        if entry.holder.is_some() || !entry.waiters.is_empty() {
-            return None;
+        if let Some(theirs) = entry.mismatch(rule) {
+            forget_if_idle(&mut names, name);
+            return Err(WaitError::Mismatch { theirs });
+        }
+        if !entry.admits_now(rule) {
+            forget_if_idle(&mut names, name);
+            return Ok(None);
         }
         let key = entry.key.clone();
-        let grant = self.shared.grant(entry, id, claim);
-        entry.watch.changed(entry.holder.as_ref());
+        let grant = self.shared.grant(entry, id, rule, claim);
+        entry.notify();
         drop(names);
-        Some(self.hold(key, id, grant))
+        Ok(Some(self.hold(key, id, grant)))
     }
 
     /// Takes `name`, waiting behind the holder and every earlier claim for at most `max_wait`
-    /// (no limit if `None`). Cancel-safe: dropping the future leaves the queue, and releases a
-    /// grant that arrived after the last poll.
+    /// (no limit if `None`; [`Rule::Exclusive`]). Cancel-safe: dropping the future leaves the
+    /// queue, and releases a grant that arrived after the last poll.
     pub async fn acquire(
         &self,
         name: &str,
+        claim: C,
+        max_wait: Option<Duration>,
+    ) -> Result<(Hold<C, W>, LossSignal), WaitError> {
+        self.acquire_with(name, Rule::Exclusive, claim, max_wait)
+            .await
+    }
+
+    /// Like [`acquire`](Self::acquire), waiting until `rule` admits the claim given the claims
+    /// ahead of it. Fails at once with [`WaitError::Mismatch`] if a claim there conflicts.
+    pub async fn acquire_with(
+        &self,
+        name: &str,
+        rule: Rule,
         claim: C,
         max_wait: Option<Duration>,
     ) -> Result<(Hold<C, W>, LossSignal), WaitError> {
@@ -313,15 +411,24 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         let (key, rx) = {
             let mut names = self.shared.lock();
             let entry = entry(&mut names, name);
+            if let Some(theirs) = entry.mismatch(rule) {
+                forget_if_idle(&mut names, name);
+                return Err(WaitError::Mismatch { theirs });
+            }
             let key = entry.key.clone();
-            if entry.holder.is_none() && entry.waiters.is_empty() {
-                let grant = self.shared.grant(entry, id, claim);
-                entry.watch.changed(entry.holder.as_ref());
+            if entry.admits_now(rule) {
+                let grant = self.shared.grant(entry, id, rule, claim);
+                entry.notify();
                 drop(names);
                 return Ok(self.hold(key, id, grant));
             }
             let (tx, rx) = oneshot::channel();
-            entry.waiters.push_back(Waiting { id, claim, tx });
+            entry.waiters.push_back(Waiting {
+                id,
+                rule,
+                claim,
+                tx,
+            });
             (key, rx)
         };
         let started = Instant::now();
@@ -367,7 +474,7 @@ fn entry<'a, C, W: Default>(names: &'a mut Names<C, W>, name: &str) -> &'a mut E
             key.clone(),
             Entry {
                 key,
-                holder: None,
+                holders: Vec::new(),
                 waiters: VecDeque::new(),
                 watch: W::default(),
             },
@@ -428,71 +535,11 @@ impl<C: Send + 'static, W: Watch<C>> Drop for Waiter<'_, C, W> {
                 .end_hold(self.name, Some(self.id), LossReason::Released);
             return;
         }
+        // Those behind it may be admitted now (readers behind a writer that gave up).
+        if self.shared.admit(entry) {
+            entry.notify();
+        }
         forget_if_idle(&mut names, self.name);
-    }
-}
-
-/// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](LocalQueue::revoke).
-pub struct Hold<C: Send + 'static = (), W: Watch<C> = ()> {
-    shared: Arc<Shared<C, W>>,
-    name: Arc<str>,
-    id: u64,
-    token: u64,
-    done: bool,
-}
-
-impl<C: Send + 'static, W: Watch<C>> fmt::Debug for Hold<C, W> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hold")
-            .field("name", &self.name)
-            .field("token", &self.token)
-            .finish()
-    }
-}
-
-impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
-    /// The name held.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    /// Its token (see [`Holder::token`]).
-    pub fn token(&self) -> u64 {
-        self.token
-    }
-
-    /// Releases now; returns whether it was still held (not revoked first). The signal fires
-    /// with [`LossReason::Released`] and the next waiter gets the name.
-    pub fn release(mut self) -> bool {
-        self.done = true;
-        self.shared
-            .end_hold(&self.name, Some(self.id), LossReason::Released)
-    }
-
-    /// Changes the claim while it is held, and tells the [`Watch`]; returns whether it was
-    /// still held (nothing changes otherwise).
-    pub fn update(&self, f: impl FnOnce(&mut C)) -> bool {
-        let mut names = self.shared.lock();
-        let Some(entry) = names.get_mut(&*self.name) else {
-            return false;
-        };
-        match entry.holder.as_mut() {
-            Some(h) if h.id == self.id => {
-                f(&mut h.claim);
-                entry.watch.changed(entry.holder.as_ref());
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl<C: Send + 'static, W: Watch<C>> Drop for Hold<C, W> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared
-                .end_hold(&self.name, Some(self.id), LossReason::Released);
-        }
     }
 }
 

@@ -107,3 +107,61 @@ async fn watch_sees_changes_and_keeps_its_name_while_in_use() {
     drop(q);
     assert!(weak.upgrade().is_none());
 }
+
+#[tokio::test]
+async fn permits_admit_up_to_n_then_fifo() {
+    let q: LocalQueue = LocalQueue::new();
+    let (a, _) = q
+        .try_acquire_with("s", Rule::Permits(2), ())
+        .unwrap()
+        .unwrap();
+    let (b, _) = q
+        .try_acquire_with("s", Rule::Permits(2), ())
+        .unwrap()
+        .unwrap();
+    assert!(q
+        .try_acquire_with("s", Rule::Permits(2), ())
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        q.try_acquire_with("s", Rule::Permits(3), ()),
+        Err(WaitError::Mismatch {
+            theirs: Rule::Permits(2)
+        })
+    ));
+    let t = b.token();
+    drop(a);
+    let (c, _) = q
+        .acquire_with("s", Rule::Permits(2), (), None)
+        .await
+        .unwrap();
+    assert!(c.token() > t);
+    drop((b, c));
+    assert_eq!(q.names(), 0);
+}
+
+#[tokio::test]
+async fn readers_share_and_wait_behind_a_waiting_writer() {
+    let q: LocalQueue = LocalQueue::new();
+    let (r1, _) = q.try_acquire_with("rw", Rule::Read, ()).unwrap().unwrap();
+    let (r2, _) = q.try_acquire_with("rw", Rule::Read, ()).unwrap().unwrap();
+    let q2 = q.clone();
+    let w = tokio::spawn(async move { q2.acquire_with("rw", Rule::Write, (), None).await });
+    while q.inspect_all("rw", |_, waiting| waiting) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(q.try_acquire_with("rw", Rule::Read, ()).unwrap().is_none());
+    let q3 = q.clone();
+    let r3 = tokio::spawn(async move { q3.acquire_with("rw", Rule::Read, (), None).await });
+    while q.inspect_all("rw", |_, waiting| waiting) < 2 {
+        tokio::task::yield_now().await;
+    }
+    drop(r1);
+    drop(r2);
+    let (w, _) = w.await.unwrap().unwrap();
+    assert_eq!(q.inspect_all("rw", |h, n| (h.len(), n)), (1, 1));
+    drop(w);
+    let (r3, _) = r3.await.unwrap().unwrap();
+    drop(r3);
+    assert_eq!(q.names(), 0);
+}

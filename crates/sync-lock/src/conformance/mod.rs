@@ -43,11 +43,13 @@ mod api;
 mod cancel;
 mod exclusion;
 mod loss;
+mod semaphore;
 
 pub use api::*;
 pub use cancel::*;
 pub use exclusion::*;
 pub use loss::*;
+pub use semaphore::*;
 
 fn opts(h: &dyn Harness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())

@@ -1,0 +1,71 @@
+//! [`Hold`]: one hold of a name.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Shared, Watch};
+use crate::signal::LossReason;
+
+/// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](LocalQueue::revoke).
+pub struct Hold<C: Send + 'static = (), W: Watch<C> = ()> {
+    pub(super) shared: Arc<Shared<C, W>>,
+    pub(super) name: Arc<str>,
+    pub(super) id: u64,
+    pub(super) token: u64,
+    pub(super) done: bool,
+}
+
+impl<C: Send + 'static, W: Watch<C>> fmt::Debug for Hold<C, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
+    /// The name held.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Its token (see [`Holder::token`]).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Releases now; returns whether it was still held (not revoked first). The signal fires
+    /// with [`LossReason::Released`] and the waiters now admitted get the name.
+    pub fn release(mut self) -> bool {
+        self.done = true;
+        self.shared
+            .end_hold(&self.name, Some(self.id), LossReason::Released)
+    }
+
+    /// Changes the claim while it is held, and tells the [`Watch`]; returns whether it was
+    /// still held (nothing changes otherwise).
+    pub fn update(&self, f: impl FnOnce(&mut C)) -> bool {
+        let mut names = self.shared.lock();
+        let Some(entry) = names.get_mut(&*self.name) else {
+            return false;
+        };
+        match entry.holders.iter_mut().find(|h| h.id == self.id) {
+            Some(h) => {
+                f(&mut h.claim);
+                entry.notify();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<C: Send + 'static, W: Watch<C>> Drop for Hold<C, W> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared
+                .end_hold(&self.name, Some(self.id), LossReason::Released);
+        }
+    }
+}
