@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::harness::{pause, Workers};
 use super::script::{bounce_member, secs, send, Common};
 use super::{Ctx, TTL};
+use crate::tool;
 
 /// Permits of the semaphore scenario's name: fewer than its workers, so that they queue.
 const PERMITS: &str = "3";
@@ -71,7 +72,7 @@ impl Drop for Link {
 }
 
 /// Five workers `<prefix>N` running `args` directly and one through a proxy; every 3 s one
-/// fault in turn: the current holder killed (and a new worker started), the raft leader killed
+/// fault in turn (the proxied worker holding 1–3 s at a time): the current holder killed (and a new worker started), the raft leader killed
 /// and restarted, a holder killed again, the proxied link blackholed for TTL + 2 s.
 fn family(
     ctx: &mut Ctx,
@@ -85,6 +86,8 @@ fn family(
     if let Some(i) = proxied.iter().position(|a| a == "--endpoints") {
         proxied[i + 1] = link.addr.clone();
     }
+    // Long holds, so that a blackhole usually cuts a hold (not only a wait) short.
+    proxied.extend(["--hold-ms".into(), "1000-3000".into()]);
     w.spawn(&format!("{prefix}proxied"), &proxied)?;
     let mut n = 0;
     for _ in 0..5 {
@@ -110,6 +113,7 @@ fn family(
             1 => {
                 let leader = ctx.cluster.leader().unwrap_or(0);
                 eprintln!("sync-chaos:   killing the raft leader m{}", leader + 1);
+                tool::mark_now(&w.dir, "raft_kill", None)?;
                 bounce_member(ctx, leader, Duration::from_secs(2))?;
             }
             _ => {
