@@ -259,7 +259,7 @@ async fn etcd_throughput(b: Budget, clients: usize, names: usize) -> Result<Row,
     ))
 }
 
-async fn run_for(
+pub(crate) async fn run_for(
     d: Duration,
     count: &AtomicU64,
     stop: &AtomicBool,

@@ -5,6 +5,7 @@
 //! `SYNC_ETCD_ENDPOINTS` and `SYNC_NTP_SERVER`.
 //! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
 
+mod family;
 mod leader;
 mod lock;
 mod stats;
@@ -105,6 +106,7 @@ async fn main() {
     let mut rows = Vec::new();
     let all = lock::scenarios()
         .into_iter()
+        .chain(family::scenarios())
         .chain(leader::scenarios())
         .chain(task::scenarios())
         .chain(time::scenarios());

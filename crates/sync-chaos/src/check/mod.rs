@@ -12,12 +12,17 @@ use serde::Serialize;
 use crate::event::Event;
 
 mod bad_input;
+#[cfg(test)]
+mod family_tests;
+mod holds;
 mod intervals;
 mod leader;
 mod mutex;
 mod outage;
 mod partition;
 mod raft;
+mod rwlock;
+mod semaphore;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -30,6 +35,8 @@ pub use mutex::check_mutex;
 pub use outage::check_outage;
 pub use partition::check_partition;
 pub use raft::{check_raft_kills, RAFT_CONCLUSIVE};
+pub use rwlock::check_rwlock;
+pub use semaphore::check_semaphore;
 pub use task::check_tasks;
 pub use time::check_time;
 
@@ -109,6 +116,14 @@ pub fn check(scenario: &str, events: &[Event], params: Params) -> Outcome {
     match scenario {
         "raft-kills" => check_raft_kills(&mut out, events),
         "mutex" => check_mutex(&mut out, events, params),
+        "semaphore" => {
+            check_semaphore(&mut out, events, params);
+            check_partition(&mut out, events);
+        }
+        "rwlock" => {
+            check_rwlock(&mut out, events, params);
+            check_partition(&mut out, events);
+        }
         "leader" => check_leader(&mut out, events, params, true),
         "task" => check_tasks(&mut out, events),
         "outage" => {

@@ -2,9 +2,9 @@
 
 use super::*;
 
-const MS: u64 = 1_000_000;
+pub(super) const MS: u64 = 1_000_000;
 
-fn ev(t_ms: u64, pid: u32, ev: &str) -> Event {
+pub(super) fn ev(t_ms: u64, pid: u32, ev: &str) -> Event {
     Event {
         t: t_ms * MS,
         pid,
@@ -14,7 +14,7 @@ fn ev(t_ms: u64, pid: u32, ev: &str) -> Event {
     }
 }
 
-fn killed(t_ms: u64, target: u32) -> Event {
+pub(super) fn killed(t_ms: u64, target: u32) -> Event {
     Event {
         who: "harness".into(),
         ..ev(t_ms, 1, "killed")
@@ -22,7 +22,7 @@ fn killed(t_ms: u64, target: u32) -> Event {
     .target(target)
 }
 
-fn run(scenario: &str, mut events: Vec<Event>) -> Outcome {
+pub(super) fn run(scenario: &str, mut events: Vec<Event>) -> Outcome {
     events.sort_by_key(|e| e.t);
     check(scenario, &events, Params::default())
 }

@@ -11,6 +11,7 @@
 //! writes `DIR/report.json` (an array of [`Outcome`]s), and tells whether any scenario counted a
 //! violation.
 
+mod family;
 mod harness;
 mod script;
 
@@ -35,9 +36,11 @@ const TTL: Duration = Duration::from_millis(TTL_MS);
 const MARGIN: Duration = Duration::from_millis(TTL_MS + 7000);
 
 /// The scenarios, in order.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 10] = [
     "raft-kills",
     "mutex",
+    "semaphore",
+    "rwlock",
     "leader",
     "task",
     "outage",
@@ -231,6 +234,8 @@ fn run_scenario(ctx: &mut Ctx, out: &Path, scenario: &str) -> Result<Outcome, St
     match scenario {
         "raft-kills" => script::raft_kills(ctx, &mut workers, &common)?,
         "mutex" => script::mutex(ctx, &mut workers, &common)?,
+        "semaphore" => family::semaphore(ctx, &mut workers, &common)?,
+        "rwlock" => family::rwlock(ctx, &mut workers, &common)?,
         "leader" => script::leader(ctx, &mut workers, &common)?,
         "task" => script::task(ctx, &mut workers, &common)?,
         "outage" => script::outage(ctx, &mut workers, &common)?,

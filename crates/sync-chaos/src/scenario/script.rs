@@ -12,7 +12,7 @@ use crate::tool;
 /// The arguments common to every etcd worker, after the command's own.
 pub(crate) type Common<'a> = dyn Fn(&[&str]) -> Vec<String> + 'a;
 
-fn secs(quick: bool, q: u64, full: u64) -> Duration {
+pub(super) fn secs(quick: bool, q: u64, full: u64) -> Duration {
     Duration::from_secs(if quick { q } else { full })
 }
 
@@ -22,7 +22,7 @@ fn mark(w: &Workers, ev: &str) -> Result<(), String> {
 }
 
 /// Kills member `i` (SIGKILL), waits `down`, restarts it and waits until all are healthy.
-fn bounce_member(ctx: &mut Ctx, i: usize, down: Duration) -> Result<(), String> {
+pub(super) fn bounce_member(ctx: &mut Ctx, i: usize, down: Duration) -> Result<(), String> {
     ctx.cluster.kill(i);
     pause(down)?;
     ctx.cluster.restart(i)?;
@@ -300,7 +300,11 @@ pub(crate) fn partition(ctx: &mut Ctx, w: &mut Workers, common: &Common<'_>) -> 
     result
 }
 
-fn send(stdin: &mut ChildStdin, out: &mut impl BufRead, command: &str) -> Result<(), String> {
+pub(super) fn send(
+    stdin: &mut ChildStdin,
+    out: &mut impl BufRead,
+    command: &str,
+) -> Result<(), String> {
     writeln!(stdin, "{command}").map_err(|e| format!("proxy: {e}"))?;
     stdin.flush().map_err(|e| format!("proxy: {e}"))?;
     if command == "quit" {

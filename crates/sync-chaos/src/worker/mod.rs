@@ -1,6 +1,7 @@
 //! The workers that the `sync-chaos` binary runs. They use only the primitives' public API and
 //! log every event (see [`crate::event`]); the scenarios ([`crate::scenario`]) start them,
-//! inject faults, and run the checkers over their logs (see [`crate::tool`]).
+//! inject faults, and run the checkers over their logs (see [`crate::tool`]). The semaphore's
+//! and the read-write lock's are in `family.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ use tokio::io::AsyncBufReadExt;
 use crate::event::Log;
 use crate::ntp::{Behavior, NtpServer};
 use crate::proxy::{Mode, Proxy};
+
+mod family;
+
+pub use family::{rwlock, semaphore};
 
 /// `--key value` arguments.
 #[derive(Debug, Clone, Default)]
