@@ -16,10 +16,11 @@
 //!   grant that arrived too late; a dropped [`Hold`] releases;
 //! - per-name state of the backend's own (observers, …) through [`Watch`].
 //!
-//! **Idle names** take no memory: a name with no holder, no waiter and nothing its [`Watch`]
-//! keeps alive is removed at once, when its last hold, waiter or watcher goes. A name used over
-//! and over thus allocates its entry again each time it turns from idle to held; in exchange,
-//! memory is bounded by the names in use at every moment, with no sweep to tune or to wait for.
+//! **Idle names** (no holder, no waiter, nothing its [`Watch`] keeps alive) stay in the map
+//! until it is full: then, before it would grow, every idle name is dropped at once. A name used
+//! over and over keeps its entry (its acquire allocates nothing), and memory stays within what
+//! the busiest moment's names in use needed (below 64 names, idle ones are kept).
+//! [`names`](LocalQueue::names) counts the names in use.
 //!
 //! ```
 //! use sync_core::local_queue::LocalQueue;
@@ -32,7 +33,7 @@
 //! let (second, _lost) = q.acquire("a", (), None).await.unwrap();
 //! assert!(second.token() > token);
 //! drop(second);
-//! assert_eq!(q.names(), 0); // an idle name takes no memory
+//! assert_eq!(q.names(), 0); // no name in use
 //! # });
 //! ```
 
@@ -289,11 +290,20 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
     }
 }
 
+/// Idle names (no holder, no waiter, no watch in use) stay in the map, so a name used over and
+/// over keeps its entry and its acquire allocates nothing; once the map is full (the next new
+/// name would make it grow), every idle name is dropped at once. Memory thus stays within what
+/// the names in use at the busiest moment needed, as a map that forgets at once would keep too
+/// (a `HashMap` never shrinks), without an allocation per acquire of an idle name.
 fn forget_if_idle<C, W: Watch<C>>(names: &mut Names<C, W>, name: &str) {
-    if names.get_mut(name).is_some_and(Entry::is_idle) {
-        names.remove(name);
+    let _ = name;
+    if names.len() >= names.capacity().max(KEEP_IDLE) {
+        names.retain(|_, e| !e.is_idle());
     }
 }
+
+/// Below this many names, idle ones are never swept.
+const KEEP_IDLE: usize = 64;
 
 impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     /// A new set of empty queues.
@@ -303,6 +313,15 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
 
     /// How many names take memory (those with a holder, a waiter or a watch in use).
     pub fn names(&self) -> usize {
+        self.shared
+            .lock()
+            .values_mut()
+            .map(|e| usize::from(!e.is_idle()))
+            .sum()
+    }
+
+    /// How many names the map keeps, idle ones included (see the module docs).
+    pub fn names_in_memory(&self) -> usize {
         self.shared.lock().len()
     }
 
@@ -467,8 +486,9 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     }
 }
 
-fn entry<'a, C, W: Default>(names: &'a mut Names<C, W>, name: &str) -> &'a mut Entry<C, W> {
+fn entry<'a, C, W: Watch<C>>(names: &'a mut Names<C, W>, name: &str) -> &'a mut Entry<C, W> {
     if !names.contains_key(name) {
+        forget_if_idle(names, name);
         let key: Arc<str> = Arc::from(name);
         names.insert(
             key.clone(),

@@ -165,3 +165,38 @@ async fn readers_share_and_wait_behind_a_waiting_writer() {
     drop(r3);
     assert_eq!(q.names(), 0);
 }
+
+#[tokio::test]
+async fn idle_names_are_swept_before_the_map_grows() {
+    let q: LocalQueue = LocalQueue::new();
+    // The same name again and again keeps one entry.
+    for _ in 0..100 {
+        let (h, _) = q.try_acquire("same", ()).expect("free");
+        h.release();
+    }
+    assert_eq!(q.names_in_memory(), 1);
+    assert_eq!(q.names(), 0);
+    // Ten thousand names used once each never take more than the sweep allows.
+    let mut most = 0;
+    for i in 0..10_000 {
+        let (h, _) = q.try_acquire(&format!("n{i}"), ()).expect("free");
+        h.release();
+        most = most.max(q.names_in_memory());
+    }
+    assert!(
+        most <= 256,
+        "the map kept {most} names for 1 in use at a time"
+    );
+    // Names in use are never swept.
+    let held: Vec<_> = (0..200)
+        .map(|i| q.try_acquire(&format!("h{i}"), ()).expect("free").0)
+        .collect();
+    for i in 0..1_000 {
+        let (h, _) = q.try_acquire(&format!("m{i}"), ()).expect("free");
+        h.release();
+    }
+    assert_eq!(q.names(), 200);
+    assert!(held
+        .iter()
+        .all(|h| q.inspect(h.name(), |holder, _| holder.is_some())));
+}
