@@ -71,9 +71,10 @@ impl Drop for Link {
     }
 }
 
-/// Five workers `<prefix>N` running `args` directly and one through a proxy; every 3 s one
-/// fault in turn (the proxied worker holding 1–3 s at a time): the current holder killed (and a new worker started), the raft leader killed
-/// and restarted, a holder killed again, the proxied link blackholed for TTL + 2 s.
+/// Five workers `<prefix>N` running `args` directly and one through a proxy, holding 3–6 s at a
+/// time; every 3 s one fault in turn: the current holder killed (and a new worker started), the
+/// raft leader killed and restarted, a holder killed again, the proxied link blackholed for
+/// TTL + 2 s.
 fn family(
     ctx: &mut Ctx,
     w: &mut Workers,
@@ -87,7 +88,7 @@ fn family(
         proxied[i + 1] = link.addr.clone();
     }
     // Long holds, so that a blackhole usually cuts a hold (not only a wait) short.
-    proxied.extend(["--hold-ms".into(), "1000-3000".into()]);
+    proxied.extend(["--hold-ms".into(), "3000-6000".into()]);
     w.spawn(&format!("{prefix}proxied"), &proxied)?;
     let mut n = 0;
     for _ in 0..5 {
