@@ -46,6 +46,7 @@ async fn run_workers(test: &str, args: &[&str]) -> Vec<Event> {
     let cfg = testing::config(test);
     let _wipe = WipeOnDrop(testing::connect(cfg.clone()).await);
     let dir: PathBuf = std::env::temp_dir().join(testing::unique_prefix(test).replace('/', "-"));
+    std::fs::create_dir_all(&dir).expect("create the log directory");
     let mut workers = Workers(Vec::new());
     for i in 0..4 {
         let child = Command::new(env!("CARGO_BIN_EXE_sync-chaos"))
