@@ -77,6 +77,8 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
         .await
         .expect("connect (lock)");
     let election = EtcdLeader::connect(cfg).await.expect("connect (leader)");
+    // Held through the kills: a lock, a leadership, and a session (one lease the user sees,
+    // shared by what is held through it) with a lock held in it.
     let hold = || async {
         let guard = locks
             .acquire("held", AcquireOptions::new().with_ttl(TTL))
@@ -86,9 +88,19 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
             .elect("me", ElectOptions::new().with_group("g").with_ttl(TTL))
             .await
             .expect("elect");
-        (guard, elected)
+        let session = locks
+            .connection()
+            .session(TTL)
+            .await
+            .expect("start a session");
+        let in_session = locks
+            .with_session(&session)
+            .acquire("held-in-session", AcquireOptions::new())
+            .await
+            .expect("acquire in the session");
+        (guard, elected, session, in_session)
     };
-    let (mut guard, mut elected) = hold().await;
+    let (mut guard, mut elected, mut session, mut in_session) = hold().await;
 
     // The keeper is built to ride out RIDE_OUT after its last renewal (at most 100 ms before
     // the kill), plus a retry and a round trip: a raft election seen to end within this bound
@@ -116,11 +128,12 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
         // Stay down well past the TTL: a lease that was not renewed through the new raft leader
         // would be gone by then, and its holder told.
         tokio::time::sleep(TTL + Duration::from_secs(1)).await;
-        let lost = (guard.is_lost() || !elected.is_leader()).then(|| {
+        let lost = (guard.is_lost() || !elected.is_leader() || session.is_lost()).then(|| {
             format!(
-                "lock: {:?}, leadership: {:?}",
+                "lock: {:?}, leadership: {:?}, session: {:?}",
                 guard.loss_signal().reason(),
-                elected.revoked_signal().reason()
+                elected.revoked_signal().reason(),
+                session.lost().reason(),
             )
         });
         match lost {
@@ -136,10 +149,10 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
                     "round {round}: inconclusive: the election took {election_took:?}, beyond \
                      what TTL {TTL:?} rides out, and the loss was reported ({what})"
                 );
-                drop((guard, elected));
+                drop((guard, elected, in_session, session));
                 blocking(|| cluster.restart(leader))
                     .unwrap_or_else(|e| panic!("round {round}: restarting member {leader}: {e}"));
-                (guard, elected) = hold().await;
+                (guard, elected, session, in_session) = hold().await;
                 continue;
             }
         }
@@ -175,12 +188,53 @@ async fn five_raft_leader_kills_cause_no_loss_and_total_outage_is_reported_in_ti
     })
     .await
     .expect("neither lost() nor revoked() fired within 2×TTL of losing every member");
+    let session_lost = tokio::time::timeout(TTL, session.lost().fired())
+        .await
+        .map(|_| killed_at.elapsed())
+        .expect("the session's lost() did not fire within TTL of losing every member");
     println!(
-        "every member killed: lost() after {lost:?}, revoked() after {revoked:?} (TTL {TTL:?})"
+        "every member killed: lost() after {lost:?}, revoked() after {revoked:?}, the \
+         session's lost() after {session_lost:?} (TTL {TTL:?})"
     );
     assert!(
-        lost < TTL && revoked < TTL,
-        "loss reported too late: lock after {lost:?}, leadership after {revoked:?} (TTL {TTL:?})"
+        lost < TTL && revoked < TTL && session_lost < TTL,
+        "loss reported too late: lock after {lost:?}, leadership after {revoked:?}, session \
+         after {session_lost:?} (TTL {TTL:?})"
+    );
+    assert!(
+        in_session.is_lost(),
+        "the session is lost but the lock held in it is not"
+    );
+
+    // With etcd out of reach, releasing what was lost must not wait out a delete's retries: it
+    // says "lost" at once (the key goes with its lease).
+    let quick = Duration::from_secs(1);
+    let started = Instant::now();
+    let released = tokio::time::timeout(quick, guard.release())
+        .await
+        .expect("release() of a lost lock waited for an unreachable etcd");
+    assert!(
+        matches!(released, Err(sync_lock::Error::Lost { .. })),
+        "release() of a lost lock: {released:?}"
+    );
+    let resigned = tokio::time::timeout(quick, elected.resign())
+        .await
+        .expect("resign() of a lost leadership waited for an unreachable etcd");
+    assert!(
+        matches!(resigned, Err(sync_leader::Error::Lost { .. })),
+        "resign() of a lost leadership: {resigned:?}"
+    );
+    let released = tokio::time::timeout(quick, in_session.release())
+        .await
+        .expect("release() of a lock lost with its session waited for an unreachable etcd");
+    assert!(matches!(released, Err(sync_lock::Error::Lost { .. })));
+    tokio::time::timeout(quick, session.close())
+        .await
+        .expect("close() of a lost session waited for an unreachable etcd")
+        .expect("close() of a lost session");
+    println!(
+        "after the loss: release, resign, release in the session and close returned within {:?}",
+        started.elapsed()
     );
 }
 

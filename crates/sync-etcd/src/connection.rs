@@ -106,7 +106,19 @@ impl Session {
 
     /// Revokes the lease now: every lock, leadership and key bound to it ends (their `lost()`
     /// fires with [`LossReason::Revoked`]).
+    ///
+    /// A session already lost returns at once: its keys are gone or go with its lease, and etcd
+    /// may be out of reach (often why it was lost); the revoke is then tried in the background.
     pub async fn close(&self) -> Result<()> {
+        if self.lease.is_lost() {
+            let lease = self.lease.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = lease.revoke().await;
+                });
+            }
+            return Ok(());
+        }
         let revoked = self.lease.revoke().await;
         self.lease.mark_lost(LossReason::Revoked);
         revoked

@@ -546,14 +546,21 @@ impl Held {
     /// Deletes our key if it is still ours; returns whether it was (`false`: it was lost first).
     /// Until the delete is confirmed the key stays armed: if this future is dropped, or the
     /// delete fails, the drop deletes it in the background.
+    ///
+    /// Once the loss signal has fired, the key is gone or goes with its lease, and etcd may be
+    /// out of reach (that is often why it was lost): `release` then returns `Ok(false)` at once
+    /// and deletes the key in the background, instead of waiting out the retries of a delete.
     pub async fn release(mut self) -> Result<bool> {
         // Our own deletion is not a loss.
         self.on_delete = None;
-        let lost_before = self.signal.reason();
+        if self.signal.is_fired() {
+            // Still armed: the drop deletes the key in the background.
+            return Ok(false);
+        }
         let deleted = leave(&self.client, &self.key, self.revision).await?;
         self.armed = false;
         self.trigger.fire(LossReason::Released);
-        Ok(deleted && lost_before.is_none())
+        Ok(deleted)
     }
 }
 
