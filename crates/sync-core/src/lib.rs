@@ -28,6 +28,7 @@ pub mod duration;
 pub mod local_queue;
 pub mod name;
 pub mod signal;
+pub mod telemetry;
 
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]

@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -66,6 +66,7 @@ pub fn loss_signal() -> (LossTrigger, LossSignal) {
         state: AtomicU8::new(PENDING),
         reason: Mutex::new(None),
         notify: Notify::new(),
+        subject: OnceLock::new(),
     });
     (
         LossTrigger {
@@ -85,6 +86,8 @@ struct Inner {
     state: AtomicU8,
     reason: Mutex<Option<LossReason>>,
     notify: Notify,
+    /// What is held, once granted: its end is reported with its name.
+    subject: OnceLock<crate::telemetry::Subject>,
 }
 
 impl Inner {
@@ -113,11 +116,19 @@ impl LossTrigger {
         if self.inner.state.load(Ordering::Acquire) == FIRED {
             return false;
         }
+        if let Some(subject) = self.inner.subject.get() {
+            crate::telemetry::ended(subject, &reason);
+        }
         *slot = Some(reason);
         self.inner.state.store(FIRED, Ordering::Release);
         drop(slot);
         self.inner.notify.notify_waiters();
         true
+    }
+
+    /// What is held, if a backend [described](LossSignal::describe) it.
+    pub fn subject(&self) -> Option<&crate::telemetry::Subject> {
+        self.inner.subject.get()
     }
 
     /// A new signal connected to this trigger.
@@ -137,6 +148,9 @@ impl Drop for LossTrigger {
     fn drop(&mut self) {
         let _slot = self.inner.reason.lock().unwrap_or_else(|p| p.into_inner());
         if self.inner.state.load(Ordering::Acquire) == PENDING {
+            if let Some(subject) = self.inner.subject.get() {
+                crate::telemetry::ended(subject, &LossReason::Shutdown);
+            }
             self.inner.state.store(CLOSED, Ordering::Release);
             drop(_slot);
             self.inner.notify.notify_waiters();
@@ -159,6 +173,18 @@ impl LossSignal {
     /// Whether it fired.
     pub fn is_fired(&self) -> bool {
         self.inner.state.load(Ordering::Acquire) == FIRED
+    }
+
+    /// Writes what is held on the signal (once; later calls are ignored), so that when it
+    /// fires the end is reported with the name: a loss at `warn` with its reason, and in the
+    /// metrics (see [`telemetry`](crate::telemetry)).
+    pub fn describe(&self, subject: crate::telemetry::Subject) {
+        let _ = self.inner.subject.set(subject);
+    }
+
+    /// What is held, if described.
+    pub fn subject(&self) -> Option<&crate::telemetry::Subject> {
+        self.inner.subject.get()
     }
 
     /// Resolves when it fires (at once if it already did). If the trigger is dropped without

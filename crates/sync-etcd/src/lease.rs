@@ -245,7 +245,9 @@ async fn keep_alive(
                 tracing::warn!(
                     %lease,
                     %last_error,
-                    "lease keepalive lapsed: reporting loss of every lock and leadership on this lease"
+                    endangered = %trigger.endangered(),
+                    "lease keepalive lapsed: reporting loss of what is held on it: {}",
+                    trigger.endangered()
                 );
                 trigger.fire(LossReason::KeepaliveFailed { last_error });
                 return;
@@ -271,7 +273,11 @@ async fn keep_alive(
             tokio::time::timeout_at(give_up.min(Instant::now() + per_attempt), attempt).await;
         match outcome {
             Ok(Ok(Some((_, ttl_left)))) if ttl_left <= 0 => {
-                tracing::warn!(%lease, "lease expired or was revoked: reporting loss");
+                tracing::warn!(
+                    %lease,
+                    "lease expired or was revoked: reporting loss of what is held on it: {}",
+                    trigger.endangered()
+                );
                 trigger.fire(LossReason::LeaseExpired);
                 return;
             }
@@ -282,11 +288,20 @@ async fn keep_alive(
                 failures = 0;
                 let renewed = sent_at.checked_add(Duration::from_secs(ttl_left as u64));
                 deadline = renewed.unwrap_or(deadline).max(deadline);
+                let now = Instant::now();
+                sync_core::telemetry::record::keepalive(
+                    now.saturating_duration_since(sent_at),
+                    deadline.saturating_duration_since(now + margin),
+                );
                 next = sent_at + interval;
                 continue;
             }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(msg))) if msg.contains("not found") => {
-                tracing::warn!(%lease, "lease not found at the server: reporting loss");
+                tracing::warn!(
+                    %lease,
+                    "lease not found at the server: reporting loss of what is held on it: {}",
+                    trigger.endangered()
+                );
                 trigger.fire(LossReason::LeaseExpired);
                 return;
             }
@@ -330,6 +345,28 @@ impl Loss {
             }
         }
         true
+    }
+
+    /// What is held on the lease, for warnings: `lock "a" (token 5), leader "g" (token 9)`.
+    fn endangered(&self) -> String {
+        let deps = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<_> = deps.iter().filter_map(|d| d.upgrade()).collect();
+        drop(deps);
+        const SHOWN: usize = 5;
+        let mut named: Vec<String> = live
+            .iter()
+            .filter_map(|t| t.subject().map(ToString::to_string))
+            .take(SHOWN)
+            .collect();
+        let unnamed = live.len().saturating_sub(named.len());
+        if unnamed > 0 {
+            named.push(format!("{unnamed} more"));
+        }
+        if named.is_empty() {
+            "nothing held now".to_owned()
+        } else {
+            named.join(", ")
+        }
     }
 
     fn attach(&self, t: &Arc<LossTrigger>) {

@@ -169,3 +169,35 @@ impl Drop for Elected {
         // Dropping the raw handle resigns in the background.
     }
 }
+
+impl sync_core::telemetry::Grant for Elected {
+    fn token(&self) -> u64 {
+        self.term
+    }
+
+    fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+}
+
+/// Runs an election (`elect` given the options) in its span, recording the grant in the metrics
+/// (`sync_is_leader` for the group) and naming the leadership on its signal, so that its loss
+/// is reported with the group.
+pub(crate) async fn traced<F, Fut>(
+    backend: &'static str,
+    options: crate::ElectOptions,
+    elect: F,
+) -> crate::Result<Elected>
+where
+    F: FnOnce(crate::ElectOptions) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Elected>>,
+{
+    let group = options.group().to_owned();
+    let ask = sync_core::telemetry::Ask {
+        op: "elect",
+        primitive: "leader",
+        backend,
+        name: &group,
+    };
+    sync_core::telemetry::acquire(ask, elect(options)).await
+}

@@ -185,7 +185,7 @@ impl Leader for LocalLeader {
         candidate_id: &'a str,
         options: ElectOptions,
     ) -> BoxFuture<'a, Result<Elected>> {
-        self.elect_inner(candidate_id, options).boxed()
+        crate::elected::traced("local", options, |o| self.elect_inner(candidate_id, o)).boxed()
     }
 
     fn leader<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<Option<LeaderInfo>>> {

@@ -173,3 +173,13 @@ impl Drop for LockGuard {
         // Dropping the raw guard releases in the background.
     }
 }
+
+impl sync_core::telemetry::Grant for LockGuard {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    fn signal(&self) -> &LossSignal {
+        &self.signal
+    }
+}

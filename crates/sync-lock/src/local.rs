@@ -1,11 +1,10 @@
 //! The in-process backend: a thin layer over [`sync_core::local_queue`].
 
-use std::time::Instant;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_core::local_queue::{Hold, LocalQueue, WaitError};
-use sync_core::signal::LossReason;
+use sync_core::signal::{LossReason, LossSignal};
+use sync_core::telemetry;
 
 use crate::{check_name, AcquireOptions, Error, Lock, LockGuard, Result};
 
@@ -85,31 +84,45 @@ impl LocalLock {
     }
 
     async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
-        check_name(name)?;
-        options.validate(name)?;
-        let started = Instant::now();
-        let (hold, signal) = self
-            .queue
-            .acquire(name, (), options.max_wait())
-            .await
-            .map_err(|e| match e {
-                WaitError::Timeout { waited } => Error::Timeout {
-                    name: name.to_owned(),
-                    waited,
-                },
-                _ => Error::Lost {
-                    name: name.to_owned(),
-                    reason: LossReason::Shutdown,
-                },
-            })?;
-        tracing::debug!(lock = %name, token = hold.token(), waited = ?started.elapsed(), "lock acquired");
-        Ok(LockGuard::new_local(
-            hold.name().clone(),
-            hold.token(),
-            signal,
-            LocalRawGuard(hold),
-        ))
+        let wait = async {
+            check_name(name)?;
+            options.validate(name)?;
+            let (hold, signal) = self
+                .queue
+                .acquire(name, (), options.max_wait())
+                .await
+                .map_err(|e| match e {
+                    WaitError::Timeout { waited } => Error::Timeout {
+                        name: name.to_owned(),
+                        waited,
+                    },
+                    _ => Error::Lost {
+                        name: name.to_owned(),
+                        reason: LossReason::Shutdown,
+                    },
+                })?;
+            Ok(guard((hold, signal)))
+        };
+        telemetry::acquire(ask("acquire", name), wait).await
     }
+}
+
+fn ask<'a>(op: &'static str, name: &'a str) -> telemetry::Ask<'a> {
+    telemetry::Ask {
+        op,
+        primitive: "lock",
+        backend: "local",
+        name,
+    }
+}
+
+fn guard((hold, signal): (Hold<()>, LossSignal)) -> LockGuard {
+    LockGuard::new_local(
+        hold.name().clone(),
+        hold.token(),
+        signal,
+        LocalRawGuard(hold),
+    )
 }
 
 impl Lock for LocalLock {
@@ -126,18 +139,11 @@ impl Lock for LocalLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        async move {
+        let wait = async move {
             check_name(name)?;
             options.validate(name)?;
-            Ok(self.queue.try_acquire(name, ()).map(|(hold, signal)| {
-                LockGuard::new_local(
-                    hold.name().clone(),
-                    hold.token(),
-                    signal,
-                    LocalRawGuard(hold),
-                )
-            }))
-        }
-        .boxed()
+            Ok(self.queue.try_acquire(name, ()).map(guard))
+        };
+        telemetry::try_acquire(ask("try_acquire", name), wait).boxed()
     }
 }

@@ -1,12 +1,11 @@
 //! The in-process semaphores and read-write locks: [`LocalLock`](crate::LocalLock)'s queue with
 //! another admission [`Rule`] per claim.
 
-use std::time::Instant;
-
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_core::local_queue::{Granted, LocalQueue, Rule, WaitError};
 use sync_core::signal::LossReason;
+use sync_core::telemetry;
 
 use crate::local::LocalRawGuard;
 use crate::{check_name, AcquireOptions, Error, LockGuard, Result, RwLock, Semaphore};
@@ -141,8 +140,7 @@ fn wait_error(name: &str, rule: Rule, e: WaitError) -> Error {
     }
 }
 
-fn guard(name: &str, (hold, signal): Granted) -> LockGuard {
-    tracing::debug!(lock = %name, token = hold.token(), "lock acquired");
+fn guard((hold, signal): Granted) -> LockGuard {
     LockGuard::new_local(
         hold.name().clone(),
         hold.token(),
@@ -157,14 +155,31 @@ async fn acquire(
     rule: Rule,
     options: AcquireOptions,
 ) -> Result<LockGuard> {
-    check(name, rule, &options)?;
-    let started = Instant::now();
-    let granted = queue
-        .acquire_with(name, rule, (), options.max_wait())
-        .await
-        .map_err(|e| wait_error(name, rule, e))?;
-    tracing::trace!(lock = %name, waited = ?started.elapsed(), "waited");
-    Ok(guard(name, granted))
+    let wait = async {
+        check(name, rule, &options)?;
+        let granted = queue
+            .acquire_with(name, rule, (), options.max_wait())
+            .await
+            .map_err(|e| wait_error(name, rule, e))?;
+        Ok(guard(granted))
+    };
+    telemetry::acquire(ask("acquire", rule, name), wait).await
+}
+
+/// The names of an acquire, for its span and metrics.
+fn ask<'a>(op: &'static str, rule: Rule, name: &'a str) -> telemetry::Ask<'a> {
+    let primitive = match rule {
+        Rule::Permits(_) => "semaphore",
+        Rule::Read => "rwlock.read",
+        Rule::Write => "rwlock.write",
+        _ => "lock",
+    };
+    telemetry::Ask {
+        op,
+        primitive,
+        backend: "local",
+        name,
+    }
 }
 
 fn try_acquire(
@@ -173,11 +188,14 @@ fn try_acquire(
     rule: Rule,
     options: AcquireOptions,
 ) -> Result<Option<LockGuard>> {
-    check(name, rule, &options)?;
-    let granted = queue
-        .try_acquire_with(name, rule, ())
-        .map_err(|e| wait_error(name, rule, e))?;
-    Ok(granted.map(|g| guard(name, g)))
+    let result = check(name, rule, &options).and_then(|()| {
+        queue
+            .try_acquire_with(name, rule, ())
+            .map(|granted| granted.map(guard))
+            .map_err(|e| wait_error(name, rule, e))
+    });
+    telemetry::tried(ask("try_acquire", rule, name), &result);
+    result
 }
 
 impl Semaphore for LocalSemaphore {

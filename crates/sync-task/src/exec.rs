@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::command::HandlerFuture;
 use crate::{Command, Failure, Input};
@@ -35,8 +36,10 @@ pub(crate) async fn attempt(
     counters: &Counters,
 ) -> Result<Value, AttemptFailure> {
     let (name, job, n) = (input.command.clone(), input.job.clone(), input.attempt);
-    Counters::bump(&counters.attempts);
+    counters.bump(Count::Attempted);
     let _running = Running::enter(&counters.running);
+    let span = tracing::info_span!("sync.attempt", command = %name, job = %job, attempt = n);
+    let started = std::time::Instant::now();
     let out = guarded(
         || command.call(input),
         timeout,
@@ -44,7 +47,12 @@ pub(crate) async fn attempt(
             tracing::warn!(command = %name, job = %job, attempt = n, %message, "command panicked");
         },
     )
-    .await?;
+    .instrument(span.clone())
+    .await;
+    let took = started.elapsed();
+    span.in_scope(|| tracing::debug!(?took, ok = out.is_ok(), "attempt ended"));
+    sync_core::telemetry::record::attempt(took, out.is_ok());
+    let out = out?;
     let size = crate::options::json_size(&out);
     if size > crate::MAX_OUTPUT_BYTES {
         tracing::warn!(command = %name, job = %job, attempt = n, size, "command output too large: the job fails");
@@ -148,9 +156,52 @@ pub(crate) struct Counters {
     pub(crate) running: AtomicUsize,
 }
 
+/// What happened to a job, counted in [`Counters`] and in the metrics (`sync_task_jobs_total`,
+/// labelled by [`Count::label`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Count {
+    Submitted,
+    Attempted,
+    Succeeded,
+    Failed,
+    Retried,
+    Claimed,
+    ClaimConflict,
+    Lost,
+    HandedBack,
+}
+
+impl Count {
+    fn label(self) -> &'static str {
+        match self {
+            Count::Submitted => "submitted",
+            Count::Attempted => "attempted",
+            Count::Succeeded => "succeeded",
+            Count::Failed => "failed",
+            Count::Retried => "retried",
+            Count::Claimed => "claimed",
+            Count::ClaimConflict => "claim_conflict",
+            Count::Lost => "lost",
+            Count::HandedBack => "handed_back",
+        }
+    }
+}
+
 impl Counters {
-    pub(crate) fn bump(c: &AtomicU64) {
+    pub(crate) fn bump(&self, what: Count) {
+        let c = match what {
+            Count::Submitted => &self.submitted,
+            Count::Attempted => &self.attempts,
+            Count::Succeeded => &self.succeeded,
+            Count::Failed => &self.failed,
+            Count::Retried => &self.retried,
+            Count::Claimed => &self.claims,
+            Count::ClaimConflict => &self.claim_conflicts,
+            Count::Lost => &self.lost,
+            Count::HandedBack => &self.handed_back,
+        };
         c.fetch_add(1, Ordering::Relaxed);
+        sync_core::telemetry::record::job(what.label());
     }
 
     /// Attempts running now.

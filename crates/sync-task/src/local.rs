@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::exec::{self, Counters, Tracker};
+use crate::exec::{self, Count, Counters, Tracker};
 use crate::{
     check_name, Backoff, Command, Error, Failure, Input, Job, JobHandle, JobId, JobStatus, Result,
     Task, TaskOptions, TaskStats,
@@ -376,7 +376,7 @@ async fn drive(
             match r {
                 Ok(v) => return Ok(v),
                 Err(f) if f.retry(attempt, spec.max_attempts) => {
-                    Counters::bump(&inner.counters.retried);
+                    inner.counters.bump(Count::Retried);
                     // At most MAX_BACKOFF (a year): it fits in a SystemTime and an Instant.
                     let delay = spec.backoff.delay(attempt);
                     let now = SystemTime::now();
@@ -407,8 +407,8 @@ async fn drive(
     };
     let attempts = attempts.load(Ordering::Relaxed);
     match &result {
-        Ok(_) => Counters::bump(&inner.counters.succeeded),
-        Err(_) => Counters::bump(&inner.counters.failed),
+        Ok(_) => inner.counters.bump(Count::Succeeded),
+        Err(_) => inner.counters.bump(Count::Failed),
     }
     if let Some(r) = &record {
         r.finish(match &result {
@@ -471,7 +471,7 @@ impl Task for LocalTask {
             if let Some(key) = job.idempotency_key() {
                 jobs.idem.insert(key.to_owned(), id.clone());
             }
-            Counters::bump(&self.inner.counters.submitted);
+            self.inner.counters.bump(Count::Submitted);
             match command {
                 Some(command) => {
                     drop(jobs);

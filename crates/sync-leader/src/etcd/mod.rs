@@ -9,6 +9,7 @@ mod observe;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_etcd::{ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
+use tracing::Instrument;
 
 use crate::{
     check_group, ElectOptions, Elected, Error, Leader, LeaderInfo, LeaderStream, RawElected, Result,
@@ -204,7 +205,7 @@ impl Leader for EtcdLeader {
         candidate_id: &'a str,
         options: ElectOptions,
     ) -> BoxFuture<'a, Result<Elected>> {
-        self.elect_inner(candidate_id, options).boxed()
+        crate::elected::traced("etcd", options, |o| self.elect_inner(candidate_id, o)).boxed()
     }
 
     fn leader<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<Option<LeaderInfo>>> {
@@ -212,12 +213,14 @@ impl Leader for EtcdLeader {
     }
 
     fn observe<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<LeaderStream>> {
+        let span = sync_core::telemetry::span("observe", "etcd", group);
         async move {
             check_group(group)?;
             observe::observe(self.queues.client().clone(), self.queues.dir(group))
                 .await
                 .map_err(|e| Error::backend(group, e))
         }
+        .instrument(span)
         .boxed()
     }
 }

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
 
+use sync_core::telemetry;
 use sync_etcd::{Claim, ContendError, Contender, EtcdConfig, EtcdConnection, Held, Session};
 
 use crate::{check_name, AcquireOptions, Error, Fence, Lock, LockGuard, RawGuard, Result};
@@ -67,19 +68,22 @@ impl Queues {
         name: &str,
         options: AcquireOptions,
     ) -> Result<LockGuard> {
-        check(claim, name, &options)?;
-        let held = self
-            .contender
-            .contend_for(
-                claim,
-                name,
-                self.owner.to_vec(),
-                options.ttl(),
-                options.max_wait(),
-            )
-            .await
-            .map_err(|e| contend_error(name, e))?;
-        Ok(guard(name, held))
+        let wait = async {
+            check(claim, name, &options)?;
+            let held = self
+                .contender
+                .contend_for(
+                    claim,
+                    name,
+                    self.owner.to_vec(),
+                    options.ttl(),
+                    options.max_wait(),
+                )
+                .await
+                .map_err(|e| contend_error(name, e))?;
+            Ok(guard(name, held))
+        };
+        telemetry::acquire(ask("acquire", claim, name), wait).await
     }
 
     pub(crate) async fn try_acquire(
@@ -88,13 +92,32 @@ impl Queues {
         name: &str,
         options: AcquireOptions,
     ) -> Result<Option<LockGuard>> {
-        check(claim, name, &options)?;
-        let held = self
-            .contender
-            .try_contend_for(claim, name, self.owner.to_vec(), options.ttl())
-            .await
-            .map_err(|e| contend_error(name, e))?;
-        Ok(held.map(|h| guard(name, h)))
+        let wait = async {
+            check(claim, name, &options)?;
+            let held = self
+                .contender
+                .try_contend_for(claim, name, self.owner.to_vec(), options.ttl())
+                .await
+                .map_err(|e| contend_error(name, e))?;
+            Ok(held.map(|h| guard(name, h)))
+        };
+        telemetry::try_acquire(ask("try_acquire", claim, name), wait).await
+    }
+}
+
+/// The names of an acquire, for its span and metrics.
+fn ask<'a>(op: &'static str, claim: Claim, name: &'a str) -> telemetry::Ask<'a> {
+    let primitive = match claim {
+        Claim::Permits(_) => "semaphore",
+        Claim::Read => "rwlock.read",
+        Claim::Write => "rwlock.write",
+        _ => "lock",
+    };
+    telemetry::Ask {
+        op,
+        primitive,
+        backend: "etcd",
+        name,
     }
 }
 
@@ -112,7 +135,6 @@ fn check(claim: Claim, name: &str, options: &AcquireOptions) -> Result<()> {
 
 fn guard(name: &str, held: Held) -> LockGuard {
     let (token, ttl, signal) = (held.fencing_token(), held.ttl(), held.signal().clone());
-    tracing::debug!(lock = %name, token, "lock acquired");
     LockGuard::new(
         name,
         token,

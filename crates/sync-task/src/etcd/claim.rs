@@ -13,7 +13,7 @@ use super::finish::Finisher;
 use super::records::{now_ms, to_json, ClaimRecord, JobRecord, Keys};
 use super::registry::WorkerLease;
 use super::view::View;
-use crate::exec::Counters;
+use crate::exec::{Count, Counters};
 
 pub(crate) enum ClaimError {
     /// Someone else changed the job or claimed it first.
@@ -226,7 +226,7 @@ impl Claimer {
         };
         self.view.claim_took(sent.elapsed(), claimed.is_some());
         let (rev, payload) = claimed.ok_or(ClaimError::Conflict)?;
-        Counters::bump(&self.counters.claims);
+        self.counters.bump(Count::Claimed);
         Ok(Claimed {
             claimer: self.clone(),
             id: id.to_owned(),

@@ -13,7 +13,7 @@ use super::batch::{self, SharedBatcher};
 use super::records::{ms_after, new_job_id, to_json, JobRecord, Keys};
 use super::waiter::Waiter;
 use super::worker::Stop;
-use crate::exec::Counters;
+use crate::exec::{Count, Counters};
 use crate::{Error, Job, Result};
 
 /// How long a job stays held (not claimable) unless the submit that created it releases it: a
@@ -197,7 +197,7 @@ impl Submitter {
                     .and_then([TxnOp::put(job_key, to_json(&record), None)]);
                 drop(self.batcher.send("release job", &id, release, 0));
                 self.waiter.keep(id.clone(), sub);
-                Counters::bump(&self.counters.submitted);
+                self.counters.bump(Count::Submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
                 return Ok(id);
             }

@@ -5,7 +5,6 @@
 //! claim transaction made, so a worker that lost its claim (its lease expired, someone deleted
 //! the claim) can never overwrite what the job's next worker does.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,9 @@ use super::finish::{result_record, Finisher};
 use super::records::ms_after;
 use super::registry::Registry;
 use super::view::{Pick, View};
-use crate::exec::{self, AttemptFailure, Counters, Tracked, Tracker};
+use crate::exec::{self, AttemptFailure, Count, Counters, Tracked, Tracker};
 use crate::{Failure, Input, JobId};
+use tracing::Instrument;
 
 /// How far along shutting down the worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,7 +118,7 @@ impl Worker {
         let cooldown = match self.work(pick).await {
             Ok(()) => None,
             Err(ClaimError::Conflict) => {
-                Counters::bump(&self.counters.claim_conflicts);
+                self.counters.bump(Count::ClaimConflict);
                 Some(CLAIM_COOLDOWN)
             }
             Err(ClaimError::Etcd(e)) => {
@@ -154,7 +154,7 @@ impl Worker {
                 .await?
             {
                 tracing::warn!(job = %id, command = %record.command, attempts = record.attempts, "job failed: the worker of its last attempt was lost");
-                Counters::bump(&self.counters.failed);
+                self.counters.bump(Count::Failed);
                 Ok(())
             } else {
                 Err(ClaimError::Conflict)
@@ -164,7 +164,10 @@ impl Worker {
         // back whatever landed.
         let mut stop = self.stop.clone();
         let claimed = tokio::select! {
-            c = self.claimer.claim(&id, &record, mod_rev) => c?,
+            c = self
+                .claimer
+                .claim(&id, &record, mod_rev)
+                .instrument(sync_core::telemetry::span("claim", "etcd", &id)) => c?,
             _ = until(&mut stop, Stop::Closing) => return Ok(()),
         };
         let (claim_rev, attempt) = (claimed.rev, claimed.attempt);
@@ -212,9 +215,9 @@ impl Worker {
         let finisher = &self.finisher;
         // Each write below is retried until it is answered, as long as the claim holds: a claim
         // left in place on a live worker's lease would keep the job "running" for ever.
-        let answered = |kept: Option<bool>, counter: &AtomicU64| {
+        let answered = |kept: Option<bool>, count: Count| {
             if kept == Some(true) {
-                Counters::bump(counter);
+                counters.bump(count);
             }
             kept == Some(true)
         };
@@ -225,7 +228,7 @@ impl Worker {
                     finisher.finish(&id, &record, ours.clone(), result.clone())
                 })
                 .await;
-                answered(kept, &counters.succeeded)
+                answered(kept, Count::Succeeded)
             }
             End::Done(Err(f)) if f.retry(attempt, record.max_attempts) => {
                 let delay = record.backoff().delay(attempt);
@@ -238,7 +241,7 @@ impl Worker {
                 if kept == Some(true) {
                     tracing::debug!(job = %id, attempt, ?delay, "attempt failed; retrying after the backoff");
                 }
-                answered(kept, &counters.retried)
+                answered(kept, Count::Retried)
             }
             End::Done(Err(f)) => {
                 let result = result_record(&record, attempt, Some(&self.me), Err(f.failure));
@@ -246,7 +249,7 @@ impl Worker {
                     finisher.finish(&id, &record, ours.clone(), result.clone())
                 })
                 .await;
-                answered(kept, &counters.failed)
+                answered(kept, Count::Failed)
             }
             End::Lost(reason) => {
                 tracing::warn!(job = %id, %reason, "claim lost while running: the attempt was cancelled and the job will run again");
@@ -262,11 +265,11 @@ impl Worker {
                 if kept == Some(true) {
                     tracing::info!(job = %id, "shutting down: running job handed back");
                 }
-                answered(kept, &counters.handed_back)
+                answered(kept, Count::HandedBack)
             }
         };
         if !kept {
-            Counters::bump(&counters.lost);
+            counters.bump(Count::Lost);
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use self::clock::{Merge, Served};
 use self::query::{query_all, Anchor, Server};
@@ -219,6 +220,11 @@ async fn resync_loop(inner: Weak<Inner>, first_delay: Duration) {
 
 impl Inner {
     async fn sync(&self) -> Result<()> {
+        let span = tracing::info_span!("sync.time", servers = self.servers.len());
+        self.sync_once().instrument(span).await
+    }
+
+    async fn sync_once(&self) -> Result<()> {
         let _one_at_a_time = self.serial.lock().await;
         let anchor = Anchor::now(&*self.clock);
         let outcomes = query_all(&self.servers, &self.options, &*self.clock, anchor).await;
@@ -242,6 +248,10 @@ impl Inner {
                          max_drift_ppm; taking the new one (now() slews, it does not step back)"
                     );
                 }
+                sync_core::telemetry::record::time_sync(
+                    synced.offset_nanos as f64 / 1e9,
+                    synced.error_at_sync(),
+                );
                 tracing::debug!(
                     offset_ns = synced.offset_nanos,
                     error = ?synced.error_at_sync(),
@@ -293,6 +303,9 @@ impl Time for NtpTime {
             .clone();
         let m = self.inner.clock.monotonic();
         let synced = self.inner.served.synced();
+        if let Some(s) = &synced {
+            sync_core::telemetry::record::time_staleness(s.age(m));
+        }
         let state = match synced {
             None => SyncState::NeverSynced,
             Some(s) if s.age(m) > self.inner.options.stale_after => SyncState::Stale,
