@@ -100,9 +100,14 @@ impl Subject {
 
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.primitive == "leader" {
+            "term"
+        } else {
+            "token"
+        };
         write!(
             f,
-            "{} {:?} (token {})",
+            "{} {:?} ({token} {})",
             self.primitive, &*self.name, self.token
         )
     }
