@@ -23,6 +23,7 @@ mod partition;
 mod raft;
 mod rwlock;
 mod semaphore;
+mod stream;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use partition::check_partition;
 pub use raft::{check_raft_kills, RAFT_CONCLUSIVE};
 pub use rwlock::check_rwlock;
 pub use semaphore::check_semaphore;
+pub use stream::check_stream;
 pub use task::check_tasks;
 pub use time::check_time;
 
@@ -126,6 +128,7 @@ pub fn check(scenario: &str, events: &[Event], params: Params) -> Outcome {
         }
         "leader" => check_leader(&mut out, events, params, true),
         "task" => check_tasks(&mut out, events),
+        "stream" => check_stream(&mut out, events),
         "outage" => {
             check_mutex(&mut out, events, params);
             check_leader(&mut out, events, params, false);
