@@ -69,6 +69,9 @@ impl Agreement {
     }
 }
 
+/// A subscriber run: who, the offset it started at, and (offset, message) as delivered.
+type Run = (String, Option<u64>, Vec<(u64, Option<u64>)>);
+
 /// Per subscriber run: strictly increasing offsets (no duplicate, no reordering), and no
 /// acknowledged offset missing between its start and the last offset it saw.
 fn check_subscribers(
@@ -77,7 +80,7 @@ fn check_subscribers(
     acked: &BTreeMap<u64, (u64, u64)>,
     agree: &mut Agreement,
 ) {
-    let mut runs: BTreeMap<u32, (String, Option<u64>, Vec<(u64, Option<u64>)>)> = BTreeMap::new();
+    let mut runs: BTreeMap<u32, Run> = BTreeMap::new();
     for e in events {
         match e.ev.as_str() {
             "subscribed" => runs
