@@ -43,12 +43,14 @@ mod api;
 mod cancel;
 mod exclusion;
 mod loss;
+mod rwlock;
 mod semaphore;
 
 pub use api::*;
 pub use cancel::*;
 pub use exclusion::*;
 pub use loss::*;
+pub use rwlock::*;
 pub use semaphore::*;
 
 fn opts(h: &dyn Harness) -> AcquireOptions {
@@ -86,6 +88,41 @@ macro_rules! lock_conformance {
             contended_acquire_cancelled_at_every_poll,
             try_acquire_cancelled_at_every_poll,
             abandoned_acquires_leave_no_ghost,
+        );
+    };
+}
+
+/// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
+#[macro_export]
+macro_rules! semaphore_conformance {
+    ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            sem_at_most_n_holders,
+            sem_fifo_no_barging,
+            sem_try_acquire_semantics,
+            sem_wait_timeout_leaves_nothing,
+            sem_drop_releases_and_hands_over,
+            sem_fencing_tokens_increase,
+            sem_zero_permits_rejected,
+            sem_permits_mismatch,
+            sem_invalid_input_rejected,
+            sem_names_do_not_interfere,
+            sem_dyn_and_generic_use,
+            sem_lost_fires_on_revoke,
+            sem_crashed_holder_frees_permit,
+            sem_acquire_cancelled_at_every_poll,
+            sem_contended_acquire_cancelled_at_every_poll,
+            rw_readers_share,
+            rw_writer_alone,
+            rw_reader_behind_waiting_writer_waits,
+            rw_mutual_exclusion_under_contention,
+            rw_try_semantics,
+            rw_wait_timeout_leaves_nothing,
+            rw_drop_hands_over_to_readers,
+            rw_invalid_input_rejected,
+            rw_fencing_tokens_increase,
+            rw_names_do_not_interfere,
+            rw_contended_write_cancelled_at_every_poll,
         );
     };
 }

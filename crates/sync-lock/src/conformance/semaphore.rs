@@ -1,5 +1,5 @@
-//! The semaphore and read-write lock suites (`semaphore_conformance!`): cases prefixed `sem_`
-//! and `rw_`, over [`SemHarness`].
+//! The semaphore suite (cases prefixed `sem_`) and [`SemHarness`], what the semaphore and
+//! read-write lock suites (`semaphore_conformance!`) need from a backend.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,9 +31,9 @@ pub trait SemHarness: Send + Sync {
     fn ttl(&self) -> Duration;
 }
 
-const LONG: Duration = Duration::from_secs(20);
+pub(super) const LONG: Duration = Duration::from_secs(20);
 
-fn opts(h: &dyn SemHarness) -> AcquireOptions {
+pub(super) fn opts(h: &dyn SemHarness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())
 }
 
@@ -52,7 +52,7 @@ async fn sem_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
     }
 }
 
-async fn rw_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
+pub(super) async fn rw_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
     let start = Instant::now();
     loop {
         let got = h.rw_entries(name).await;
@@ -276,167 +276,6 @@ pub async fn sem_dyn_and_generic_use(h: &dyn SemHarness) {
     sem_entries_are(h, "dyn", 0).await;
 }
 
-/// Readers share a name.
-pub async fn rw_readers_share(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let r1 = l.read("share", opts(h)).await.unwrap();
-    let r2 = l
-        .try_read("share", opts(h))
-        .await
-        .unwrap()
-        .expect("readers share");
-    let r3 = l.read("share", opts(h).with_max_wait(LONG)).await.unwrap();
-    drop((r1, r2, r3));
-    rw_entries_are(h, "share", 0).await;
-}
-
-/// A writer is alone: no reader nor writer beside it.
-pub async fn rw_writer_alone(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("alone", opts(h)).await.unwrap();
-    assert!(l.try_read("alone", opts(h)).await.unwrap().is_none());
-    assert!(l.try_write("alone", opts(h)).await.unwrap().is_none());
-    w.release().await.unwrap();
-    let r = l.read("alone", opts(h)).await.unwrap();
-    assert!(l.try_write("alone", opts(h)).await.unwrap().is_none());
-    r.release().await.unwrap();
-    rw_entries_are(h, "alone", 0).await;
-}
-
-/// A reader that comes behind a waiting writer waits for it (writers are not starved).
-pub async fn rw_reader_behind_waiting_writer_waits(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let r1 = l.read("fair", opts(h)).await.unwrap();
-    let (l2, o) = (h.rwlock().await, opts(h));
-    let writer = tokio::spawn(async move { l2.write("fair", o).await.unwrap() });
-    rw_entries_are(h, "fair", 2).await;
-    assert!(l.try_read("fair", opts(h)).await.unwrap().is_none());
-    let (l3, o) = (h.rwlock().await, opts(h));
-    let reader = tokio::spawn(async move { l3.read("fair", o).await.unwrap() });
-    rw_entries_are(h, "fair", 3).await;
-    r1.release().await.unwrap();
-    let w = tokio::time::timeout(LONG, writer).await.unwrap().unwrap();
-    assert!(!reader.is_finished());
-    let wt = w.fencing_token();
-    w.release().await.unwrap();
-    let r = tokio::time::timeout(LONG, reader).await.unwrap().unwrap();
-    assert!(r.fencing_token() > wt);
-    r.release().await.unwrap();
-    rw_entries_are(h, "fair", 0).await;
-}
-
-/// Many readers and writers at once: a writer never overlaps anyone.
-pub async fn rw_mutual_exclusion_under_contention(h: &dyn SemHarness) {
-    let readers = Arc::new(AtomicUsize::new(0));
-    let writers = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let l = h.rwlock().await;
-        let (readers, writers, o) = (readers.clone(), writers.clone(), opts(h));
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..3 {
-                if i % 3 == 0 {
-                    let g = l.write("mix", o.clone()).await.unwrap();
-                    assert_eq!(writers.fetch_add(1, Ordering::SeqCst), 0);
-                    assert_eq!(readers.load(Ordering::SeqCst), 0);
-                    tokio::task::yield_now().await;
-                    writers.fetch_sub(1, Ordering::SeqCst);
-                    g.release().await.unwrap();
-                } else {
-                    let g = l.read("mix", o.clone()).await.unwrap();
-                    readers.fetch_add(1, Ordering::SeqCst);
-                    assert_eq!(writers.load(Ordering::SeqCst), 0);
-                    tokio::task::yield_now().await;
-                    readers.fetch_sub(1, Ordering::SeqCst);
-                    g.release().await.unwrap();
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    rw_entries_are(h, "mix", 0).await;
-}
-
-/// try_read refuses behind a writer (holding or waiting); try_write behind anyone.
-pub async fn rw_try_semantics(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.try_write("try", opts(h)).await.unwrap().expect("free");
-    assert!(l.try_read("try", opts(h)).await.unwrap().is_none());
-    drop(w);
-    rw_entries_are(h, "try", 0).await;
-    let r = l.try_read("try", opts(h)).await.unwrap().expect("free");
-    assert!(l.try_write("try", opts(h)).await.unwrap().is_none());
-    drop(r);
-    rw_entries_are(h, "try", 0).await;
-}
-
-/// Max-wait timeouts of readers and writers leave nothing behind.
-pub async fn rw_wait_timeout_leaves_nothing(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("slow", opts(h)).await.unwrap();
-    let short = opts(h).with_max_wait(Duration::from_millis(200));
-    let e = l.read("slow", short.clone()).await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    let e = l.write("slow", short).await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    rw_entries_are(h, "slow", 1).await;
-    w.release().await.unwrap();
-    rw_entries_are(h, "slow", 0).await;
-}
-
-/// Dropping a writer's guard hands the name to all the readers waiting at the front.
-pub async fn rw_drop_hands_over_to_readers(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("hand", opts(h)).await.unwrap();
-    let mut readers = Vec::new();
-    for i in 0..3 {
-        let (l2, o) = (h.rwlock().await, opts(h));
-        readers.push(tokio::spawn(
-            async move { l2.read("hand", o).await.unwrap() },
-        ));
-        rw_entries_are(h, "hand", i + 2).await;
-    }
-    drop(w);
-    let mut guards = Vec::new();
-    for r in readers {
-        guards.push(tokio::time::timeout(LONG, r).await.unwrap().unwrap());
-    }
-    drop(guards);
-    rw_entries_are(h, "hand", 0).await;
-}
-
-/// Bad names and a zero TTL are typed errors.
-pub async fn rw_invalid_input_rejected(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let e = l.read("", opts(h)).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
-    let e = l.try_write("", opts(h)).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
-    let e = l
-        .write("ttl", AcquireOptions::new().with_ttl(Duration::ZERO))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::InvalidOptions { .. }), "{e:?}");
-}
-
-/// Fencing tokens increase from writer to reader to writer.
-pub async fn rw_fencing_tokens_increase(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let mut last = 0;
-    for i in 0..4 {
-        let g = if i % 2 == 0 {
-            l.write("tokens", opts(h)).await.unwrap()
-        } else {
-            l.read("tokens", opts(h)).await.unwrap()
-        };
-        assert!(g.fencing_token() > last);
-        last = g.fencing_token();
-        g.release().await.unwrap();
-    }
-}
-
 /// `acquire` then `release` of a free permit, dropped after 1, 2, … polls until it completes:
 /// after every drop nothing is left.
 pub async fn sem_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
@@ -487,32 +326,6 @@ pub async fn sem_contended_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
     sem_entries_are(h, "cancel-held", 0).await;
 }
 
-/// A writer waiting behind a reader, dropped after 1, 2, … polls: only the reader is left, and
-/// a new reader is not blocked by a ghost writer.
-pub async fn rw_contended_write_cancelled_at_every_poll(h: &dyn SemHarness) {
-    use sync_core::check::{cancel_at_every_poll, Sweep};
-    let l = h.rwlock().await;
-    let r = l.read("cancel-w", opts(h)).await.unwrap();
-    let sweep = cancel_at_every_poll(
-        "contended write",
-        2_000,
-        || {
-            let (l, o) = (l.clone(), opts(h));
-            async move { l.write("cancel-w", o).await.map(|_| ()) }
-        },
-        |_| rw_entries_are(h, "cancel-w", 1),
-    )
-    .await;
-    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
-    let r2 = l
-        .try_read("cancel-w", opts(h))
-        .await
-        .unwrap()
-        .expect("no ghost writer");
-    drop((r, r2));
-    rw_entries_are(h, "cancel-w", 0).await;
-}
-
 /// Revoking the holders fires `lost()` on each of their guards, and frees the permits.
 pub async fn sem_lost_fires_on_revoke(h: &dyn SemHarness) {
     let s = h.semaphore().await;
@@ -546,53 +359,4 @@ pub async fn sem_crashed_holder_frees_permit(h: &dyn SemHarness) {
         .unwrap_or_else(|e| panic!("permit not freed within {bound:?} of the crash: {e}"));
     g.release().await.unwrap();
     sem_entries_are(h, "crash", 0).await;
-}
-
-/// Read-write locks of different names do not interfere, and work through `Arc<dyn RwLock>`.
-pub async fn rw_names_do_not_interfere(h: &dyn SemHarness) {
-    let l: Arc<dyn RwLock> = h.rwlock().await;
-    let w = l.write("x", opts(h)).await.unwrap();
-    let w2 = l
-        .try_write("y", opts(h))
-        .await
-        .unwrap()
-        .expect("other name free");
-    drop((w, w2));
-    rw_entries_are(h, "x", 0).await;
-    rw_entries_are(h, "y", 0).await;
-}
-
-/// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
-#[macro_export]
-macro_rules! semaphore_conformance {
-    ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
-        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
-            sem_at_most_n_holders,
-            sem_fifo_no_barging,
-            sem_try_acquire_semantics,
-            sem_wait_timeout_leaves_nothing,
-            sem_drop_releases_and_hands_over,
-            sem_fencing_tokens_increase,
-            sem_zero_permits_rejected,
-            sem_permits_mismatch,
-            sem_invalid_input_rejected,
-            sem_names_do_not_interfere,
-            sem_dyn_and_generic_use,
-            sem_lost_fires_on_revoke,
-            sem_crashed_holder_frees_permit,
-            sem_acquire_cancelled_at_every_poll,
-            sem_contended_acquire_cancelled_at_every_poll,
-            rw_readers_share,
-            rw_writer_alone,
-            rw_reader_behind_waiting_writer_waits,
-            rw_mutual_exclusion_under_contention,
-            rw_try_semantics,
-            rw_wait_timeout_leaves_nothing,
-            rw_drop_hands_over_to_readers,
-            rw_invalid_input_rejected,
-            rw_fencing_tokens_increase,
-            rw_names_do_not_interfere,
-            rw_contended_write_cancelled_at_every_poll,
-        );
-    };
 }
