@@ -9,6 +9,10 @@
 //! which expands to one `#[tokio::test]` per guarantee inside a module named for the backend
 //! (`local::mutual_exclusion_in_process`, …). Extra attributes (such as `#[ignore = "…"]` for
 //! tests that need a server) follow the harness expression.
+//!
+//! The semaphore and read-write lock suites are the same over a [`SemHarness`], run with
+//! `sync_lock::semaphore_conformance!(local, LocalHarness::default());` (cases `sem_…` in
+//! `semaphore.rs` and `semaphore_faults.rs`, `rw_…` in `rwlock.rs` and `rwlock_faults.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,14 +48,18 @@ mod cancel;
 mod exclusion;
 mod loss;
 mod rwlock;
+mod rwlock_faults;
 mod semaphore;
+mod semaphore_faults;
 
 pub use api::*;
 pub use cancel::*;
 pub use exclusion::*;
 pub use loss::*;
 pub use rwlock::*;
+pub use rwlock_faults::*;
 pub use semaphore::*;
+pub use semaphore_faults::*;
 
 fn opts(h: &dyn Harness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())
@@ -112,6 +120,11 @@ macro_rules! semaphore_conformance {
             sem_crashed_holder_frees_permit,
             sem_acquire_cancelled_at_every_poll,
             sem_contended_acquire_cancelled_at_every_poll,
+            sem_try_acquire_cancelled_at_every_poll,
+            sem_permits_mismatch_across_clients,
+            sem_release_hands_over_to_waiter,
+            sem_invalid_wait_and_ttl_rejected,
+            sem_new_acquirer_gets_permit_after_lost,
             rw_readers_share,
             rw_writer_alone,
             rw_reader_behind_waiting_writer_waits,
@@ -123,6 +136,16 @@ macro_rules! semaphore_conformance {
             rw_fencing_tokens_increase,
             rw_names_do_not_interfere,
             rw_contended_write_cancelled_at_every_poll,
+            rw_contended_read_cancelled_at_every_poll,
+            rw_try_read_cancelled_at_every_poll,
+            rw_try_write_cancelled_at_every_poll,
+            rw_lost_fires_on_revoke_read,
+            rw_lost_fires_on_revoke_write,
+            rw_crashed_writer_frees_lock,
+            rw_writer_not_starved_by_arriving_readers,
+            rw_release_hands_over,
+            rw_exclusion_across_two_clients,
+            rw_invalid_wait_and_ttl_rejected,
         );
     };
 }

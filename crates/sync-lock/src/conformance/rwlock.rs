@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::semaphore::{opts, rw_entries_are, LONG};
 use super::SemHarness;
@@ -169,32 +169,6 @@ pub async fn rw_fencing_tokens_increase(h: &dyn SemHarness) {
     }
 }
 
-/// A writer waiting behind a reader, dropped after 1, 2, … polls: only the reader is left, and
-/// a new reader is not blocked by a ghost writer.
-pub async fn rw_contended_write_cancelled_at_every_poll(h: &dyn SemHarness) {
-    use sync_core::check::{cancel_at_every_poll, Sweep};
-    let l = h.rwlock().await;
-    let r = l.read("cancel-w", opts(h)).await.unwrap();
-    let sweep = cancel_at_every_poll(
-        "contended write",
-        2_000,
-        || {
-            let (l, o) = (l.clone(), opts(h));
-            async move { l.write("cancel-w", o).await.map(|_| ()) }
-        },
-        |_| rw_entries_are(h, "cancel-w", 1),
-    )
-    .await;
-    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
-    let r2 = l
-        .try_read("cancel-w", opts(h))
-        .await
-        .unwrap()
-        .expect("no ghost writer");
-    drop((r, r2));
-    rw_entries_are(h, "cancel-w", 0).await;
-}
-
 /// Read-write locks of different names do not interfere, and work through `Arc<dyn RwLock>`.
 pub async fn rw_names_do_not_interfere(h: &dyn SemHarness) {
     let l: Arc<dyn RwLock> = h.rwlock().await;
@@ -207,4 +181,166 @@ pub async fn rw_names_do_not_interfere(h: &dyn SemHarness) {
     drop((w, w2));
     rw_entries_are(h, "x", 0).await;
     rw_entries_are(h, "y", 0).await;
+}
+
+/// Writers are not starved: readers that keep arriving (on the holder's client and another)
+/// while a writer waits behind a reader do not overtake it; they are granted only once the
+/// writer released, with later fencing tokens.
+pub async fn rw_writer_not_starved_by_arriving_readers(h: &dyn SemHarness) {
+    let name = "starve";
+    let (a, b, c) = (h.rwlock().await, h.rwlock().await, h.rwlock().await);
+    let first = a.read(name, opts(h)).await.unwrap();
+    let o = opts(h);
+    let writer = tokio::spawn(async move { b.write(name, o).await.unwrap() });
+    rw_entries_are(h, name, 2).await;
+    let mut readers = Vec::new();
+    for i in 0..4 {
+        let l = if i % 2 == 0 { a.clone() } else { c.clone() };
+        let r = l.try_read(name, opts(h)).await.unwrap();
+        assert!(r.is_none(), "try_read {i} overtook the waiting writer");
+        let o = opts(h);
+        readers.push(tokio::spawn(async move {
+            let g = l.read(name, o).await.unwrap();
+            (Instant::now(), g)
+        }));
+        rw_entries_are(h, name, 3 + i).await;
+    }
+    first.release().await.unwrap();
+    let w = tokio::time::timeout(LONG, writer)
+        .await
+        .expect("the writer is granted once the first reader left")
+        .unwrap();
+    rw_entries_are(h, name, 5).await;
+    let writer_left = Instant::now();
+    let wt = w.fencing_token();
+    w.release().await.unwrap();
+    let mut guards = Vec::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        let (granted, g) = tokio::time::timeout(LONG, r).await.unwrap().unwrap();
+        assert!(
+            granted >= writer_left,
+            "reader {i} was granted before the writer it arrived behind had released"
+        );
+        assert!(g.fencing_token() > wt);
+        guards.push(g);
+    }
+    drop(guards);
+    rw_entries_are(h, name, 0).await;
+}
+
+/// An explicit `release()` hands over at once and in order: a writer's to the reader waiting
+/// first (on another client), and that reader's to the writer waiting behind it, not before.
+pub async fn rw_release_hands_over(h: &dyn SemHarness) {
+    let name = "handover";
+    let (a, b, c) = (h.rwlock().await, h.rwlock().await, h.rwlock().await);
+    let first = a.write(name, opts(h)).await.unwrap();
+    let (tx_r, rx_r) = tokio::sync::oneshot::channel();
+    let o = opts(h);
+    let reader = tokio::spawn(async move {
+        let g = b.read(name, o).await.unwrap();
+        let _ = tx_r.send(Instant::now());
+        g
+    });
+    rw_entries_are(h, name, 2).await;
+    let (tx_w, rx_w) = tokio::sync::oneshot::channel();
+    let o = opts(h);
+    let writer = tokio::spawn(async move {
+        let g = c.write(name, o).await.unwrap();
+        let _ = tx_w.send(Instant::now());
+        g
+    });
+    rw_entries_are(h, name, 3).await;
+    // Generous bounds: not a benchmark, only a guard against a hand-over by polling or TTL.
+    let released = Instant::now();
+    first.release().await.unwrap();
+    let got = tokio::time::timeout(LONG, rx_r).await.unwrap().unwrap();
+    let took = got.duration_since(released);
+    assert!(
+        took < Duration::from_secs(1),
+        "writer to reader took {took:?}"
+    );
+    let r = reader.await.unwrap();
+    rw_entries_are(h, name, 2).await;
+    let released = Instant::now();
+    r.release().await.unwrap();
+    let got = tokio::time::timeout(LONG, rx_w).await.unwrap().unwrap();
+    assert!(got >= released, "the writer was granted beside the reader");
+    let took = got.duration_since(released);
+    assert!(
+        took < Duration::from_secs(1),
+        "reader to writer took {took:?}"
+    );
+    writer.await.unwrap().release().await.unwrap();
+    rw_entries_are(h, name, 0).await;
+}
+
+/// Across two separate clients (processes, on a distributed backend): a writer of one excludes
+/// readers and writers of the other, readers of both share, and under contention of four tasks
+/// on each client there is never more than one writer, nor a reader beside it.
+pub async fn rw_exclusion_across_two_clients(h: &dyn SemHarness) {
+    let name = "two-clients";
+    let (a, b) = (h.rwlock().await, h.rwlock().await);
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let w = x.write(name, opts(h)).await.unwrap();
+        assert!(y.try_read(name, opts(h)).await.unwrap().is_none());
+        assert!(y.try_write(name, opts(h)).await.unwrap().is_none());
+        let short = opts(h).with_max_wait(Duration::from_millis(300));
+        let e = y.read(name, short).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        w.release().await.unwrap();
+        let r = y.read(name, opts(h)).await.unwrap();
+        assert!(x.try_write(name, opts(h)).await.unwrap().is_none());
+        let r2 = x.try_read(name, opts(h)).await.unwrap();
+        assert!(r2.is_some(), "readers of two clients do not share");
+        drop((r, r2));
+        rw_entries_are(h, name, 0).await;
+    }
+    let readers = Arc::new(AtomicUsize::new(0));
+    let writers = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (readers, writers, o) = (readers.clone(), writers.clone(), opts(h));
+        tasks.push(tokio::spawn(async move {
+            for round in 0..4 {
+                if (i + round) % 3 == 0 {
+                    let g = l.write(name, o.clone()).await.unwrap();
+                    assert_eq!(writers.fetch_add(1, Ordering::SeqCst), 0, "two writers");
+                    assert_eq!(
+                        readers.load(Ordering::SeqCst),
+                        0,
+                        "a reader beside a writer"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    assert_eq!(
+                        readers.load(Ordering::SeqCst),
+                        0,
+                        "a reader beside a writer"
+                    );
+                    writers.fetch_sub(1, Ordering::SeqCst);
+                    g.release().await.unwrap();
+                } else {
+                    let g = l.read(name, o.clone()).await.unwrap();
+                    readers.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(
+                        writers.load(Ordering::SeqCst),
+                        0,
+                        "a writer beside a reader"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    assert_eq!(
+                        writers.load(Ordering::SeqCst),
+                        0,
+                        "a writer beside a reader"
+                    );
+                    readers.fetch_sub(1, Ordering::SeqCst);
+                    g.release().await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(LONG, t).await.unwrap().unwrap();
+    }
+    rw_entries_are(h, name, 0).await;
 }
