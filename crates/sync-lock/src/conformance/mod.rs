@@ -125,6 +125,7 @@ macro_rules! semaphore_conformance {
             sem_release_hands_over_to_waiter,
             sem_invalid_wait_and_ttl_rejected,
             sem_new_acquirer_gets_permit_after_lost,
+            sem_mismatched_acquire_cancelled_at_every_poll,
             rw_readers_share,
             rw_writer_alone,
             rw_reader_behind_waiting_writer_waits,
@@ -146,6 +147,7 @@ macro_rules! semaphore_conformance {
             rw_release_hands_over,
             rw_exclusion_across_two_clients,
             rw_invalid_wait_and_ttl_rejected,
+            rw_readers_behind_a_writer_that_gave_up_join_the_readers,
         );
     };
 }

@@ -344,3 +344,40 @@ pub async fn rw_exclusion_across_two_clients(h: &dyn SemHarness) {
     }
     rw_entries_are(h, name, 0).await;
 }
+
+/// A writer that gives up waiting (its maximum wait passes, or its task is aborted) does not
+/// keep the readers queued behind it waiting: they join the readers holding at once.
+pub async fn rw_readers_behind_a_writer_that_gave_up_join_the_readers(h: &dyn SemHarness) {
+    let name = "gave-up";
+    let (a, b, c) = (h.rwlock().await, h.rwlock().await, h.rwlock().await);
+    let first = a.read(name, opts(h)).await.unwrap();
+    for abort in [false, true] {
+        let o = opts(h).with_max_wait(if abort {
+            LONG
+        } else {
+            Duration::from_millis(500)
+        });
+        let b2 = b.clone();
+        let writer = tokio::spawn(async move { b2.write(name, o).await });
+        rw_entries_are(h, name, 2).await;
+        let (c2, o) = (c.clone(), opts(h));
+        let reader = tokio::spawn(async move { c2.read(name, o).await.unwrap() });
+        rw_entries_are(h, name, 3).await;
+        if abort {
+            writer.abort();
+            assert!(writer.await.unwrap_err().is_cancelled());
+        } else {
+            let e = writer.await.unwrap().unwrap_err();
+            assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        }
+        let r = tokio::time::timeout(LONG, reader)
+            .await
+            .expect("the reader behind a writer that gave up still waits")
+            .unwrap();
+        assert!(!first.is_lost());
+        rw_entries_are(h, name, 2).await;
+        r.release().await.unwrap();
+    }
+    first.release().await.unwrap();
+    rw_entries_are(h, name, 0).await;
+}

@@ -203,3 +203,41 @@ pub async fn sem_new_acquirer_gets_permit_after_lost(h: &dyn SemHarness) {
     new.release().await.unwrap();
     sem_entries_are(h, name, 0).await;
 }
+
+/// An `acquire` with the wrong count, dropped after 1, 2, … polls (it may be dropped after it
+/// queued its claim and before it saw the mismatch and left): after every drop only the holder
+/// is left, and when it is not dropped it ends in `Error::PermitsMismatch`.
+pub async fn sem_mismatched_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
+    use sync_core::check::{cancel_at_every_poll, Sweep};
+    let name = "cancel-mismatch";
+    let (a, b) = (h.semaphore().await, h.semaphore().await);
+    let holder = a.acquire(name, 2, opts(h)).await.unwrap();
+    let sweep = cancel_at_every_poll(
+        "mismatched semaphore acquire",
+        2_000,
+        || {
+            let (b, o) = (b.clone(), opts(h));
+            async move { b.acquire(name, 3, o).await.map(|g| g.fencing_token()) }
+        },
+        |_| sem_entries_are(h, name, 1),
+    )
+    .await;
+    match sweep {
+        Sweep::Completed {
+            output:
+                Err(Error::PermitsMismatch {
+                    theirs: 2, ours: 3, ..
+                }),
+            ..
+        } => {}
+        other => panic!("expected a PermitsMismatch: {other:?}"),
+    }
+    sem_entries_are(h, name, 1).await;
+    let second = b.try_acquire(name, 2, opts(h)).await.unwrap();
+    assert!(
+        second.is_some(),
+        "a ghost of a mismatched acquire takes a permit"
+    );
+    drop((holder, second));
+    sem_entries_are(h, name, 0).await;
+}
