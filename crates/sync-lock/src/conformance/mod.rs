@@ -126,6 +126,7 @@ macro_rules! semaphore_conformance {
             sem_invalid_wait_and_ttl_rejected,
             sem_new_acquirer_gets_permit_after_lost,
             sem_mismatched_acquire_cancelled_at_every_poll,
+            sem_held_past_ttl_without_loss,
             rw_readers_share,
             rw_writer_alone,
             rw_reader_behind_waiting_writer_waits,
@@ -148,6 +149,7 @@ macro_rules! semaphore_conformance {
             rw_exclusion_across_two_clients,
             rw_invalid_wait_and_ttl_rejected,
             rw_readers_behind_a_writer_that_gave_up_join_the_readers,
+            rw_held_past_ttl_without_loss,
         );
     };
 }

@@ -263,3 +263,27 @@ pub async fn rw_invalid_wait_and_ttl_rejected(h: &dyn SemHarness) {
     holder.release().await.unwrap();
     rw_entries_are(h, name, 0).await;
 }
+
+/// A writer, and two readers of another name, keep their locks well past the TTL (the leases
+/// are kept alive) without a loss, and the locks stay taken for another client.
+pub async fn rw_held_past_ttl_without_loss(h: &dyn SemHarness) {
+    let (a, b, c) = (h.rwlock().await, h.rwlock().await, h.rwlock().await);
+    let guards = [
+        a.write("long-w", opts(h)).await.unwrap(),
+        a.read("long-r", opts(h)).await.unwrap(),
+        b.read("long-r", opts(h)).await.unwrap(),
+    ];
+    let hold = h.ttl() * 2 + Duration::from_millis(500);
+    let any_lost = futures::future::select_all(guards.iter().map(|g| Box::pin(g.lost())));
+    let lost = tokio::time::timeout(hold, any_lost)
+        .await
+        .map(|(reason, i, _)| (i, reason));
+    assert!(lost.is_err(), "lost while kept alive: {lost:?}");
+    assert!(c.try_read("long-w", opts(h)).await.unwrap().is_none());
+    assert!(c.try_write("long-r", opts(h)).await.unwrap().is_none());
+    for g in guards {
+        g.release().await.unwrap();
+    }
+    rw_entries_are(h, "long-w", 0).await;
+    rw_entries_are(h, "long-r", 0).await;
+}

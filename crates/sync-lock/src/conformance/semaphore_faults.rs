@@ -241,3 +241,17 @@ pub async fn sem_mismatched_acquire_cancelled_at_every_poll(h: &dyn SemHarness) 
     drop((holder, second));
     sem_entries_are(h, name, 0).await;
 }
+
+/// A permit is kept well past its TTL (the lease is kept alive) without a loss, and stays
+/// taken for another client.
+pub async fn sem_held_past_ttl_without_loss(h: &dyn SemHarness) {
+    let name = "long";
+    let (a, b) = (h.semaphore().await, h.semaphore().await);
+    let g = a.acquire(name, 1, opts(h)).await.unwrap();
+    let hold = h.ttl() * 2 + Duration::from_millis(500);
+    let lost = tokio::time::timeout(hold, g.lost()).await;
+    assert!(lost.is_err(), "lost while kept alive: {lost:?}");
+    assert!(b.try_acquire(name, 1, opts(h)).await.unwrap().is_none());
+    g.release().await.unwrap();
+    sem_entries_are(h, name, 0).await;
+}
