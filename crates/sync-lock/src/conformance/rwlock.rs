@@ -352,11 +352,8 @@ pub async fn rw_readers_behind_a_writer_that_gave_up_join_the_readers(h: &dyn Se
     let (a, b, c) = (h.rwlock().await, h.rwlock().await, h.rwlock().await);
     let first = a.read(name, opts(h)).await.unwrap();
     for abort in [false, true] {
-        let o = opts(h).with_max_wait(if abort {
-            LONG
-        } else {
-            Duration::from_millis(500)
-        });
+        // Long enough for the reader to queue behind it first, even on a loaded machine.
+        let o = opts(h).with_max_wait(if abort { LONG } else { Duration::from_secs(2) });
         let b2 = b.clone();
         let writer = tokio::spawn(async move { b2.write(name, o).await });
         rw_entries_are(h, name, 2).await;
