@@ -136,3 +136,41 @@ async fn a_reader_behind_a_waiting_writer_waits_for_it() {
     assert!(r2.fencing_token() > first);
     r2.release().await.unwrap();
 }
+
+/// A wait that outlives its lease fails with `Lost` and never holds late (a known pitfall of
+/// etcd recipes): the lease of a reader waiting behind a writer, and of a permit waiter, is
+/// revoked while it waits; the holder is untouched and nothing of the waiter is left.
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn a_waiter_whose_lease_ends_fails_with_lost_and_never_holds_late() {
+    let (cfg, admin, _wipe) = setup("wait_lost").await;
+    let rw_dir = admin.keyspace().dir("rwlock", "doc");
+    let sem_dir = admin.keyspace().dir("semaphore", "pool");
+    let (a, b) = (
+        EtcdRwLock::connect(cfg.clone()).await.unwrap(),
+        EtcdRwLock::connect(cfg.clone()).await.unwrap(),
+    );
+    let (s1, s2) = (
+        EtcdSemaphore::connect(cfg.clone()).await.unwrap(),
+        EtcdSemaphore::connect(cfg).await.unwrap(),
+    );
+    let w = a.write("doc", opts()).await.unwrap();
+    let p = s1.acquire("pool", 1, opts()).await.unwrap();
+    let reader = tokio::spawn(async move { b.read("doc", opts()).await });
+    let waiter = tokio::spawn(async move { s2.acquire("pool", 1, opts()).await });
+    for (dir, task) in [(&rw_dir, reader), (&sem_dir, waiter)] {
+        let keys = testing::queued(&admin, dir, 2).await;
+        testing::revoke(&admin, keys[1].lease).await;
+        let r = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the waiter is told within 5 s")
+            .unwrap();
+        assert!(matches!(r, Err(Error::Lost { .. })), "{dir}: {r:?}");
+        assert_eq!(testing::keys_under(&admin, dir).await, keys[..1]);
+    }
+    assert!(!w.is_lost() && !p.is_lost());
+    w.release().await.unwrap();
+    p.release().await.unwrap();
+    assert_eq!(testing::count_keys(&admin, &rw_dir).await, 0);
+    assert_eq!(testing::count_keys(&admin, &sem_dir).await, 0);
+}

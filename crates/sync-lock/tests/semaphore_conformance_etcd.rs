@@ -32,26 +32,49 @@ impl EtcdHarness {
             admin,
         }
     }
+
+    /// A child process that holds `name` of `kind` (see `child_main`), killed with SIGKILL.
+    fn crash<'a>(&'a self, kind: &str, name: &str, ttl: Duration) -> BoxFuture<'a, ()> {
+        let spec = format!("{}\n{}\n{kind}\n{name}", self.cfg.prefix, ttl.as_secs());
+        async move {
+            // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
+            let (mut child, _token) = testing::spawn_self(
+                "etcd::sem_fencing_tokens_increase",
+                CHILD_VAR,
+                &spec,
+                "HOLDING ",
+            )
+            .await;
+            child.kill().expect("SIGKILL the holder");
+            child.wait().expect("reap the holder");
+        }
+        .boxed()
+    }
 }
 
-/// The child process of `crash_sem_holder`: take the permit, say so, and wait to be killed.
+/// The child process of `crash_sem_holder` and `crash_rw_holder`: take the permit (kind
+/// `semaphore`) or write (kind `rwlock`), say so, and wait to be killed.
 async fn child_main(spec: &str) -> ! {
-    let mut parts = spec.splitn(3, '\n');
-    let (prefix, ttl, name) = (
+    let mut parts = spec.splitn(4, '\n');
+    let (prefix, ttl, kind, name) = (
         parts.next().unwrap(),
         parts.next().unwrap().parse::<u64>().unwrap(),
         parts.next().unwrap(),
+        parts.next().unwrap(),
     );
     let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
-    let sem = EtcdSemaphore::connect(cfg).await.unwrap();
-    let g = sem
-        .acquire(
-            name,
-            1,
-            AcquireOptions::new().with_ttl(Duration::from_secs(ttl)),
-        )
-        .await
-        .unwrap();
+    let o = AcquireOptions::new().with_ttl(Duration::from_secs(ttl));
+    let g = match kind {
+        "semaphore" => {
+            let sem = EtcdSemaphore::connect(cfg).await.unwrap();
+            sem.acquire(name, 1, o).await.unwrap()
+        }
+        "rwlock" => {
+            let rw = EtcdRwLock::connect(cfg).await.unwrap();
+            rw.write(name, o).await.unwrap()
+        }
+        other => panic!("unknown kind {other}"),
+    };
     println!("\nHOLDING {}", g.fencing_token());
     use std::io::Write;
     std::io::stdout().flush().unwrap();
@@ -110,21 +133,36 @@ impl SemHarness for EtcdHarness {
         .boxed()
     }
 
-    fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
-        let spec = format!("{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), name);
+    fn revoke_rw_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        let dir = self.admin.keyspace().dir("rwlock", name);
         async move {
-            // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
-            let (mut child, _token) = testing::spawn_self(
-                "etcd::sem_fencing_tokens_increase",
-                CHILD_VAR,
-                &spec,
-                "HOLDING ",
-            )
-            .await;
-            child.kill().expect("SIGKILL the holder");
-            child.wait().expect("reap the holder");
+            // The holders are the keys ahead of the first writer's, or that writer alone.
+            let keys = testing::keys_under(&self.admin, &dir).await;
+            let is_writer = |k: &testing::KeyInfo| k.key[dir.len()..].starts_with("w-");
+            let holders = match keys.first() {
+                None => panic!("nobody holds rwlock {name}"),
+                Some(first) if is_writer(first) => &keys[..1],
+                Some(_) => {
+                    let end = keys.iter().position(is_writer).unwrap_or(keys.len());
+                    &keys[..end]
+                }
+            };
+            let mut leases: Vec<i64> = holders.iter().map(|k| k.lease).collect();
+            leases.sort_unstable();
+            leases.dedup();
+            for lease in leases {
+                testing::revoke(&self.admin, lease).await;
+            }
         }
         .boxed()
+    }
+
+    fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
+        self.crash("semaphore", name, ttl)
+    }
+
+    fn crash_rw_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
+        self.crash("rwlock", name, ttl)
     }
 
     fn crash_bound(&self, ttl: Duration) -> Duration {

@@ -40,6 +40,11 @@ impl SemHarness for LocalHarness {
         futures::future::ready(()).boxed()
     }
 
+    fn revoke_rw_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        assert!(self.rw.revoke(name), "nobody held {name}");
+        futures::future::ready(()).boxed()
+    }
+
     fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
         // In one process, a crash is a task that panics while holding the permit.
         let sem = self.sem.clone();
@@ -51,6 +56,23 @@ impl SemHarness for LocalHarness {
                     .await
                     .unwrap();
                 panic!("simulated crash while holding a permit");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+        }
+        .boxed()
+    }
+
+    fn crash_rw_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
+        // In one process, a crash is a task that panics while writing.
+        let rw = self.rw.clone();
+        let name = name.to_owned();
+        async move {
+            let task = tokio::spawn(async move {
+                let _guard = rw
+                    .write(&name, AcquireOptions::new().with_ttl(ttl))
+                    .await
+                    .unwrap();
+                panic!("simulated crash while writing");
             });
             assert!(task.await.unwrap_err().is_panic());
         }

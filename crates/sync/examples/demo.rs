@@ -2,7 +2,7 @@
 //!
 //! Run it with `cargo run -p sync --example demo`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use sync::prelude::*;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lock_demo().await?;
+    semaphore_demo().await?;
+    rwlock_demo().await?;
     leader_demo().await?;
     task_demo().await?;
     time_demo().await?;
@@ -64,6 +66,106 @@ async fn lock_demo() -> Result<(), Box<dyn std::error::Error>> {
     set.acquire("id").await?;
     set.release("id").await?;
     println!("  the seed's shape: lock.acquire(\"id\") / lock.release(\"id\") done");
+    Ok(())
+}
+
+async fn semaphore_demo() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== Semaphore: eight workers share three permits ==");
+    let pool: Arc<dyn Semaphore> = Arc::new(LocalSemaphore::new());
+    let (holding, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for w in 1..=8 {
+        let (pool, holding, peak) = (pool.clone(), holding.clone(), peak.clone());
+        workers.push(tokio::spawn(async move {
+            let permit = pool
+                .acquire(
+                    "render-farm",
+                    3,
+                    AcquireOptions::new().with_max_wait(Duration::from_secs(5)),
+                )
+                .await?;
+            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            println!(
+                "  worker {w} holds a permit of `render-farm` (fencing token {}; {now} holding)",
+                permit.fencing_token()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            holding.fetch_sub(1, Ordering::SeqCst);
+            permit.release().await?;
+            Ok::<_, sync::lock::Error>(())
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "{peak} holders of 3 permits at once");
+    println!("  at most {peak} workers held a permit at once (measured; 3 permits)");
+    Ok(())
+}
+
+async fn rwlock_demo() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== Read-write lock: readers share, a writer is alone ==");
+    let local = LocalRwLock::new();
+    let locks: Arc<dyn RwLock> = Arc::new(local.clone());
+    let (readers, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let writing = Arc::new(AtomicBool::new(false));
+    let opts = || AcquireOptions::new().with_max_wait(Duration::from_secs(5));
+    // A first writer holds `config` while six requests queue behind it, in this order. First
+    // come, first served: the readers before a writer share, those after it wait for it.
+    let gate = locks.write("config", opts()).await?;
+    let mut tasks = Vec::new();
+    for (i, writer) in [false, false, true, false, false, true]
+        .into_iter()
+        .enumerate()
+    {
+        let (locks, readers, peak, writing) = (
+            locks.clone(),
+            readers.clone(),
+            peak.clone(),
+            writing.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if writer {
+                let guard = locks.write("config", opts()).await?;
+                assert!(!writing.swap(true, Ordering::SeqCst), "two writers at once");
+                let beside = readers.load(Ordering::SeqCst);
+                assert_eq!(beside, 0, "a reader beside the writer");
+                println!(
+                    "  writer {i} holds `config` alone (fencing token {}; {beside} readers)",
+                    guard.fencing_token()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                writing.store(false, Ordering::SeqCst);
+                guard.release().await?;
+            } else {
+                let guard = locks.read("config", opts()).await?;
+                let now = readers.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                assert!(!writing.load(Ordering::SeqCst), "a writer beside a reader");
+                println!("  reader {i} reads `config` ({now} reading)");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                readers.fetch_sub(1, Ordering::SeqCst);
+                guard.release().await?;
+            }
+            Ok::<_, sync::lock::Error>(())
+        }));
+        while local.status("config").1 <= i {
+            tokio::time::sleep(Duration::from_millis(1)).await; // until it queued
+        }
+    }
+    println!(
+        "  queued behind a writer: reader 0, reader 1, writer 2, reader 3, reader 4, writer 5"
+    );
+    gate.release().await?;
+    for t in tasks {
+        t.await??;
+    }
+    println!(
+        "  up to {} readers read `config` together (measured); each writer held it alone",
+        peak.load(Ordering::SeqCst)
+    );
     Ok(())
 }
 
@@ -130,7 +232,6 @@ async fn leader_demo() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn task_demo() -> Result<(), Box<dyn std::error::Error>> {
-    use std::sync::atomic::AtomicUsize;
     println!("\n== Task: 24 jobs on a pool of 4 workers ==");
     let task: Arc<dyn Task> = Arc::new(LocalTask::new(TaskOptions::new().with_pool(4))?);
     let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -9,6 +9,10 @@
 //! which expands to one `#[tokio::test]` per guarantee inside a module named for the backend
 //! (`local::mutual_exclusion_in_process`, …). Extra attributes (such as `#[ignore = "…"]` for
 //! tests that need a server) follow the harness expression.
+//!
+//! The semaphore and read-write lock suites are the same over a [`SemHarness`], run with
+//! `sync_lock::semaphore_conformance!(local, LocalHarness::default());` (cases `sem_…` in
+//! `semaphore.rs` and `semaphore_faults.rs`, `rw_…` in `rwlock.rs` and `rwlock_faults.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,13 +47,19 @@ mod api;
 mod cancel;
 mod exclusion;
 mod loss;
+mod rwlock;
+mod rwlock_faults;
 mod semaphore;
+mod semaphore_faults;
 
 pub use api::*;
 pub use cancel::*;
 pub use exclusion::*;
 pub use loss::*;
+pub use rwlock::*;
+pub use rwlock_faults::*;
 pub use semaphore::*;
+pub use semaphore_faults::*;
 
 fn opts(h: &dyn Harness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())
@@ -86,6 +96,60 @@ macro_rules! lock_conformance {
             contended_acquire_cancelled_at_every_poll,
             try_acquire_cancelled_at_every_poll,
             abandoned_acquires_leave_no_ghost,
+        );
+    };
+}
+
+/// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
+#[macro_export]
+macro_rules! semaphore_conformance {
+    ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
+            sem_at_most_n_holders,
+            sem_fifo_no_barging,
+            sem_try_acquire_semantics,
+            sem_wait_timeout_leaves_nothing,
+            sem_drop_releases_and_hands_over,
+            sem_fencing_tokens_increase,
+            sem_zero_permits_rejected,
+            sem_permits_mismatch,
+            sem_invalid_input_rejected,
+            sem_names_do_not_interfere,
+            sem_dyn_and_generic_use,
+            sem_lost_fires_on_revoke,
+            sem_crashed_holder_frees_permit,
+            sem_acquire_cancelled_at_every_poll,
+            sem_contended_acquire_cancelled_at_every_poll,
+            sem_try_acquire_cancelled_at_every_poll,
+            sem_permits_mismatch_across_clients,
+            sem_release_hands_over_to_waiter,
+            sem_invalid_wait_and_ttl_rejected,
+            sem_new_acquirer_gets_permit_after_lost,
+            sem_mismatched_acquire_cancelled_at_every_poll,
+            sem_held_past_ttl_without_loss,
+            rw_readers_share,
+            rw_writer_alone,
+            rw_reader_behind_waiting_writer_waits,
+            rw_mutual_exclusion_under_contention,
+            rw_try_semantics,
+            rw_wait_timeout_leaves_nothing,
+            rw_drop_hands_over_to_readers,
+            rw_invalid_input_rejected,
+            rw_fencing_tokens_increase,
+            rw_names_do_not_interfere,
+            rw_contended_write_cancelled_at_every_poll,
+            rw_contended_read_cancelled_at_every_poll,
+            rw_try_read_cancelled_at_every_poll,
+            rw_try_write_cancelled_at_every_poll,
+            rw_lost_fires_on_revoke_read,
+            rw_lost_fires_on_revoke_write,
+            rw_crashed_writer_frees_lock,
+            rw_writer_not_starved_by_arriving_readers,
+            rw_release_hands_over,
+            rw_exclusion_across_two_clients,
+            rw_invalid_wait_and_ttl_rejected,
+            rw_readers_behind_a_writer_that_gave_up_join_the_readers,
+            rw_held_past_ttl_without_loss,
         );
     };
 }

@@ -1,5 +1,5 @@
-//! The semaphore and read-write lock suites (`semaphore_conformance!`): cases prefixed `sem_`
-//! and `rw_`, over [`SemHarness`].
+//! The semaphore suite (cases prefixed `sem_`) and [`SemHarness`], what the semaphore and
+//! read-write lock suites (`semaphore_conformance!`) need from a backend.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,22 +22,30 @@ pub trait SemHarness: Send + Sync {
     /// Takes semaphore `name` away from all its holders behind their backs (etcd: revokes
     /// their leases); they must be told through `lost()`.
     fn revoke_sem_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+    /// Takes rwlock `name` away from all its holders (readers or a writer) behind their backs
+    /// (etcd: revokes their leases, and with them anything else of their clients); they must
+    /// be told through `lost()`, and the waiters get it.
+    fn revoke_rw_holders<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
     /// Makes a holder of one permit of semaphore `name` (of 1 permit) that dies without
     /// releasing it (etcd: a child process killed with SIGKILL). Returns once it is dead.
     fn crash_sem_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()>;
-    /// How long after a holder's death (with TTL `ttl`) its permit must be free at the latest.
+    /// Makes a writer of rwlock `name` that dies without releasing it, as
+    /// [`crash_sem_holder`](Self::crash_sem_holder) does. Returns once it is dead.
+    fn crash_rw_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()>;
+    /// How long after a holder's death (with TTL `ttl`) its permit or lock must be free at the
+    /// latest.
     fn crash_bound(&self, ttl: Duration) -> Duration;
     /// The TTL the suite asks for.
     fn ttl(&self) -> Duration;
 }
 
-const LONG: Duration = Duration::from_secs(20);
+pub(super) const LONG: Duration = Duration::from_secs(20);
 
-fn opts(h: &dyn SemHarness) -> AcquireOptions {
+pub(super) fn opts(h: &dyn SemHarness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())
 }
 
-async fn sem_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
+pub(super) async fn sem_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
     let start = Instant::now();
     loop {
         let got = h.sem_entries(name).await;
@@ -52,7 +60,7 @@ async fn sem_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
     }
 }
 
-async fn rw_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
+pub(super) async fn rw_entries_are(h: &dyn SemHarness, name: &str, n: usize) {
     let start = Instant::now();
     loop {
         let got = h.rw_entries(name).await;
@@ -276,323 +284,66 @@ pub async fn sem_dyn_and_generic_use(h: &dyn SemHarness) {
     sem_entries_are(h, "dyn", 0).await;
 }
 
-/// Readers share a name.
-pub async fn rw_readers_share(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let r1 = l.read("share", opts(h)).await.unwrap();
-    let r2 = l
-        .try_read("share", opts(h))
-        .await
-        .unwrap()
-        .expect("readers share");
-    let r3 = l.read("share", opts(h).with_max_wait(LONG)).await.unwrap();
-    drop((r1, r2, r3));
-    rw_entries_are(h, "share", 0).await;
-}
-
-/// A writer is alone: no reader nor writer beside it.
-pub async fn rw_writer_alone(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("alone", opts(h)).await.unwrap();
-    assert!(l.try_read("alone", opts(h)).await.unwrap().is_none());
-    assert!(l.try_write("alone", opts(h)).await.unwrap().is_none());
-    w.release().await.unwrap();
-    let r = l.read("alone", opts(h)).await.unwrap();
-    assert!(l.try_write("alone", opts(h)).await.unwrap().is_none());
-    r.release().await.unwrap();
-    rw_entries_are(h, "alone", 0).await;
-}
-
-/// A reader that comes behind a waiting writer waits for it (writers are not starved).
-pub async fn rw_reader_behind_waiting_writer_waits(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let r1 = l.read("fair", opts(h)).await.unwrap();
-    let (l2, o) = (h.rwlock().await, opts(h));
-    let writer = tokio::spawn(async move { l2.write("fair", o).await.unwrap() });
-    rw_entries_are(h, "fair", 2).await;
-    assert!(l.try_read("fair", opts(h)).await.unwrap().is_none());
-    let (l3, o) = (h.rwlock().await, opts(h));
-    let reader = tokio::spawn(async move { l3.read("fair", o).await.unwrap() });
-    rw_entries_are(h, "fair", 3).await;
-    r1.release().await.unwrap();
-    let w = tokio::time::timeout(LONG, writer).await.unwrap().unwrap();
-    assert!(!reader.is_finished());
-    let wt = w.fencing_token();
-    w.release().await.unwrap();
-    let r = tokio::time::timeout(LONG, reader).await.unwrap().unwrap();
-    assert!(r.fencing_token() > wt);
-    r.release().await.unwrap();
-    rw_entries_are(h, "fair", 0).await;
-}
-
-/// Many readers and writers at once: a writer never overlaps anyone.
-pub async fn rw_mutual_exclusion_under_contention(h: &dyn SemHarness) {
-    let readers = Arc::new(AtomicUsize::new(0));
-    let writers = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let l = h.rwlock().await;
-        let (readers, writers, o) = (readers.clone(), writers.clone(), opts(h));
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..3 {
-                if i % 3 == 0 {
-                    let g = l.write("mix", o.clone()).await.unwrap();
-                    assert_eq!(writers.fetch_add(1, Ordering::SeqCst), 0);
-                    assert_eq!(readers.load(Ordering::SeqCst), 0);
-                    tokio::task::yield_now().await;
-                    writers.fetch_sub(1, Ordering::SeqCst);
-                    g.release().await.unwrap();
-                } else {
-                    let g = l.read("mix", o.clone()).await.unwrap();
-                    readers.fetch_add(1, Ordering::SeqCst);
-                    assert_eq!(writers.load(Ordering::SeqCst), 0);
-                    tokio::task::yield_now().await;
-                    readers.fetch_sub(1, Ordering::SeqCst);
-                    g.release().await.unwrap();
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    rw_entries_are(h, "mix", 0).await;
-}
-
-/// try_read refuses behind a writer (holding or waiting); try_write behind anyone.
-pub async fn rw_try_semantics(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.try_write("try", opts(h)).await.unwrap().expect("free");
-    assert!(l.try_read("try", opts(h)).await.unwrap().is_none());
-    drop(w);
-    rw_entries_are(h, "try", 0).await;
-    let r = l.try_read("try", opts(h)).await.unwrap().expect("free");
-    assert!(l.try_write("try", opts(h)).await.unwrap().is_none());
-    drop(r);
-    rw_entries_are(h, "try", 0).await;
-}
-
-/// Max-wait timeouts of readers and writers leave nothing behind.
-pub async fn rw_wait_timeout_leaves_nothing(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("slow", opts(h)).await.unwrap();
-    let short = opts(h).with_max_wait(Duration::from_millis(200));
-    let e = l.read("slow", short.clone()).await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    let e = l.write("slow", short).await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    rw_entries_are(h, "slow", 1).await;
-    w.release().await.unwrap();
-    rw_entries_are(h, "slow", 0).await;
-}
-
-/// Dropping a writer's guard hands the name to all the readers waiting at the front.
-pub async fn rw_drop_hands_over_to_readers(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let w = l.write("hand", opts(h)).await.unwrap();
-    let mut readers = Vec::new();
-    for i in 0..3 {
-        let (l2, o) = (h.rwlock().await, opts(h));
-        readers.push(tokio::spawn(
-            async move { l2.read("hand", o).await.unwrap() },
-        ));
-        rw_entries_are(h, "hand", i + 2).await;
-    }
-    drop(w);
-    let mut guards = Vec::new();
-    for r in readers {
-        guards.push(tokio::time::timeout(LONG, r).await.unwrap().unwrap());
-    }
-    drop(guards);
-    rw_entries_are(h, "hand", 0).await;
-}
-
-/// Bad names and a zero TTL are typed errors.
-pub async fn rw_invalid_input_rejected(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let e = l.read("", opts(h)).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
-    let e = l.try_write("", opts(h)).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
-    let e = l
-        .write("ttl", AcquireOptions::new().with_ttl(Duration::ZERO))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::InvalidOptions { .. }), "{e:?}");
-}
-
-/// Fencing tokens increase from writer to reader to writer.
-pub async fn rw_fencing_tokens_increase(h: &dyn SemHarness) {
-    let l = h.rwlock().await;
-    let mut last = 0;
-    for i in 0..4 {
-        let g = if i % 2 == 0 {
-            l.write("tokens", opts(h)).await.unwrap()
-        } else {
-            l.read("tokens", opts(h)).await.unwrap()
-        };
-        assert!(g.fencing_token() > last);
-        last = g.fencing_token();
-        g.release().await.unwrap();
-    }
-}
-
-/// `acquire` then `release` of a free permit, dropped after 1, 2, … polls until it completes:
-/// after every drop nothing is left.
-pub async fn sem_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
-    use sync_core::check::{cancel_at_every_poll, Sweep};
-    let s = h.semaphore().await;
-    let sweep = cancel_at_every_poll(
-        "semaphore acquire + release",
-        2_000,
-        || {
-            let (s, o) = (s.clone(), opts(h));
-            async move {
-                let g = s
-                    .acquire("cancel", 2, o)
-                    .await
-                    .expect("acquire a free permit");
-                g.release().await.expect("release")
-            }
-        },
-        |_| sem_entries_are(h, "cancel", 0),
-    )
-    .await;
-    assert!(matches!(sweep, Sweep::Completed { .. }), "{sweep:?}");
-}
-
-/// A waiting `acquire` of a full semaphore, dropped after 1, 2, … polls until it waits: only
-/// the holder is left after every drop, and the next one gets the permit once it is freed.
-pub async fn sem_contended_acquire_cancelled_at_every_poll(h: &dyn SemHarness) {
-    use sync_core::check::{cancel_at_every_poll, Sweep};
-    let s = h.semaphore().await;
-    let g = s.acquire("cancel-held", 1, opts(h)).await.unwrap();
-    let sweep = cancel_at_every_poll(
-        "contended semaphore acquire",
-        2_000,
-        || {
-            let (s, o) = (s.clone(), opts(h));
-            async move { s.acquire("cancel-held", 1, o).await.map(|_| ()) }
-        },
-        |_| sem_entries_are(h, "cancel-held", 1),
-    )
-    .await;
-    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
-    g.release().await.unwrap();
-    let g = tokio::time::timeout(LONG, s.acquire("cancel-held", 1, opts(h)))
-        .await
-        .unwrap()
-        .unwrap();
-    g.release().await.unwrap();
-    sem_entries_are(h, "cancel-held", 0).await;
-}
-
-/// A writer waiting behind a reader, dropped after 1, 2, … polls: only the reader is left, and
-/// a new reader is not blocked by a ghost writer.
-pub async fn rw_contended_write_cancelled_at_every_poll(h: &dyn SemHarness) {
-    use sync_core::check::{cancel_at_every_poll, Sweep};
-    let l = h.rwlock().await;
-    let r = l.read("cancel-w", opts(h)).await.unwrap();
-    let sweep = cancel_at_every_poll(
-        "contended write",
-        2_000,
-        || {
-            let (l, o) = (l.clone(), opts(h));
-            async move { l.write("cancel-w", o).await.map(|_| ()) }
-        },
-        |_| rw_entries_are(h, "cancel-w", 1),
-    )
-    .await;
-    assert!(matches!(sweep, Sweep::Parked { .. }), "{sweep:?}");
-    let r2 = l
-        .try_read("cancel-w", opts(h))
-        .await
-        .unwrap()
-        .expect("no ghost writer");
-    drop((r, r2));
-    rw_entries_are(h, "cancel-w", 0).await;
-}
-
-/// Revoking the holders fires `lost()` on each of their guards, and frees the permits.
-pub async fn sem_lost_fires_on_revoke(h: &dyn SemHarness) {
-    let s = h.semaphore().await;
-    let a = s.acquire("revoke", 2, opts(h)).await.unwrap();
-    let b = s.acquire("revoke", 2, opts(h)).await.unwrap();
-    assert!(!a.is_lost() && !b.is_lost());
-    h.revoke_sem_holders("revoke").await;
-    for g in [&a, &b] {
-        let reason = tokio::time::timeout(LONG, g.lost())
-            .await
-            .expect("lost() after revocation");
-        assert!(g.is_lost(), "{reason:?}");
-    }
-    let c = tokio::time::timeout(LONG, s.acquire("revoke", 2, opts(h)))
-        .await
-        .unwrap()
-        .unwrap();
-    drop((a, b, c));
-    sem_entries_are(h, "revoke", 0).await;
-}
-
-/// A holder that dies without releasing frees its permit within its TTL (plus a margin).
-pub async fn sem_crashed_holder_frees_permit(h: &dyn SemHarness) {
-    let ttl = h.ttl();
-    let s = h.semaphore().await;
-    h.crash_sem_holder("crash", ttl).await;
-    let bound = h.crash_bound(ttl);
-    let g = s
-        .acquire("crash", 1, opts(h).with_max_wait(bound))
-        .await
-        .unwrap_or_else(|e| panic!("permit not freed within {bound:?} of the crash: {e}"));
-    g.release().await.unwrap();
-    sem_entries_are(h, "crash", 0).await;
-}
-
-/// Read-write locks of different names do not interfere, and work through `Arc<dyn RwLock>`.
-pub async fn rw_names_do_not_interfere(h: &dyn SemHarness) {
-    let l: Arc<dyn RwLock> = h.rwlock().await;
-    let w = l.write("x", opts(h)).await.unwrap();
-    let w2 = l
-        .try_write("y", opts(h))
-        .await
-        .unwrap()
-        .expect("other name free");
-    drop((w, w2));
-    rw_entries_are(h, "x", 0).await;
-    rw_entries_are(h, "y", 0).await;
-}
-
-/// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
-#[macro_export]
-macro_rules! semaphore_conformance {
-    ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
-        $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
-            sem_at_most_n_holders,
-            sem_fifo_no_barging,
-            sem_try_acquire_semantics,
-            sem_wait_timeout_leaves_nothing,
-            sem_drop_releases_and_hands_over,
-            sem_fencing_tokens_increase,
-            sem_zero_permits_rejected,
-            sem_permits_mismatch,
-            sem_invalid_input_rejected,
-            sem_names_do_not_interfere,
-            sem_dyn_and_generic_use,
-            sem_lost_fires_on_revoke,
-            sem_crashed_holder_frees_permit,
-            sem_acquire_cancelled_at_every_poll,
-            sem_contended_acquire_cancelled_at_every_poll,
-            rw_readers_share,
-            rw_writer_alone,
-            rw_reader_behind_waiting_writer_waits,
-            rw_mutual_exclusion_under_contention,
-            rw_try_semantics,
-            rw_wait_timeout_leaves_nothing,
-            rw_drop_hands_over_to_readers,
-            rw_invalid_input_rejected,
-            rw_fencing_tokens_increase,
-            rw_names_do_not_interfere,
-            rw_contended_write_cancelled_at_every_poll,
+/// A count other than the one of those holding and waiting, asked by another client, is
+/// `Error::PermitsMismatch` from `acquire` and `try_acquire`, and leaves no entry behind; the
+/// count stays fixed while anyone is there, and is free again once nobody is.
+pub async fn sem_permits_mismatch_across_clients(h: &dyn SemHarness) {
+    let name = "n-clients";
+    let (a, b, c) = (
+        h.semaphore().await,
+        h.semaphore().await,
+        h.semaphore().await,
+    );
+    let holder = a.acquire(name, 1, opts(h)).await.unwrap();
+    let o = opts(h);
+    let waiter = tokio::spawn(async move { b.acquire(name, 1, o).await.unwrap() });
+    sem_entries_are(h, name, 2).await;
+    let mismatch = |e: Error, ours: usize| {
+        assert!(
+            matches!(e, Error::PermitsMismatch { ref name, theirs: 1, ours: o } if name == "n-clients" && o == ours),
+            "{e:?}"
         );
+        assert!(!e.is_retryable(), "{e}");
     };
+    mismatch(c.acquire(name, 2, opts(h)).await.unwrap_err(), 2);
+    mismatch(c.try_acquire(name, 3, opts(h)).await.unwrap_err(), 3);
+    sem_entries_are(h, name, 2).await;
+    holder.release().await.unwrap();
+    let next = tokio::time::timeout(LONG, waiter).await.unwrap().unwrap();
+    // Only the former waiter is there now: the count is still its.
+    mismatch(c.acquire(name, 2, opts(h)).await.unwrap_err(), 2);
+    sem_entries_are(h, name, 1).await;
+    next.release().await.unwrap();
+    sem_entries_are(h, name, 0).await;
+    let g = c.acquire(name, 2, opts(h)).await.unwrap();
+    g.release().await.unwrap();
+    sem_entries_are(h, name, 0).await;
+}
+
+/// An explicit `release()` gives its permit at once to the first waiter (on another client),
+/// not after a TTL or a poll; the other holder keeps its permit.
+pub async fn sem_release_hands_over_to_waiter(h: &dyn SemHarness) {
+    let name = "release";
+    let (a, b) = (h.semaphore().await, h.semaphore().await);
+    let first = a.acquire(name, 2, opts(h)).await.unwrap();
+    let second = a.acquire(name, 2, opts(h)).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let o = opts(h);
+    let waiter = tokio::spawn(async move {
+        let g = b.acquire(name, 2, o).await.unwrap();
+        let _ = tx.send(Instant::now());
+        g
+    });
+    sem_entries_are(h, name, 3).await;
+    let released = Instant::now();
+    first.release().await.unwrap();
+    let got = tokio::time::timeout(LONG, rx).await.unwrap().unwrap();
+    // Generous: not a benchmark, only a guard against a hand-over by polling or by the TTL.
+    let took = got.duration_since(released);
+    assert!(took < Duration::from_secs(1), "hand-over took {took:?}");
+    let third = waiter.await.unwrap();
+    assert!(!second.is_lost());
+    sem_entries_are(h, name, 2).await;
+    drop((second, third));
+    sem_entries_are(h, name, 0).await;
 }
