@@ -21,6 +21,7 @@ pub enum Backend {
     Local,
     /// etcd (feature `etcd`).
     #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     Etcd(Box<crate::etcd::EtcdConfig>),
 }
 

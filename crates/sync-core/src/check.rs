@@ -91,6 +91,7 @@ pub fn assert_refused_at_once<T, E: std::fmt::Debug>(
 /// Malformed `etcd://` URLs (issue 10, finding 4; `localhost` for the host that must not be
 /// looked up) that every primitive's `open` must refuse at once.
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub const BAD_ETCD_URLS: &[&str] = &[
     "etcd://[::1",
     "etcd://a b:1",
@@ -106,6 +107,7 @@ pub const BAD_ETCD_URLS: &[&str] = &[
 
 /// Malformed etcd settings that every primitive's `connect` must refuse at once.
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub fn bad_etcd_configs() -> Vec<crate::etcd::EtcdConfig> {
     use crate::etcd::EtcdConfig;
     let ok = EtcdConfig::new(["127.0.0.1:2379"]);

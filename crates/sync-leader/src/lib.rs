@@ -39,8 +39,10 @@ pub use sync_core::name::MAX_NAME_LEN;
 pub use sync_core::signal::{LossReason, LossSignal};
 
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd::EtcdLeader;
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use sync_etcd::{EtcdConfig, EtcdConnection, Session, TlsConfig};
 
 /// Who leads a group: the candidate's id, its term, and the value it last proclaimed.

@@ -41,8 +41,10 @@ pub use sync_core::name::MAX_NAME_LEN;
 pub use sync_core::signal::{LossReason, LossSignal};
 
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd::{EtcdLock, EtcdRwLock, EtcdSemaphore};
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use sync_etcd::{EtcdConfig, EtcdConnection, Session, TlsConfig};
 
 /// Named, exclusive locks shared by every holder of the same backend: tasks of one process

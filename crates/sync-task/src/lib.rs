@@ -46,8 +46,10 @@ pub use serde_json::Value;
 pub use sync_core::name::MAX_NAME_LEN;
 
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd::EtcdTask;
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use sync_etcd::{EtcdConfig, EtcdConnection, TlsConfig};
 
 /// Runs named commands on a pool of workers: the tasks of this process ([`LocalTask`]) or

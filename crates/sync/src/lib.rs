@@ -25,24 +25,33 @@ pub use sync_time as time;
 /// The traits and types most programs need: `use sync::prelude::*;`.
 pub mod prelude {
     #[cfg(all(feature = "leader", feature = "etcd"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "leader", feature = "etcd"))))]
     pub use sync_leader::EtcdLeader;
     #[cfg(feature = "leader")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "leader")))]
     pub use sync_leader::Leader;
     #[cfg(feature = "leader")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "leader")))]
     pub use sync_leader::{ElectOptions, Elected, LeaderInfo, LocalLeader};
     #[cfg(feature = "lock")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "lock")))]
     pub use sync_lock::{
         AcquireOptions, LocalLock, LocalRwLock, LocalSemaphore, Lock, LockExt, LockGuard, LockSet,
         RwLock, Semaphore,
     };
     #[cfg(all(feature = "lock", feature = "etcd"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "lock", feature = "etcd"))))]
     pub use sync_lock::{EtcdConfig, EtcdLock, EtcdRwLock, EtcdSemaphore};
     #[cfg(all(feature = "task", feature = "etcd"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "task", feature = "etcd"))))]
     pub use sync_task::EtcdTask;
     #[cfg(feature = "task")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "task")))]
     pub use sync_task::{Command, Job, JobHandle, LocalTask, Task, TaskExt, TaskOptions};
     #[cfg(feature = "time")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "time")))]
     pub use sync_time::{HybridClock, LocalTime, Time, TimeBounds, TimeExt};
     #[cfg(feature = "ntp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ntp")))]
     pub use sync_time::{NtpOptions, NtpTime};
 }
