@@ -1,6 +1,6 @@
 //! The main job: every primitive on the in-process (`local`) backend, needing no server.
 //!
-//! Run it with `cargo run -p sync --example demo`.
+//! Run it with `cargo run -p sync-coord --example demo`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
