@@ -82,6 +82,7 @@ impl<T: Time> Harness for Backend<T> {
 /// sync_time::time_conformance!(ntp_chronyd, ChronydHarness::new().await, #[ignore = "needs chronyd"]);
 /// ```
 #[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 macro_rules! time_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];

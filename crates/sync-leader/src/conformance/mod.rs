@@ -110,6 +110,7 @@ pub(crate) fn is_loss(reason: &LossReason) -> bool {
 
 /// Expands to one test per guarantee of the suite, in a module named for the backend.
 #[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 macro_rules! leader_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];

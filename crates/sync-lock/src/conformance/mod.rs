@@ -71,6 +71,7 @@ const LONG: Duration = Duration::from_secs(20);
 
 /// Expands to one test per guarantee of the suite, in a module named for the backend.
 #[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 macro_rules! lock_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];
@@ -102,6 +103,7 @@ macro_rules! lock_conformance {
 
 /// Expands to one test per semaphore and rwlock guarantee, in a module named for the backend.
 #[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 macro_rules! semaphore_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__core::conformance_module!($crate, $backend, $make, [$(#[$attr])*];

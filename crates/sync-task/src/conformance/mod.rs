@@ -119,6 +119,7 @@ fn fast(job: Job) -> Job {
 
 /// Expands to one test per guarantee of the suite, in a module named for the backend.
 #[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 macro_rules! task_conformance {
     ($backend:ident, $make:expr $(, #[$attr:meta])* $(,)?) => {
         mod $backend {
