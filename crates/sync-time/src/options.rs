@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Options of the `local` backend ([`LocalTime`]).
+/// Options of the `local` backend ([`LocalTime`](crate::LocalTime)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -88,7 +88,7 @@ pub struct NtpOptions {
     #[serde(with = "sync_core::duration::serde")]
     pub query_timeout: Duration,
     /// How often the background task re-syncs (default 64 s; zero turns the background task
-    /// off, leaving syncs to explicit [`Time::sync`] calls).
+    /// off, leaving syncs to explicit [`Time::sync`](crate::Time::sync) calls).
     #[serde(with = "sync_core::duration::serde")]
     pub resync_interval: Duration,
     /// How soon the background task retries after a failed sync (default 5 s).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Shared, Watch};
 use crate::signal::LossReason;
 
-/// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](LocalQueue::revoke).
+/// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](super::LocalQueue::revoke).
 pub struct Hold<C: Send + 'static = (), W: Watch<C> = ()> {
     pub(super) shared: Arc<Shared<C, W>>,
     pub(super) name: Arc<str>,
@@ -30,7 +30,7 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
         &self.name
     }
 
-    /// Its token (see [`Holder::token`]).
+    /// Its token (see [`Holder::token`](super::Holder::token)).
     pub fn token(&self) -> u64 {
         self.token
     }
