@@ -1,0 +1,59 @@
+//! Topic and group names as JetStream stream, subject and consumer names.
+//!
+//! One stream per topic (see the module docs of [`super`]). JetStream names may not contain
+//! `.`, `*`, `>`, whitespace or path separators, and stream names become directory names in
+//! the server's store (at most 255 bytes). A topic is encoded byte by byte: ASCII letters,
+//! digits and `-` stay, every other byte becomes `_XX` (two lowercase hex digits), so the
+//! encoding is injective (`a`, `a/b`, `a_2f` give `a`, `a_2fb`, `a_5f2f`). An encoding longer
+//! than [`MAX_READABLE`] keeps its first [`MAX_READABLE`] characters and appends `~` and a
+//! 128-bit FNV-1a hash of the whole topic; the stream's description holds the topic itself,
+//! which is checked on every open, so a collision is an error, never a mix-up.
+
+/// Longest readable part of an encoded name.
+pub(super) const MAX_READABLE: usize = 120;
+
+/// `prefix` + `_` + the encoded name: a valid stream or consumer name, at most
+/// `prefix.len() + 1 + MAX_READABLE + 33` bytes.
+pub(super) fn encode(prefix: &str, name: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1 + name.len());
+    out.push_str(prefix);
+    out.push('_');
+    let start = out.len();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push('_');
+            out.push(hex(b >> 4));
+            out.push(hex(b & 0xf));
+        }
+    }
+    if out.len() - start > MAX_READABLE {
+        // Cut at a whole escape: the readable part stays a valid encoding prefix.
+        let mut cut = start + MAX_READABLE;
+        while !out.is_char_boundary(cut) || out[..cut].ends_with('_') || out[..cut].ends_with(|c| c == '_' ) {
+            cut -= 1;
+        }
+        let bytes = out.as_bytes();
+        if cut >= start + 2 && bytes[cut - 2] == b'_' {
+            cut -= 2;
+        } else if cut >= start + 1 && bytes[cut - 1] == b'_' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('~');
+        out.push_str(&format!("{:032x}", fnv1a128(name.as_bytes())));
+    }
+    out
+}
+
+fn hex(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
+}
+
+/// FNV-1a, 128 bits: stable across Rust releases (unlike `DefaultHasher`).
+fn fnv1a128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
