@@ -1,198 +1,266 @@
-//! Consumer groups: one durable pull consumer per (topic, group), shared by the members.
+//! Consumer groups: one durable pull consumer per (topic, group), shared by its members.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::{AckKind, Acker};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-use super::subscribe::event;
-use super::{names, retry, unavailable, NatsEvents, RawEvent, Topic, DLQ_OFFSET_HEADER, DLQ_TOPIC_HEADER};
-use crate::{Error, Result};
-use std::sync::Arc;
+use super::{event, names, retry, unavailable, NatsEvents, Topic};
+use crate::event::dead_letter;
+use crate::{Delivery, Error, GroupOptions, Member, Result};
 
-/// A group's settings (fixed by the member that creates the group).
-#[derive(Debug, Clone)]
-pub struct GroupOptions {
-    /// An event not acked within this time goes to another member.
-    pub ack_wait: Duration,
-    /// Deliveries before an event goes to the dead-letter topic.
-    pub max_attempts: u32,
-    /// The dead-letter topic.
-    pub dead_letter: String,
-    /// Where a new group starts: the oldest kept event (`true`) or the next one.
-    pub from_earliest: bool,
-}
+/// Events a member asks for at once. Few: an event waiting in a member's buffer is one no other
+/// member can take until its ack wait passes.
+const PULL_BATCH: usize = 8;
 
-/// One member of a group.
-pub struct Member {
+/// A member of a consumer group on the `nats` backend (see [`NatsEvents`]'s module docs).
+pub(crate) struct NatsMember {
     rules: Arc<Rules>,
-    messages: pull::Stream,
+    /// `None` once the member left.
+    messages: Mutex<Option<pull::Stream>>,
+    /// Deliveries handed out and not yet acked or nacked, by tag (the consumer sequence).
+    held: SyncMutex<HashMap<u64, Held>>,
 }
 
-/// What a member and its deliveries need to move an event to the dead-letter topic.
+/// What a member needs to settle a delivery.
 struct Rules {
     events: NatsEvents,
     topic: Arc<Topic>,
+    group: String,
     dead_letter: Arc<Topic>,
-    max_attempts: u32,
+    options: GroupOptions,
 }
 
-impl std::fmt::Debug for Member {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Member")
-            .field("topic", &self.rules.topic.topic)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An event handed to a member: ack it, or nack it for redelivery.
-pub struct Delivery {
-    /// The event.
-    pub event: RawEvent,
-    /// How many times it was delivered, this time included.
-    pub attempt: u32,
+struct Held {
     acker: Acker,
-    rules: Arc<Rules>,
+    /// When we told the server we are working on it (its ack wait restarts then).
+    since: Instant,
 }
 
-impl std::fmt::Debug for Delivery {
+impl std::fmt::Debug for NatsMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("offset", &self.event.offset)
-            .field("attempt", &self.attempt)
+        f.debug_struct("NatsMember")
+            .field("topic", &self.rules.topic.topic)
+            .field("group", &self.rules.group)
             .finish_non_exhaustive()
-    }
-}
-
-impl Delivery {
-    /// Done with it: it is not delivered again.
-    pub async fn ack(self) -> Result<()> {
-        self.acker.ack().await.map_err(|e| Error::Unavailable {
-            message: format!("cannot ack offset {}: {e}", self.event.offset),
-            source: None,
-        })
-    }
-
-    /// Give it back now: it is delivered again (to any member) at once, or, after its last
-    /// attempt, moved to the dead-letter topic.
-    pub async fn nack(self) -> Result<()> {
-        if self.attempt >= self.rules.max_attempts {
-            return self.rules.dead_letter(&self.event, &self.acker).await;
-        }
-        self.acker
-            .ack_with(AckKind::Nak(None))
-            .await
-            .map_err(|e| Error::Unavailable {
-                message: format!("cannot nack offset {}: {e}", self.event.offset),
-                source: None,
-            })
     }
 }
 
 impl NatsEvents {
     /// Joins `group` on `topic`, creating the group's durable consumer if it is new.
-    pub async fn join(&self, topic: &str, group: &str, options: GroupOptions) -> Result<Member> {
+    pub(super) async fn join_group(
+        &self,
+        topic: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<NatsMember> {
+        crate::check_name("group", group)?;
+        options.validate(topic)?;
         let t = self.topic(topic).await?;
-        let dead_letter = self.topic(&options.dead_letter).await?;
-        let deadline = tokio::time::Instant::now() + self.config().request_timeout;
+        let dead_letter = self.topic(&options.dead_letter_for(topic)).await?;
+        let deadline = self.deadline();
         let stream = retry(deadline, || self.js().get_stream(t.stream.clone()))
             .await
-            .map_err(|e| unavailable(&format!("cannot read the stream of topic {topic:?}"), e))?;
+            .map_err(|e| unavailable("join a group", &self.endpoint(), e))?;
         let name = names::encode(&self.config().prefix, group);
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(group.to_string()),
-            deliver_policy: if options.from_earliest {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            // Unlimited: the member moves an event to the dead-letter topic itself, so an
-            // event whose last delivery's member died is still delivered (and moved).
-            max_deliver: -1,
-            filter_subject: t.subject.clone(),
-            num_replicas: self.config().replicas,
-            ..Default::default()
+        let consumer: PullConsumer = match stream.get_consumer(&name).await {
+            Ok(c) => c,
+            Err(_) => {
+                // A new group (or a failed lookup: creating an existing consumer with the
+                // same configuration is harmless).
+                let start = self.resolve(topic, &stream, options.start()).await?;
+                let config = pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(group.to_string()),
+                    deliver_policy: start.policy,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: options.ack_wait(),
+                    // Unlimited: a member moves an event to the dead-letter topic itself, so
+                    // an event whose last delivery's member died is still delivered, and moved.
+                    max_deliver: -1,
+                    filter_subject: t.subject.clone(),
+                    num_replicas: self.config().replicas,
+                    ..Default::default()
+                };
+                retry(deadline, || stream.get_or_create_consumer(&name, config.clone()))
+                    .await
+                    .map_err(|e| unavailable("create a group", &self.endpoint(), e))?
+            }
         };
-        let consumer: async_nats::jetstream::consumer::PullConsumer =
-            retry(deadline, || stream.get_or_create_consumer(&name, config.clone()))
-                .await
-                .map_err(|e| unavailable(&format!("cannot join group {group:?} of topic {topic:?}"), e))?;
-        let messages = retry(deadline, || consumer.messages())
-            .await
-            .map_err(|e| unavailable(&format!("cannot join group {group:?} of topic {topic:?}"), e))?;
-        Ok(Member {
+        // Heartbeats every second: a pull lost with its server is noticed within ~2 s.
+        let messages = retry(deadline, || {
+            consumer
+                .stream()
+                .max_messages_per_batch(PULL_BATCH)
+                .heartbeat(Duration::from_secs(1))
+                .expires(Duration::from_secs(5))
+                .messages()
+        })
+        .await
+        .map_err(|e| unavailable("join a group", &self.endpoint(), e))?;
+        Ok(NatsMember {
             rules: Arc::new(Rules {
                 events: self.clone(),
                 topic: t,
+                group: group.to_string(),
                 dead_letter,
-                max_attempts: options.max_attempts.max(1),
+                options,
             }),
-            messages,
+            messages: Mutex::new(Some(messages)),
+            held: SyncMutex::new(HashMap::new()),
         })
     }
 }
 
-impl Member {
-    /// The next event for this member. Events past their last attempt are moved to the
-    /// dead-letter topic on the way.
-    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+impl NatsMember {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn next_delivery(&self) -> Result<Delivery> {
+        let mut guard = self.messages.lock().await;
         loop {
-            let message = match self.messages.next().await? {
-                Ok(m) => m,
-                Err(e) => {
+            let messages = guard.as_mut().ok_or(Error::Closed)?;
+            let message = match messages.next().await {
+                None => return Err(Error::Closed),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
                     tracing::debug!(topic = %self.rules.topic.topic, error = %e, "group member's pull recovering");
                     continue;
                 }
             };
-            let attempt = match message.info() {
-                Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                Err(e) => {
-                    return Some(Err(Error::Backend {
-                        message: format!("topic {:?}: a message without JetStream metadata: {e}", self.rules.topic.topic),
-                        source: None,
-                    }))
-                }
-            };
-            let ev = match event(&self.rules.topic.topic, &message) {
-                Ok(ev) => ev,
-                Err(e) => return Some(Err(e)),
-            };
+            let (ev, tag, attempt) = event(&self.rules.topic.topic, &message)?;
             let (_, acker) = message.split();
-            if attempt > self.rules.max_attempts {
-                if let Err(e) = self.rules.dead_letter(&ev, &acker).await {
-                    // Not acked: it comes back after the ack wait and is moved then.
+            if attempt > self.rules.options.max_deliveries() {
+                if let Err(e) = self.rules.dead_letter(&ev, attempt - 1, &acker).await {
+                    // Not terminated: it comes back after the ack wait and is moved then.
                     tracing::warn!(topic = %self.rules.topic.topic, offset = ev.offset, error = %e, "dead-lettering failed");
                 }
                 continue;
             }
-            return Some(Ok(Delivery {
-                event: ev,
-                attempt,
-                acker,
-                rules: self.rules.clone(),
-            }));
+            // It may have waited in our buffer: restart the server's ack wait now, so that the
+            // member gets all of it.
+            if attempt > 0 {
+                let _ = acker.ack_with(AckKind::Progress).await;
+            }
+            self.held().insert(
+                tag,
+                Held {
+                    acker,
+                    since: Instant::now(),
+                },
+            );
+            return Ok(Delivery::new(ev, attempt, tag));
         }
+    }
+
+    /// Takes the delivery's claim, or `DeliveryLost` if it is gone or its ack wait passed.
+    fn take(&self, d: &Delivery) -> Result<Held> {
+        let lost = || Error::DeliveryLost {
+            topic: self.rules.topic.topic.clone(),
+            group: self.rules.group.clone(),
+            offset: d.event.offset,
+        };
+        let held = self.held().remove(&d.tag).ok_or_else(lost)?;
+        if held.since.elapsed() >= self.rules.options.ack_wait() {
+            return Err(lost());
+        }
+        Ok(held)
+    }
+
+    async fn ack_delivery(&self, d: &Delivery) -> Result<()> {
+        let held = self.take(d)?;
+        // Confirmed by the server: once this returns, the group will not deliver it again.
+        match held.acker.double_ack_with(AckKind::Ack).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.held().insert(d.tag, held);
+                Err(unavailable("ack", &self.rules.events.endpoint(), e))
+            }
+        }
+    }
+
+    async fn nack_delivery(&self, d: &Delivery) -> Result<()> {
+        let held = self.take(d)?;
+        if d.attempt >= self.rules.options.max_deliveries() {
+            return self.rules.dead_letter(&d.event, d.attempt, &held.acker).await;
+        }
+        held.acker
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| unavailable("nack", &self.rules.events.endpoint(), e))
+    }
+
+    async fn leave_group(&self) -> Result<()> {
+        self.messages.lock().await.take();
+        let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
+        for h in held {
+            let _ = h.acker.ack_with(AckKind::Nak(None)).await;
+        }
+        Ok(())
     }
 }
 
 impl Rules {
-    async fn dead_letter(&self, ev: &RawEvent, acker: &Acker) -> Result<()> {
+    /// Republishes the event to the dead-letter topic (once, whatever the retries) and
+    /// terminates it in the group.
+    async fn dead_letter(&self, ev: &crate::Event, deliveries: u32, acker: &Acker) -> Result<()> {
         let mut headers = ev.headers.clone();
-        headers.push((DLQ_TOPIC_HEADER.into(), self.topic.topic.clone()));
-        headers.push((DLQ_OFFSET_HEADER.into(), ev.offset.to_string()));
-        // One id per (stream, offset): a member that dies between the publish and the
-        // termination gets it redelivered and publishes it again, stored once.
-        let id = format!("dlq-{}-{}", self.topic.stream, ev.offset);
+        headers.insert(dead_letter::TOPIC.into(), self.topic.topic.clone());
+        headers.insert(dead_letter::OFFSET.into(), ev.offset.to_string());
+        headers.insert(dead_letter::GROUP.into(), self.group.clone());
+        headers.insert(dead_letter::DELIVERIES.into(), deliveries.to_string());
+        // One id per (stream, group, offset): a member that dies between the publish and the
+        // termination has it redelivered and published again, and JetStream stores it once.
+        let id = format!("dlq-{}-{}-{}", self.topic.stream, self.group, ev.offset);
         self.events
             .publish_as(&self.dead_letter, &headers, ev.payload.clone(), &id)
             .await?;
-        acker.ack_with(AckKind::Term).await.map_err(|e| Error::Unavailable {
-            message: format!("cannot terminate offset {} after dead-lettering: {e}", ev.offset),
-            source: None,
-        })
+        acker
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| unavailable("terminate a dead letter", &self.events.endpoint(), e))
+    }
+}
+
+impl Member for NatsMember {
+    fn next(&self) -> BoxFuture<'_, Result<Delivery>> {
+        self.next_delivery().boxed()
+    }
+
+    fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<()>> {
+        self.ack_delivery(delivery).boxed()
+    }
+
+    fn nack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<()>> {
+        self.nack_delivery(delivery).boxed()
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+        self.leave_group().boxed()
+    }
+}
+
+impl Drop for NatsMember {
+    /// Hands back what it holds, in the background if a runtime is there; otherwise the ack
+    /// wait brings it back.
+    fn drop(&mut self) {
+        let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
+        if held.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for h in held {
+                    let _ = h.acker.ack_with(AckKind::Nak(None)).await;
+                }
+            });
+        }
     }
 }

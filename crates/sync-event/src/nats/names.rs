@@ -29,16 +29,13 @@ pub(super) fn encode(prefix: &str, name: &str) -> String {
         }
     }
     if out.len() - start > MAX_READABLE {
-        // Cut at a whole escape: the readable part stays a valid encoding prefix.
+        // Cut before an escape that would be split (every character is ASCII).
         let mut cut = start + MAX_READABLE;
-        while !out.is_char_boundary(cut) || out[..cut].ends_with('_') || out[..cut].ends_with(|c| c == '_' ) {
-            cut -= 1;
-        }
         let bytes = out.as_bytes();
-        if cut >= start + 2 && bytes[cut - 2] == b'_' {
-            cut -= 2;
-        } else if cut >= start + 1 && bytes[cut - 1] == b'_' {
+        if bytes[cut - 1] == b'_' {
             cut -= 1;
+        } else if bytes[cut - 2] == b'_' {
+            cut -= 2;
         }
         out.truncate(cut);
         out.push('~');
@@ -56,4 +53,31 @@ fn fnv1a128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
     bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sharing_a_prefix_never_meet() {
+        assert_eq!(encode("p", "a"), "p_a");
+        assert_eq!(encode("p", "a/b"), "p_a_2fb");
+        assert_eq!(encode("p", "a_2fb"), "p_a_5f2fb");
+        assert_eq!(encode("p", "a.b"), "p_a_2eb");
+        assert_eq!(encode("p", "é"), "p__c3_a9");
+        assert_ne!(encode("p", "ab"), encode("p", "a b"));
+    }
+
+    #[test]
+    fn long_names_are_cut_and_hashed() {
+        let long = "x/".repeat(256);
+        let other = format!("{}y", "x/".repeat(255));
+        let (a, b) = (encode("p", &long), encode("p", &other));
+        assert_ne!(a, b);
+        assert!(a.len() <= 2 + MAX_READABLE + 33, "{}", a.len());
+        assert!(!a[2..a.find('~').unwrap()].ends_with('_'));
+        let valid = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b));
+        assert!(valid(&a) && valid(&b));
+    }
 }

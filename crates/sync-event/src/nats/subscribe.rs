@@ -5,123 +5,133 @@ use std::time::SystemTime;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
 
-use super::{retry, unavailable, NatsEvents, RawEvent, Topic};
-use crate::{Error, Result};
+use super::{event, first_available, retry, unavailable, NatsEvents};
+use crate::{Error, Event, Result, Start, Subscription};
 
-/// Where a subscriber starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The oldest event still kept.
-    Earliest,
-    /// The first event published after the subscription was made.
-    Latest,
-    /// This offset; [`Error::Truncated`] if retention removed it already.
-    Offset(u64),
-    /// The first event stored at or after this time.
-    Time(SystemTime),
+/// Where a consumer starts, as JetStream's deliver policy, and the offset expected first
+/// (`None` for a start by time: the server finds it).
+pub(super) struct Resolved {
+    pub(super) policy: DeliverPolicy,
+    pub(super) next: Option<u64>,
 }
 
-/// The events of one topic, in offset order, without gaps or duplicates.
-pub struct Reader {
+impl NatsEvents {
+    /// Resolves `start` on `stream` (whose info was just fetched), or `Truncated`.
+    ///
+    /// JetStream keeps no trace of the events retention removed, so a start by time is judged
+    /// by the oldest retained event: once anything was removed, a time before that event's
+    /// publish time may have lost events and is `Truncated` (conservatively: the removed
+    /// events may all have been older than the time asked for).
+    pub(super) async fn resolve(
+        &self,
+        topic: &str,
+        stream: &async_nats::jetstream::stream::Stream,
+        start: Start,
+    ) -> Result<Resolved> {
+        let state = &stream.cached_info().state;
+        let first = first_available(state.messages, state.first_sequence, state.last_sequence);
+        let after_last = state.last_sequence + 1;
+        let truncated = |requested| Error::Truncated {
+            topic: topic.to_string(),
+            requested,
+            first_available: first,
+        };
+        let at = |n: u64| Resolved {
+            policy: DeliverPolicy::ByStartSequence { start_sequence: n },
+            next: Some(n),
+        };
+        Ok(match start {
+            Start::Earliest => at(first),
+            Start::Latest => at(after_last),
+            Start::Offset(n) if n < first => return Err(truncated(n)),
+            Start::Offset(n) => at(n),
+            Start::Time(t) => {
+                if first > 1 && t < self.time_of(topic, stream, first, state.messages).await? {
+                    return Err(truncated(first - 1));
+                }
+                Resolved {
+                    policy: DeliverPolicy::ByStartTime {
+                        start_time: t.into(),
+                    },
+                    next: None,
+                }
+            }
+        })
+    }
+
+    /// Publish time of the event at `offset` (the stream's first); now if the stream is empty.
+    async fn time_of(
+        &self,
+        topic: &str,
+        stream: &async_nats::jetstream::stream::Stream,
+        offset: u64,
+        messages: u64,
+    ) -> Result<SystemTime> {
+        if messages == 0 {
+            return Ok(SystemTime::now());
+        }
+        match stream.get_raw_message(offset).await {
+            Ok(m) => Ok(m.time.into()),
+            // Removed meanwhile: the next one is newer still, so "before" stays true.
+            Err(e) if e.to_string().contains("not found") => Ok(SystemTime::now()),
+            Err(e) => Err(unavailable(
+                "read the oldest event",
+                &self.endpoint(),
+                format!("topic {topic:?}: {e}"),
+            )),
+        }
+    }
+
+    pub(super) async fn subscribe_from(&self, topic: &str, start: Start) -> Result<Subscription> {
+        let t = self.topic(topic).await?;
+        let deadline = self.deadline();
+        let stream = retry(deadline, || self.js().get_stream(t.stream.clone()))
+            .await
+            .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
+        let resolved = self.resolve(topic, &stream, start).await?;
+        let config = pull::OrderedConfig {
+            filter_subject: t.subject.clone(),
+            deliver_policy: resolved.policy,
+            ..Default::default()
+        };
+        let consumer = retry(deadline, || stream.create_consumer(config.clone()))
+            .await
+            .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
+        // For a start by time, the server picked the first offset when it made the consumer:
+        // the one after what its info calls delivered. Knowing it, a consumer recreated before
+        // the first event (which then starts from the beginning) is filtered too.
+        let next = resolved
+            .next
+            .unwrap_or(consumer.cached_info().delivered.stream_sequence + 1);
+        let messages = retry(deadline, || consumer.clone().messages())
+            .await
+            .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
+        let reader = Reader {
+            topic: t.topic.clone(),
+            messages,
+            next,
+            done: false,
+        };
+        let stream = futures::stream::unfold(reader, |mut r| async move {
+            let item = r.read().await?;
+            Some((item, r))
+        });
+        Ok(Subscription::new(stream.boxed()))
+    }
+}
+
+/// A subscriber's position.
+struct Reader {
     topic: String,
     messages: pull::Ordered,
-    /// The offset the next event must have; 0 until the first one when starting by time.
+    /// The offset the next event must have.
     next: u64,
     /// Ended after an error.
     done: bool,
 }
 
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader")
-            .field("topic", &self.topic)
-            .field("next", &self.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NatsEvents {
-    /// Subscribes to `topic` from `start`.
-    pub async fn subscribe(&self, topic: &str, start: Start) -> Result<Reader> {
-        let t = self.topic(topic).await?;
-        let deadline = tokio::time::Instant::now() + self.config().request_timeout;
-        let stream = retry(deadline, || self.js().get_stream(t.stream.clone()))
-            .await
-            .map_err(|e| unavailable(&format!("cannot read the stream of topic {topic:?}"), e))?;
-        // `get_stream` fetched the stream's info just now.
-        let state = stream.cached_info().state.clone();
-        // An empty stream reports first = last + 1.
-        let first = state.first_sequence.max(1);
-        let after_last = state.last_sequence + 1;
-        let (policy, next) = match start {
-            Start::Earliest => (DeliverPolicy::ByStartSequence { start_sequence: first }, first),
-            Start::Latest => (
-                DeliverPolicy::ByStartSequence { start_sequence: after_last },
-                after_last,
-            ),
-            Start::Offset(n) if n < first && first > 1 => {
-                return Err(Error::Truncated {
-                    topic: topic.to_string(),
-                    asked: n,
-                    first_available: first,
-                })
-            }
-            Start::Offset(n) => (
-                DeliverPolicy::ByStartSequence { start_sequence: n.max(1) },
-                n.max(1),
-            ),
-            Start::Time(at) => (
-                DeliverPolicy::ByStartTime { start_time: at.into() },
-                0,
-            ),
-        };
-        let config = pull::OrderedConfig {
-            filter_subject: t.subject.clone(),
-            deliver_policy: policy,
-            ..Default::default()
-        };
-        let consumer = retry(deadline, || stream.create_consumer(config.clone()))
-            .await
-            .map_err(|e| unavailable(&format!("cannot subscribe to topic {topic:?}"), e))?;
-        let messages = retry(deadline, || consumer.clone().messages())
-            .await
-            .map_err(|e| unavailable(&format!("cannot subscribe to topic {topic:?}"), e))?;
-        Ok(Reader {
-            topic: t.topic.clone(),
-            messages,
-            next,
-            done: false,
-        })
-    }
-}
-
-/// Converts a JetStream message into an event.
-pub(crate) fn event(t: &str, message: &async_nats::jetstream::Message) -> Result<RawEvent> {
-    let info = message.info().map_err(|e| Error::Backend {
-        message: format!("topic {t:?}: a NATS message without JetStream metadata: {e}"),
-        source: None,
-    })?;
-    let headers = message
-        .headers
-        .iter()
-        .flat_map(|h| h.iter())
-        .flat_map(|(k, vs)| {
-            vs.iter()
-                .map(move |v| (k.to_string(), v.as_str().to_string()))
-        })
-        .filter(|(k, _)| !k.starts_with("Nats-"))
-        .collect();
-    Ok(RawEvent {
-        offset: info.stream_sequence,
-        time: info.published.into(),
-        headers,
-        payload: message.payload.clone(),
-    })
-}
-
 impl Reader {
-    /// The next event; `None` never (the stream of a topic does not end) unless after an error.
-    pub async fn next(&mut self) -> Option<Result<RawEvent>> {
+    async fn read(&mut self) -> Option<Result<Event>> {
         if self.done {
             return None;
         }
@@ -135,31 +145,26 @@ impl Reader {
                 }
             };
             let ev = match event(&self.topic, &message) {
-                Ok(ev) => ev,
+                Ok((ev, _, _)) => ev,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
                 }
             };
-            if self.next == 0 {
-                self.next = ev.offset;
+            let next = self.next;
+            if ev.offset < next {
+                continue; // delivered again by a recreated consumer
             }
-            if ev.offset < self.next {
-                continue; // seen before the consumer was recreated
-            }
-            if ev.offset > self.next {
+            if ev.offset > next {
                 self.done = true;
                 return Some(Err(Error::Truncated {
                     topic: self.topic.clone(),
-                    asked: self.next,
+                    requested: next,
                     first_available: ev.offset,
                 }));
             }
-            self.next += 1;
+            self.next = next + 1;
             return Some(Ok(ev));
         }
     }
 }
-
-#[allow(dead_code)]
-fn _topic(_: &Topic) {}
