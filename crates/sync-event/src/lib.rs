@@ -12,6 +12,10 @@ mod options;
 // #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 // mod etcd;
 
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
+
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
@@ -42,6 +46,8 @@ pub use sync_core::name::MAX_NAME_LEN;
 
 // #[cfg(feature = "etcd")]
 // pub use etcd::{EtcdEvents, ETCD_MAX_EVENT_BYTES};
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsEvents};
 #[cfg(feature = "etcd")]
 pub use sync_etcd::{EtcdConfig, EtcdConnection, TlsConfig};
 
@@ -237,6 +243,12 @@ impl<T: EventStream + ?Sized> EventStreamExt for T {}
 /// # Ok::<(), sync_event::Error>(()) }).unwrap();
 /// ```
 pub async fn open(url: &str, options: EventOptions) -> Result<Arc<dyn EventStream>> {
+    #[cfg(feature = "nats")]
+    if sync_core::backend::scheme(url) == "nats" {
+        return Ok(Arc::new(
+            nats::NatsEvents::connect(url.parse().map_err(Error::Config)?, options).await?,
+        ));
+    }
     match sync_core::backend::Backend::from_url(url).map_err(|e| Error::Config(e.to_string()))? {
         sync_core::backend::Backend::Local => Ok(Arc::new(LocalEvents::with_options(options)?)),
         #[allow(unreachable_patterns)]

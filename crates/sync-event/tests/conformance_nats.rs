@@ -1,1 +1,119 @@
-//! placeholder
+//! The event conformance suite on the nats backend, against the 3-node JetStream cluster that
+//! `cargo xtask test` starts (`SYNC_NATS_URLS`). Without the harness these tests are listed as
+//! ignored; with `SYNC_NATS_URLS` set and the cluster unreachable they fail.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sync_event::conformance::Harness;
+use sync_event::nats::{testing, FRAMING_RESERVE};
+use sync_event::{Error, EventOptions, EventStream, Member, NatsConfig, NatsEvents, Result};
+
+/// Every handle it opened, under its own fresh prefix; their streams are deleted on drop.
+#[derive(Default)]
+struct NatsHarness {
+    opened: Mutex<Vec<(Arc<dyn EventStream>, NatsConfig, NatsEvents)>>,
+}
+
+impl NatsHarness {
+    fn config_of(&self, of: &Arc<dyn EventStream>) -> NatsConfig {
+        let opened = self.opened.lock().unwrap();
+        let (_, cfg, _) = opened
+            .iter()
+            .find(|(h, _, _)| Arc::ptr_eq(h, of))
+            .expect("peer() of a handle this harness opened");
+        cfg.clone()
+    }
+}
+
+impl Harness for NatsHarness {
+    fn open(&self, options: EventOptions) -> BoxFuture<'_, Result<Arc<dyn EventStream>>> {
+        async move {
+            let cfg = testing::config("conf");
+            let events = match NatsEvents::connect(cfg.clone(), options).await {
+                Ok(e) => e,
+                Err(e @ Error::Unavailable { .. }) => panic!(
+                    "{} says NATS is at {:?}, but connecting failed: {e}",
+                    testing::URLS_VAR,
+                    cfg.urls
+                ),
+                Err(e) => return Err(e),
+            };
+            let handle: Arc<dyn EventStream> = Arc::new(events.clone());
+            self.opened
+                .lock()
+                .unwrap()
+                .push((handle.clone(), cfg, events));
+            Ok(handle)
+        }
+        .boxed()
+    }
+
+    fn peer<'a>(&'a self, of: &'a Arc<dyn EventStream>) -> BoxFuture<'a, Arc<dyn EventStream>> {
+        async move {
+            // A new connection, as another process would have, on the same prefix.
+            let cfg = self.config_of(of);
+            let events = testing::connect(cfg.clone(), EventOptions::new()).await;
+            let handle: Arc<dyn EventStream> = Arc::new(events.clone());
+            self.opened
+                .lock()
+                .unwrap()
+                .push((handle.clone(), cfg, events));
+            handle
+        }
+        .boxed()
+    }
+
+    fn crash(&self, member: Box<dyn Member>) -> BoxFuture<'_, ()> {
+        // No leave, no Drop: its deliveries come back only after the ack wait, as a killed
+        // process's would (its pull request stays open at the server until it expires).
+        std::mem::forget(member);
+        futures::future::ready(()).boxed()
+    }
+
+    fn max_event_bytes(&self) -> usize {
+        // The harness's servers run with the default max_payload, 1 MiB.
+        (1 << 20) - FRAMING_RESERVE
+    }
+}
+
+impl Drop for NatsHarness {
+    /// Deletes the streams of every prefix used, on a thread of its own (the test's runtime
+    /// is shutting down).
+    fn drop(&mut self) {
+        let handles: Vec<NatsEvents> = self
+            .opened
+            .lock()
+            .map(|mut o| o.drain(..).map(|(_, _, e)| e).collect())
+            .unwrap_or_default();
+        if handles.is_empty() {
+            return;
+        }
+        let configs: Vec<NatsConfig> = handles.iter().map(|e| e.config().clone()).collect();
+        drop(handles);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup");
+            rt.block_on(async {
+                let mut seen = std::collections::HashSet::new();
+                for cfg in configs {
+                    if seen.insert(cfg.prefix.clone()) {
+                        if let Ok(e) = NatsEvents::connect(cfg, EventOptions::new()).await {
+                            testing::wipe(&e).await;
+                        }
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+sync_event::event_conformance!(
+    nats,
+    NatsHarness::default(),
+    #[ignore = "needs nats: run `cargo xtask test`"]
+);

@@ -65,7 +65,11 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
     let mut slowest = Duration::ZERO;
     for i in 1..EVENTS {
         if i == KILL_AT {
-            eprintln!("kill -9 {} (stream leader: {leader:?}) at {:?}", victim.name, started.elapsed());
+            eprintln!(
+                "kill -9 {} (stream leader: {leader:?}) at {:?}",
+                victim.name,
+                started.elapsed()
+            );
             victim.kill9();
         }
         if i == RESTART_AT {
@@ -73,7 +77,11 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
             tokio::task::spawn_blocking(move || v.restart(Duration::from_secs(30)))
                 .await
                 .unwrap();
-            eprintln!("{} restarted and healthy at {:?}", victim.name, started.elapsed());
+            eprintln!(
+                "{} restarted and healthy at {:?}",
+                victim.name,
+                started.elapsed()
+            );
         }
         let t = Instant::now();
         match events.publish(topic, Message::new(format!("e{i}"))).await {
@@ -91,7 +99,10 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
         acked.len(),
         started.elapsed()
     );
-    assert!(failed <= 2, "{failed} publishes failed across one node's loss");
+    assert!(
+        failed <= 2,
+        "{failed} publishes failed across one node's loss"
+    );
 
     let last = *acked.last().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -115,7 +126,10 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
     eprintln!("group and subscriber caught up at {:?}", started.elapsed());
     let sub = sub_seen.lock().unwrap().clone();
     let expected: Vec<u64> = (1..=sub.len() as u64).collect();
-    assert_eq!(sub, expected, "the subscriber saw every offset once, in order");
+    assert_eq!(
+        sub, expected,
+        "the subscriber saw every offset once, in order"
+    );
     for t in tasks {
         t.abort();
     }

@@ -88,9 +88,11 @@ impl NatsEvents {
                     num_replicas: self.config().replicas,
                     ..Default::default()
                 };
-                retry(deadline, || stream.get_or_create_consumer(&name, config.clone()))
-                    .await
-                    .map_err(|e| unavailable("create a group", &self.endpoint(), e))?
+                retry(deadline, || {
+                    stream.get_or_create_consumer(&name, config.clone())
+                })
+                .await
+                .map_err(|e| unavailable("create a group", &self.endpoint(), e))?
             }
         };
         // Heartbeats every second: a pull lost with its server is noticed within ~2 s.
@@ -189,7 +191,10 @@ impl NatsMember {
     async fn nack_delivery(&self, d: &Delivery) -> Result<()> {
         let held = self.take(d)?;
         if d.attempt >= self.rules.options.max_deliveries() {
-            return self.rules.dead_letter(&d.event, d.attempt, &held.acker).await;
+            return self
+                .rules
+                .dead_letter(&d.event, d.attempt, &held.acker)
+                .await;
         }
         held.acker
             .ack_with(AckKind::Nak(None))

@@ -153,7 +153,8 @@ impl NatsEvents {
         &self.inner.js
     }
 
-    pub(crate) fn config(&self) -> &NatsConfig {
+    /// The configuration it was connected with.
+    pub fn config(&self) -> &NatsConfig {
         &self.inner.config
     }
 
@@ -203,9 +204,11 @@ impl NatsEvents {
         let t = self.describe(topic);
         let wanted = self.stream_config(&t, self.inner.options.retention_for(topic));
         let deadline = self.deadline();
-        let stream = retry(deadline, || self.inner.js.get_or_create_stream(wanted.clone()))
-            .await
-            .map_err(|e| unavailable("open the topic's stream", &self.endpoint(), e))?;
+        let stream = retry(deadline, || {
+            self.inner.js.get_or_create_stream(wanted.clone())
+        })
+        .await
+        .map_err(|e| unavailable("open the topic's stream", &self.endpoint(), e))?;
         let have = &stream.cached_info().config;
         if let Some(owner) = have.description.as_deref().filter(|d| *d != topic) {
             return Err(Error::Config(format!(
@@ -337,7 +340,11 @@ impl NatsEvents {
             return Ok(1);
         };
         let state = &stream.cached_info().state;
-        Ok(first_available(state.messages, state.first_sequence, state.last_sequence))
+        Ok(first_available(
+            state.messages,
+            state.first_sequence,
+            state.last_sequence,
+        ))
     }
 }
 

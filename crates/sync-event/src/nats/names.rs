@@ -52,7 +52,9 @@ fn hex(nibble: u8) -> char {
 fn fnv1a128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
-    bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
 }
 
 #[cfg(test)]
@@ -77,7 +79,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.len() <= 2 + MAX_READABLE + 33, "{}", a.len());
         assert!(!a[2..a.find('~').unwrap()].ends_with('_'));
-        let valid = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b));
+        let valid = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b))
+        };
         assert!(valid(&a) && valid(&b));
     }
 }

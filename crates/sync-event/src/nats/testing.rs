@@ -111,10 +111,18 @@ impl Node {
     pub fn kill9(&self) {
         let pid = self.pid().expect("the node's pid file");
         let ok = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -9 {pid} ({})", self.name);
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "kill -9 {pid} ({})",
+            self.name
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(pid) {
-            assert!(Instant::now() < deadline, "{} (pid {pid}) survived kill -9", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} (pid {pid}) survived kill -9",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -123,7 +131,11 @@ impl Node {
     /// it reports JetStream healthy. The harness stops it at the end (from the pid file).
     pub fn restart(&self, timeout: Duration) {
         let log = self.dir.join(format!("{}.log", self.name));
-        let out = OpenOptions::new().create(true).append(true).open(&log).expect("node log");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("node log");
         Command::new("nats-server")
             .arg("-c")
             .arg(self.conf())
@@ -133,10 +145,16 @@ impl Node {
             .process_group(0)
             .spawn()
             .expect("nats-server restarts");
-        let port = self.http_port().expect("http port in the node's configuration");
+        let port = self
+            .http_port()
+            .expect("http port in the node's configuration");
         let deadline = Instant::now() + timeout;
         while !healthz(port) {
-            assert!(Instant::now() < deadline, "{} not healthy {timeout:?} after restart", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} not healthy {timeout:?} after restart",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -144,7 +162,11 @@ impl Node {
 
 fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !matches!(s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()), Some("Z" | "X"))
+        !matches!(
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next()),
+            Some("Z" | "X")
+        )
     })
 }
 
@@ -154,7 +176,8 @@ fn healthz(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut body = String::new();
-    s.write_all(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\n\r\n").is_ok()
+    s.write_all(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\n\r\n")
+        .is_ok()
         && s.read_to_string(&mut body).is_ok()
         && body.starts_with("HTTP/1.0 200")
 }
