@@ -1,29 +1,37 @@
 //! Consumer groups: one durable pull consumer per (topic, group), shared by its members.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::Message;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{event, names, retry, unavailable, NatsEvents, Topic};
 use crate::event::dead_letter;
 use crate::{Delivery, Error, GroupOptions, Member, Result};
 
-/// Events a member asks for at once. Few: an event waiting in a member's buffer is one no other
-/// member can take until its ack wait passes.
-const PULL_BATCH: usize = 8;
+/// How long one pull request waits at the server for an event before the next is sent.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 /// A member of a consumer group on the `nats` backend (see [`NatsEvents`]'s module docs).
+///
+/// A member pulls one event at a time, and only while a [`next`](Member::next) waits: an
+/// event never waits in a member's buffer, where no other member could take it and where the
+/// server would count a delivery the user never saw (JetStream's delivery count is the
+/// `attempt`). The pull runs in a task of its own, so a `next()` dropped while it waits (a
+/// `select!`, a timeout) loses nothing: the event lands in the member's inbox for the next
+/// call.
 pub(crate) struct NatsMember {
     rules: Arc<Rules>,
-    /// `None` once the member left.
-    messages: Mutex<Option<pull::Stream>>,
+    consumer: PullConsumer,
+    pulls: Arc<Pulls>,
     /// Deliveries handed out and not yet acked or nacked, by tag (the consumer sequence).
     held: SyncMutex<HashMap<u64, Held>>,
 }
@@ -39,7 +47,7 @@ struct Rules {
 
 struct Held {
     acker: Acker,
-    /// When we told the server we are working on it (its ack wait restarts then).
+    /// When it arrived (the server's ack wait started a little earlier).
     since: Instant,
 }
 
@@ -95,17 +103,6 @@ impl NatsEvents {
                 .map_err(|e| unavailable("create a group", &self.endpoint(), e))?
             }
         };
-        // Heartbeats every second: a pull lost with its server is noticed within ~2 s.
-        let messages = retry(deadline, || {
-            consumer
-                .stream()
-                .max_messages_per_batch(PULL_BATCH)
-                .heartbeat(Duration::from_secs(1))
-                .expires(Duration::from_secs(5))
-                .messages()
-        })
-        .await
-        .map_err(|e| unavailable("join a group", &self.endpoint(), e))?;
         Ok(NatsMember {
             rules: Arc::new(Rules {
                 events: self.clone(),
@@ -114,7 +111,8 @@ impl NatsEvents {
                 dead_letter,
                 options,
             }),
-            messages: Mutex::new(Some(messages)),
+            consumer,
+            pulls: Arc::new(Pulls::default()),
             held: SyncMutex::new(HashMap::new()),
         })
     }
@@ -126,19 +124,26 @@ impl NatsMember {
     }
 
     async fn next_delivery(&self) -> Result<Delivery> {
-        let mut guard = self.messages.lock().await;
         loop {
-            let messages = guard.as_mut().ok_or(Error::Closed)?;
-            let message = match messages.next().await {
-                None => return Err(Error::Closed),
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::debug!(topic = %self.rules.topic.topic, error = %e, "group member's pull recovering");
-                    continue;
-                }
+            // Registered before looking at the inbox, so a pull finishing in between wakes us.
+            let arrived = self.pulls.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.pulls.left.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            let Some((message, since)) = self.pulls.take() else {
+                self.pulls.start(&self.consumer, &self.rules.topic.topic);
+                arrived.await;
+                continue;
             };
             let (ev, tag, attempt) = event(&self.rules.topic.topic, &message)?;
             let (_, acker) = message.split();
+            if self.expired(since) {
+                // Waited in the inbox past its ack wait (no next() came): the server gives it
+                // to a member again; this copy is stale.
+                continue;
+            }
             if attempt > self.rules.options.max_deliveries() {
                 if let Err(e) = self.rules.dead_letter(&ev, attempt - 1, &acker).await {
                     // Not terminated: it comes back after the ack wait and is moved then.
@@ -146,20 +151,19 @@ impl NatsMember {
                 }
                 continue;
             }
-            // It may have waited in our buffer: restart the server's ack wait now, so that the
-            // member gets all of it.
-            if attempt > 0 {
-                let _ = acker.ack_with(AckKind::Progress).await;
-            }
-            self.held().insert(
-                tag,
-                Held {
-                    acker,
-                    since: Instant::now(),
-                },
-            );
+            self.held().insert(tag, Held { acker, since });
             return Ok(Delivery::new(ev, attempt, tag));
         }
+    }
+
+    /// Whether a delivery that arrived at `since` is past its ack wait (with a margin: the
+    /// server's ack wait started when it sent the event, a little before `since`, so an ack in
+    /// the last tenth, at most 100 ms, could reach it after it gave the event to another
+    /// member).
+    fn expired(&self, since: Instant) -> bool {
+        let wait = self.rules.options.ack_wait();
+        let margin = (wait / 10).min(Duration::from_millis(100));
+        since.elapsed() + margin >= wait
     }
 
     /// Takes the delivery's claim, or `DeliveryLost` if it is gone or its ack wait passed.
@@ -170,7 +174,8 @@ impl NatsMember {
             offset: d.event.offset,
         };
         let held = self.held().remove(&d.tag).ok_or_else(lost)?;
-        if held.since.elapsed() >= self.rules.options.ack_wait() {
+        if self.expired(held.since) {
+            // Not sent: the server redelivers it, as `DeliveryLost` says.
             return Err(lost());
         }
         Ok(held)
@@ -203,12 +208,84 @@ impl NatsMember {
     }
 
     async fn leave_group(&self) -> Result<()> {
-        self.messages.lock().await.take();
+        self.pulls.left.store(true, Ordering::SeqCst);
+        while let Some((m, _)) = self.pulls.take() {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
         let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
         for h in held {
             let _ = h.acker.ack_with(AckKind::Nak(None)).await;
         }
         Ok(())
+    }
+}
+
+/// The member's pull in flight and what it brought.
+#[derive(Default)]
+struct Pulls {
+    /// Arrived, not yet handed out, with when it arrived.
+    inbox: SyncMutex<VecDeque<(Message, Instant)>>,
+    pulling: AtomicBool,
+    left: AtomicBool,
+    arrived: Notify,
+}
+
+impl Pulls {
+    fn take(&self) -> Option<(Message, Instant)> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// Starts a pull of one event unless one is in flight.
+    fn start(self: &Arc<Self>, consumer: &PullConsumer, topic: &str) {
+        if self.pulling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, consumer, topic) = (self.clone(), consumer.clone(), topic.to_string());
+        tokio::spawn(async move {
+            let got = pull_one(&consumer, &topic).await;
+            if let Some(m) = got {
+                if me.left.load(Ordering::SeqCst) {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                } else {
+                    me.inbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back((m, Instant::now()));
+                }
+            }
+            me.pulling.store(false, Ordering::SeqCst);
+            me.arrived.notify_waiters();
+        });
+    }
+}
+
+/// Pulls one event; `None` when the pull request expired empty or failed (after a pause).
+async fn pull_one(consumer: &PullConsumer, topic: &str) -> Option<Message> {
+    let batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await;
+    let mut batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(%topic, error = %e, "pull request failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return None;
+        }
+    };
+    match batch.next().await {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            tracing::debug!(%topic, error = %e, "pull failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+        None => None,
     }
 }
 
@@ -256,14 +333,16 @@ impl Drop for NatsMember {
     /// Hands back what it holds, in the background if a runtime is there; otherwise the ack
     /// wait brings it back.
     fn drop(&mut self) {
+        self.pulls.left.store(true, Ordering::SeqCst);
         let held: Vec<Held> = self.held().drain().map(|(_, h)| h).collect();
-        if held.is_empty() {
-            return;
-        }
+        let pulls = self.pulls.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 for h in held {
                     let _ = h.acker.ack_with(AckKind::Nak(None)).await;
+                }
+                while let Some((m, _)) = pulls.take() {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
                 }
             });
         }

@@ -287,7 +287,10 @@ impl NatsEvents {
     ) -> Result<u64> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.insert(k.as_str(), v.as_str());
+            map.insert(
+                names::escape(k, true).as_str(),
+                names::escape(v, false).as_str(),
+            );
         }
         let payload = bytes::Bytes::from(payload);
         let deadline = self.deadline();
@@ -371,7 +374,7 @@ pub(crate) fn event(topic: &str, message: &jetstream::Message) -> Result<(Event,
             continue;
         }
         if let Some(v) = vs.last() {
-            headers.insert(k, v.as_str().to_string());
+            headers.insert(names::unescape(&k), names::unescape(v.as_str()));
         }
     }
     let published_at: SystemTime = info.published.into();

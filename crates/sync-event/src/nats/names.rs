@@ -44,6 +44,45 @@ pub(super) fn encode(prefix: &str, name: &str) -> String {
     out
 }
 
+/// A header name or value as NATS carries it: bytes outside printable ASCII, `%`, and (in
+/// names) `:` become `%XX`, so any UTF-8 survives the text protocol (names with spaces or
+/// umlauts, values with leading spaces or line breaks). Decoded by [`unescape`].
+pub(super) fn escape(text: &str, name: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        let plain = (0x21..=0x7e).contains(&b) && b != b'%' && !(name && b == b':');
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(hex(b >> 4).to_ascii_uppercase());
+            out.push(hex(b & 0xf).to_ascii_uppercase());
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`]; text that was not escaped by us comes back as it is.
+pub(super) fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex_at = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex_at(i + 1), hex_at(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
 fn hex(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).unwrap_or('0')
 }
@@ -69,6 +108,22 @@ mod tests {
         assert_eq!(encode("p", "a.b"), "p_a_2eb");
         assert_eq!(encode("p", "é"), "p__c3_a9");
         assert_ne!(encode("p", "ab"), encode("p", "a b"));
+    }
+
+    #[test]
+    fn headers_survive_escaping() {
+        for (t, name) in [
+            ("ünï", true),
+            ("a:b c%", true),
+            (" lead\r\nx ", false),
+            ("plain/ok", false),
+        ] {
+            let e = escape(t, name);
+            assert!(e.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{e}");
+            assert!(!name || !e.contains(':'));
+            assert_eq!(unescape(&e), t);
+        }
+        assert_eq!(escape("content-type", true), "content-type");
     }
 
     #[test]

@@ -110,6 +110,9 @@ impl NatsEvents {
             topic: t.topic.clone(),
             messages,
             next,
+            // "The oldest retained event": if retention drops it before it is read, the next
+            // oldest is what was asked for.
+            any_first: start == Start::Earliest,
             done: false,
         };
         let stream = futures::stream::unfold(reader, |mut r| async move {
@@ -126,6 +129,8 @@ struct Reader {
     messages: pull::Ordered,
     /// The offset the next event must have.
     next: u64,
+    /// Until the first event, accept a later offset than `next` (a start at `Earliest`).
+    any_first: bool,
     /// Ended after an error.
     done: bool,
 }
@@ -151,6 +156,9 @@ impl Reader {
                     return Some(Err(e));
                 }
             };
+            if self.any_first {
+                self.next = self.next.max(ev.offset);
+            }
             let next = self.next;
             if ev.offset < next {
                 continue; // delivered again by a recreated consumer
@@ -164,6 +172,7 @@ impl Reader {
                 }));
             }
             self.next = next + 1;
+            self.any_first = false;
             return Some(Ok(ev));
         }
     }
