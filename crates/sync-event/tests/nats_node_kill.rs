@@ -106,12 +106,19 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
 
     let last = *acked.last().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut group_done, mut sub_done) = (None, None);
     loop {
         let missing: Vec<u64> = {
             let g = group_seen.lock().unwrap();
             acked.iter().filter(|o| !g.contains(o)).copied().collect()
         };
         let sub_last = sub_seen.lock().unwrap().last().copied().unwrap_or(0);
+        if missing.is_empty() && group_done.is_none() {
+            group_done = Some(started.elapsed());
+        }
+        if sub_last >= last && sub_done.is_none() {
+            sub_done = Some(started.elapsed());
+        }
         if missing.is_empty() && sub_last >= last {
             break;
         }
@@ -123,7 +130,7 @@ async fn node_killed_and_restarted_loses_no_acked_event() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("group and subscriber caught up at {:?}", started.elapsed());
+    eprintln!("group caught up at {group_done:?}, subscriber at {sub_done:?}");
     let sub = sub_seen.lock().unwrap().clone();
     let expected: Vec<u64> = (1..=sub.len() as u64).collect();
     assert_eq!(
