@@ -26,8 +26,12 @@ impl EtcdHarness {
     }
 
     async fn make(&self, cfg: EtcdConfig, options: EventOptions) -> Result<Arc<dyn EventStream>> {
-        let ev: Arc<dyn EventStream> = Arc::new(EtcdEvents::connect(cfg.clone(), options.clone()).await?);
-        self.handles.lock().unwrap().push((ev.clone(), cfg, options));
+        let ev: Arc<dyn EventStream> =
+            Arc::new(EtcdEvents::connect(cfg.clone(), options.clone()).await?);
+        self.handles
+            .lock()
+            .unwrap()
+            .push((ev.clone(), cfg, options));
         Ok(ev)
     }
 }

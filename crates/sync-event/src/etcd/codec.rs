@@ -9,7 +9,10 @@ use crate::{Headers, Message};
 const FIXED: usize = 8 + 16 + 4;
 
 pub(crate) fn encode(at: SystemTime, id: u128, m: &Message) -> Vec<u8> {
-    let micros = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+    let micros = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
     let headers = if m.headers.is_empty() {
         Vec::new()
     } else {

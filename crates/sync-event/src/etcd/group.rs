@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_etcd::{prefix_end, RangeWatch, Session};
@@ -73,7 +75,9 @@ pub(super) async fn join(
             })
         }
         Start::Offset(n) => n,
-        Start::Time(t) => super::subscribe::find_time(&inner, &keys, topic, t, first, seq, 0).await?,
+        Start::Time(t) => {
+            super::subscribe::find_time(&inner, &keys, topic, t, first, seq, 0).await?
+        }
     };
     let txn = Txn::new()
         .when([Compare::version(gk.cursor(), CompareOp::Equal, 0)])
@@ -188,7 +192,11 @@ impl EtcdMember {
                     let (member, until) = v.split_once(' ').unwrap_or(("", "0"));
                     s.claims.insert(
                         o,
-                        (member.to_owned(), until.parse().unwrap_or(0), kv.mod_revision()),
+                        (
+                            member.to_owned(),
+                            until.parse().unwrap_or(0),
+                            kv.mod_revision(),
+                        ),
                     );
                 }
                 _ => {}
@@ -230,7 +238,9 @@ impl EtcdMember {
                 continue;
             }
             let c_guard = match claim {
-                Some((_, _, rev)) => Compare::mod_revision(self.gk.claim(o), CompareOp::Equal, *rev),
+                Some((_, _, rev)) => {
+                    Compare::mod_revision(self.gk.claim(o), CompareOp::Equal, *rev)
+                }
                 None => Compare::version(self.gk.claim(o), CompareOp::Equal, 0),
             };
             let p_guard = Compare::mod_revision(self.gk.pending(o), CompareOp::Equal, p_rev);
@@ -238,13 +248,11 @@ impl EtcdMember {
                 self.dead_letter(o, attempts, p_guard, c_guard).await?;
                 return Ok(Err(Some(Duration::ZERO)));
             }
-            let txn = Txn::new()
-                .when([p_guard, c_guard])
-                .and_then([
-                    TxnOp::put(self.gk.pending(o), (attempts + 1).to_string(), None),
-                    self.claim_op(o),
-                    TxnOp::get(self.keys.event(o), None),
-                ]);
+            let txn = Txn::new().when([p_guard, c_guard]).and_then([
+                TxnOp::put(self.gk.pending(o), (attempts + 1).to_string(), None),
+                self.claim_op(o),
+                TxnOp::get(self.keys.event(o), None),
+            ]);
             let resp = run(&self.inner, "reclaim event", txn).await?;
             if !resp.succeeded() {
                 return Ok(Err(Some(Duration::ZERO)));
@@ -266,10 +274,15 @@ impl EtcdMember {
         let (cursor, c_rev) = s.cursor;
         let guard = Compare::mod_revision(self.gk.cursor(), CompareOp::Equal, c_rev);
         if cursor < s.first {
-            let txn = Txn::new()
-                .when([guard])
-                .and_then([TxnOp::put(self.gk.cursor(), s.first.to_string(), None)]);
-            if run(&self.inner, "move group cursor", txn).await?.succeeded() {
+            let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+                self.gk.cursor(),
+                s.first.to_string(),
+                None,
+            )]);
+            if run(&self.inner, "move group cursor", txn)
+                .await?
+                .succeeded()
+            {
                 return Err(Error::Truncated {
                     topic: self.topic.clone(),
                     requested: cursor,
@@ -323,10 +336,14 @@ impl EtcdMember {
         let r = self
             .inner
             .client
-            .retry("read event", self.inner.client.default_budget(), |mut cl| {
-                let key = key.clone();
-                async move { cl.get(key, None).await }
-            })
+            .retry(
+                "read event",
+                self.inner.client.default_budget(),
+                |mut cl| {
+                    let key = key.clone();
+                    async move { cl.get(key, None).await }
+                },
+            )
             .await
             .map_err(map_err)?;
         if let Some(e) = self.event_of(o, &r) {
@@ -353,9 +370,13 @@ impl EtcdMember {
     async fn wait(&self, wake: Option<Duration>) -> Result<()> {
         let mut guard = self.watch.lock().await;
         if guard.is_none() {
-            let (w, _) = RangeWatch::open_parts(self.inner.client.clone(), self.keys.dir.clone(), Vec::new())
-                .await
-                .map_err(map_err)?;
+            let (w, _) = RangeWatch::open_parts(
+                self.inner.client.clone(),
+                self.keys.dir.clone(),
+                vec![self.keys.nothing()],
+            )
+            .await
+            .map_err(map_err)?;
             *guard = Some(w);
             // Opened after the state was read: look again rather than miss a change.
             return Ok(());

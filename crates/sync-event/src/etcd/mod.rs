@@ -99,6 +99,11 @@ impl TopicKeys {
     pub(crate) fn event(&self, offset: u64) -> String {
         format!("{}e/{offset:020}", self.dir)
     }
+    /// A prefix under the topic that holds no key: a watch snapshot of it only fixes a
+    /// revision.
+    pub(crate) fn nothing(&self) -> String {
+        format!("{}e/~", self.dir)
+    }
     pub(crate) fn seq(&self) -> String {
         format!("{}seq", self.dir)
     }
@@ -151,7 +156,11 @@ impl Inner {
     }
 
     fn seq_hint(&self, topic: &str) -> Option<u64> {
-        self.seqs.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied()
+        self.seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .copied()
     }
 
     fn set_seq_hint(&self, topic: &str, seq: u64) {
@@ -205,10 +214,10 @@ impl Inner {
                     ));
                 }
             }
-            let txn = Txn::new()
-                .when([guard])
-                .and_then(ops)
-                .or_else([TxnOp::get(keys.seq(), None), TxnOp::get(keys.event(n), None)]);
+            let txn = Txn::new().when([guard]).and_then(ops).or_else([
+                TxnOp::get(keys.seq(), None),
+                TxnOp::get(keys.event(n), None),
+            ]);
             let resp = self
                 .client
                 .retry("publish", self.client.default_budget(), |mut c| {
@@ -287,16 +296,20 @@ impl Inner {
             let from2 = from.clone();
             let _ = self
                 .client
-                .retry("apply age retention", self.client.default_budget(), |mut c| {
-                    let (from, del_end) = (from2.clone(), del_end.clone());
-                    async move {
-                        c.delete(
-                            from,
-                            Some(etcd_client::DeleteOptions::new().with_range(del_end)),
-                        )
-                        .await
-                    }
-                })
+                .retry(
+                    "apply age retention",
+                    self.client.default_budget(),
+                    |mut c| {
+                        let (from, del_end) = (from2.clone(), del_end.clone());
+                        async move {
+                            c.delete(
+                                from,
+                                Some(etcd_client::DeleteOptions::new().with_range(del_end)),
+                            )
+                            .await
+                        }
+                    },
+                )
                 .await;
             if old.len() < page.kvs.len() || page.next.is_none() {
                 return;
@@ -321,10 +334,14 @@ impl Inner {
         ]);
         let resp = self
             .client
-            .retry("read first offset", self.client.default_budget(), |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
+            .retry(
+                "read first offset",
+                self.client.default_budget(),
+                |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                },
+            )
             .await
             .map_err(map_err)?;
         let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {

@@ -14,15 +14,23 @@ use crate::{check_name, Error, Event, Result, Start, Subscription};
 
 const PAGE: i64 = 100;
 
-pub(super) async fn subscribe(inner: Arc<Inner>, topic: &str, start: Start) -> Result<Subscription> {
+pub(super) async fn subscribe(
+    inner: Arc<Inner>,
+    topic: &str,
+    start: Start,
+) -> Result<Subscription> {
     check_name("topic", topic)?;
     let keys = inner.keys(topic);
     if let Some(age) = inner.options.retention_for(topic).max_age() {
         inner.sweep_age(topic, &keys, Some(age)).await;
     }
-    let (watch, snap) = RangeWatch::open_parts(inner.client.clone(), keys.events(), Vec::new())
-        .await
-        .map_err(map_err)?;
+    // The snapshot reads one part that holds no key (`e/~` sorts after every offset): it only
+    // fixes the revision our pages are read at and the watch starts after. (With no part at
+    // all the revision would stay 0 and the watch would replay the topic's whole history.)
+    let (watch, snap) =
+        RangeWatch::open_parts(inner.client.clone(), keys.events(), vec![keys.nothing()])
+            .await
+            .map_err(map_err)?;
     let rev = snap.revision;
     let mut r = Reader {
         inner,
@@ -75,15 +83,27 @@ impl Reader {
     /// (first retained offset or seq + 1, seq), at `self.rev`.
     async fn bounds(&self) -> Result<(u64, u64)> {
         let ev = self.keys.events();
-        let page = read_page(&self.inner.client, ev.as_bytes(), &prefix_end(ev.as_bytes()), 1, self.rev)
-            .await
-            .map_err(map_err)?;
+        let page = read_page(
+            &self.inner.client,
+            ev.as_bytes(),
+            &prefix_end(ev.as_bytes()),
+            1,
+            self.rev,
+        )
+        .await
+        .map_err(map_err)?;
         let seq_key = self.keys.seq();
         let mut seq_end = seq_key.clone().into_bytes();
         seq_end.push(0);
-        let s = read_page(&self.inner.client, seq_key.as_bytes(), &seq_end, 1, self.rev)
-            .await
-            .map_err(map_err)?;
+        let s = read_page(
+            &self.inner.client,
+            seq_key.as_bytes(),
+            &seq_end,
+            1,
+            self.rev,
+        )
+        .await
+        .map_err(map_err)?;
         let seq = s.kvs.first().map_or(0, |kv| parse_u64(&kv.value));
         let first = page
             .kvs
@@ -125,7 +145,15 @@ impl Reader {
             if self.paging {
                 let from = self.keys.event(self.next);
                 let end = prefix_end(self.keys.events().as_bytes());
-                let page = match read_page(&self.inner.client, from.as_bytes(), &end, PAGE, self.rev).await {
+                let page = match read_page(
+                    &self.inner.client,
+                    from.as_bytes(),
+                    &end,
+                    PAGE,
+                    self.rev,
+                )
+                .await
+                {
                     Ok(p) => p,
                     Err(e) => return Some(Err(map_err(e))),
                 };
@@ -142,7 +170,9 @@ impl Reader {
                     continue;
                 }
                 for kv in &page.kvs {
-                    let Some(o) = self.keys.offset_of(&kv.key) else { continue };
+                    let Some(o) = self.keys.offset_of(&kv.key) else {
+                        continue;
+                    };
                     if o < self.next {
                         continue;
                     }
@@ -168,7 +198,9 @@ impl Reader {
                     for c in changes {
                         match c {
                             RangeChange::Put(kv) => {
-                                let Some(o) = self.keys.offset_of(&kv.key) else { continue };
+                                let Some(o) = self.keys.offset_of(&kv.key) else {
+                                    continue;
+                                };
                                 if o == self.next {
                                     self.take(o, &kv.value);
                                 } else if o > self.next {
@@ -179,7 +211,9 @@ impl Reader {
                                 }
                             }
                             RangeChange::Delete { key } => {
-                                let Some(o) = self.keys.offset_of(&key) else { continue };
+                                let Some(o) = self.keys.offset_of(&key) else {
+                                    continue;
+                                };
                                 if o >= self.next && !self.paging {
                                     // Retention dropped an event we have not read.
                                     self.rev = revision;
@@ -204,13 +238,13 @@ impl Reader {
 /// such events (something was dropped, and the oldest retained event is already at or
 /// after `t`).
 pub(super) async fn find_time(
-inner: &Inner,
-keys: &TopicKeys,
-topic: &str,
-t: SystemTime,
-first: u64,
-seq: u64,
-rev: i64,
+    inner: &Inner,
+    keys: &TopicKeys,
+    topic: &str,
+    t: SystemTime,
+    first: u64,
+    seq: u64,
+    rev: i64,
 ) -> Result<u64> {
     let ev = keys.events();
     let end = prefix_end(ev.as_bytes());
@@ -248,4 +282,3 @@ rev: i64,
     }
     Ok(seq + 1)
 }
-
