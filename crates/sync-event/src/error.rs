@@ -117,7 +117,7 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // the etcd backend (next commit) uses it
+    #[allow(dead_code)]
     pub(crate) fn unavailable(
         op: &'static str,
         endpoint: &str,

@@ -7,10 +7,9 @@ mod event;
 mod local;
 mod options;
 
-// The etcd backend is being written on this branch (h-event); it lands in a later commit.
-// #[cfg(feature = "etcd")]
-// #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-// mod etcd;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+mod etcd;
 
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
@@ -44,8 +43,8 @@ pub use options::{
 };
 pub use sync_core::name::MAX_NAME_LEN;
 
-// #[cfg(feature = "etcd")]
-// pub use etcd::{EtcdEvents, ETCD_MAX_EVENT_BYTES};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdEvents, ETCD_MAX_EVENT_BYTES};
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsEvents};
 #[cfg(feature = "etcd")]
@@ -251,6 +250,10 @@ pub async fn open(url: &str, options: EventOptions) -> Result<Arc<dyn EventStrea
     }
     match sync_core::backend::Backend::from_url(url).map_err(|e| Error::Config(e.to_string()))? {
         sync_core::backend::Backend::Local => Ok(Arc::new(LocalEvents::with_options(options)?)),
+        #[cfg(feature = "etcd")]
+        sync_core::backend::Backend::Etcd(cfg) => {
+            Ok(Arc::new(EtcdEvents::connect(*cfg, options).await?))
+        }
         #[allow(unreachable_patterns)]
         other => Err(Error::Config(format!(
             "the {} backend is not compiled into sync-event; enable its `{}` feature",
