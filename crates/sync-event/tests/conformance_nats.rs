@@ -13,17 +13,23 @@ use sync_event::{Error, EventOptions, EventStream, Member, NatsConfig, NatsEvent
 /// Every handle it opened, under its own fresh prefix; their streams are deleted on drop.
 #[derive(Default)]
 struct NatsHarness {
-    opened: Mutex<Vec<(Arc<dyn EventStream>, NatsConfig, NatsEvents)>>,
+    opened: Mutex<Vec<Opened>>,
+}
+
+/// A handle given to the suite, and the backend behind it.
+struct Opened {
+    handle: Arc<dyn EventStream>,
+    events: NatsEvents,
 }
 
 impl NatsHarness {
     fn config_of(&self, of: &Arc<dyn EventStream>) -> NatsConfig {
         let opened = self.opened.lock().unwrap();
-        let (_, cfg, _) = opened
+        let o = opened
             .iter()
-            .find(|(h, _, _)| Arc::ptr_eq(h, of))
+            .find(|o| Arc::ptr_eq(&o.handle, of))
             .expect("peer() of a handle this harness opened");
-        cfg.clone()
+        o.events.config().clone()
     }
 }
 
@@ -41,10 +47,10 @@ impl Harness for NatsHarness {
                 Err(e) => return Err(e),
             };
             let handle: Arc<dyn EventStream> = Arc::new(events.clone());
-            self.opened
-                .lock()
-                .unwrap()
-                .push((handle.clone(), cfg, events));
+            self.opened.lock().unwrap().push(Opened {
+                handle: handle.clone(),
+                events,
+            });
             Ok(handle)
         }
         .boxed()
@@ -54,12 +60,12 @@ impl Harness for NatsHarness {
         async move {
             // A new connection, as another process would have, on the same prefix.
             let cfg = self.config_of(of);
-            let events = testing::connect(cfg.clone(), EventOptions::new()).await;
+            let events = testing::connect(cfg, EventOptions::new()).await;
             let handle: Arc<dyn EventStream> = Arc::new(events.clone());
-            self.opened
-                .lock()
-                .unwrap()
-                .push((handle.clone(), cfg, events));
+            self.opened.lock().unwrap().push(Opened {
+                handle: handle.clone(),
+                events,
+            });
             handle
         }
         .boxed()
@@ -85,7 +91,7 @@ impl Drop for NatsHarness {
         let handles: Vec<NatsEvents> = self
             .opened
             .lock()
-            .map(|mut o| o.drain(..).map(|(_, _, e)| e).collect())
+            .map(|mut o| o.drain(..).map(|o| o.events).collect())
             .unwrap_or_default();
         if handles.is_empty() {
             return;

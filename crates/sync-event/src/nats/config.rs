@@ -157,8 +157,10 @@ impl NatsConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let mut cfg = NatsConfig::default();
-        cfg.urls = Vec::new();
+        let mut cfg = NatsConfig {
+            urls: Vec::new(),
+            ..NatsConfig::default()
+        };
         for host in hosts.split(',') {
             let (h, p) = host
                 .rsplit_once(':')

@@ -136,6 +136,9 @@ impl Node {
             .append(true)
             .open(&log)
             .expect("node log");
+        // Not waited for: the node outlives the test, and `cargo xtask` stops it (it reads the
+        // pid file the node writes).
+        #[allow(clippy::zombie_processes)]
         Command::new("nats-server")
             .arg("-c")
             .arg(self.conf())
