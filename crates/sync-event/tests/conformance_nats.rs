@@ -123,3 +123,30 @@ sync_event::event_conformance!(
     NatsHarness::default(),
     #[ignore = "needs nats: run `cargo xtask test`"]
 );
+
+/// `open` takes `nats://` URLs; a malformed one is a configuration error, before any network.
+#[tokio::test]
+async fn open_refuses_a_malformed_nats_url() {
+    for url in ["nats://h1/app", "nats://h1:1/a.b", "nats://h1:1?replicas=9"] {
+        let r = sync_event::open(url, EventOptions::new()).await;
+        assert!(matches!(r, Err(Error::Config(_))), "{url}: {r:?}");
+    }
+}
+
+/// `open("nats://…")` reaches the harness's cluster.
+#[tokio::test]
+#[ignore = "needs nats: run `cargo xtask test`"]
+async fn open_by_url() {
+    let cfg = testing::config("open");
+    let hosts: Vec<&str> = cfg
+        .urls
+        .iter()
+        .map(|u| u.trim_start_matches("nats://"))
+        .collect();
+    let url = format!("nats://{}/{}?replicas=3", hosts.join(","), cfg.prefix);
+    let ev = sync_event::open(&url, EventOptions::new()).await.unwrap();
+    assert_eq!(ev.publish("t", "x".into()).await.unwrap(), 1);
+    assert_eq!(ev.first_available("t").await.unwrap(), 1);
+    let cleanup = testing::connect(cfg, EventOptions::new()).await;
+    assert_eq!(testing::wipe(&cleanup).await, 1);
+}
