@@ -10,9 +10,12 @@ use sync_etcd::{testing, EtcdClient, EtcdConfig};
 use sync_event::conformance::Harness;
 use sync_event::{EtcdEvents, EventOptions, EventStream, Member, Result, ETCD_MAX_EVENT_BYTES};
 
+/// A handle made by the harness, with what made it.
+type Made = (Arc<dyn EventStream>, EtcdConfig, EventOptions);
+
 struct EtcdHarness {
     /// One config per handle made by `open`, so peers share its prefix.
-    handles: Mutex<Vec<(Arc<dyn EventStream>, EtcdConfig, EventOptions)>>,
+    handles: Mutex<Vec<Made>>,
     /// Clients to wipe each prefix with at the end.
     wipe: Mutex<Vec<testing::WipeOnDrop>>,
 }

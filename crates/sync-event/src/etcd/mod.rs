@@ -59,6 +59,77 @@ pub(crate) struct Inner {
     seqs: Mutex<HashMap<String, u64>>,
     /// When each topic's age retention was last applied by this handle.
     swept: Mutex<HashMap<String, Instant>>,
+    /// Publishes waiting to be written, per topic.
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+/// Most events in one publish transaction (etcd allows 128 operations per transaction by
+/// default; the sequence and a retention delete take two).
+const BATCH_EVENTS: usize = 100;
+/// Most event bytes in one publish transaction (beyond a single event), below etcd's default
+/// request limit of 1.5 MiB.
+const BATCH_BYTES: usize = 1 << 20;
+
+struct Queued {
+    value: Vec<u8>,
+    id: u128,
+    tx: tokio::sync::oneshot::Sender<Result<u64>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Mutex<Vec<Queued>>,
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// Writes a topic's queued publishes in batches until the queue is empty.
+async fn flush(inner: Arc<Inner>, topic: String, queue: Arc<Queue>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let batch: Vec<Queued> = {
+            let mut items = queue.items.lock().unwrap_or_else(|p| p.into_inner());
+            let mut bytes = 0;
+            let mut take = 0;
+            for q in items.iter() {
+                if take > 0 && (take == BATCH_EVENTS || bytes + q.value.len() > BATCH_BYTES) {
+                    break;
+                }
+                bytes += q.value.len();
+                take += 1;
+            }
+            items.drain(..take).collect()
+        };
+        if batch.is_empty() {
+            queue.running.store(false, Ordering::SeqCst);
+            let more = !queue
+                .items
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if more && !queue.running.swap(true, Ordering::SeqCst) {
+                continue;
+            }
+            return;
+        }
+        let values: Vec<(Vec<u8>, u128)> = batch.iter().map(|q| (q.value.clone(), q.id)).collect();
+        match inner.write_batch(&topic, &values).await {
+            Ok(first) => {
+                for (i, q) in batch.into_iter().enumerate() {
+                    let _ = q.tx.send(Ok(first + i as u64));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for q in batch {
+                    let _ = q.tx.send(Err(Error::Unavailable {
+                        op: "publish",
+                        endpoint: inner.client.endpoints().to_owned(),
+                        source: msg.clone().into(),
+                    }));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdEvents {
@@ -145,6 +216,7 @@ impl EtcdEvents {
                 max_bytes,
                 seqs: Mutex::new(HashMap::new()),
                 swept: Mutex::new(HashMap::new()),
+                queues: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -170,11 +242,11 @@ impl Inner {
             .insert(topic.to_owned(), seq);
     }
 
-    /// Publishes: one transaction that moves `seq` from n-1 to n and puts `e/<n>` (and, with a
-    /// count retention, deletes the events that fall out), guarded by `seq`'s value. Retried
-    /// with the sequence it returns when another publisher got there first; a retry after a
-    /// lost response finds its own event by the publish id and returns its offset.
-    pub(crate) async fn publish(&self, topic: &str, message: Message) -> Result<u64> {
+    /// Publishes through the topic's batcher: events queued by concurrent publishes of this
+    /// handle go out together in one transaction (see [`Inner::write_batch`]). The write runs
+    /// on a task of its own, so a dropped publish is still written whole, once, or was never
+    /// queued.
+    pub(crate) async fn publish(self: &Arc<Self>, topic: &str, message: Message) -> Result<u64> {
         check_name("topic", topic)?;
         let size = message.size();
         if size > self.max_bytes {
@@ -185,32 +257,60 @@ impl Inner {
                 backend: "etcd",
             });
         }
+        let id: u128 = rand::random();
+        let value = codec::encode(std::time::SystemTime::now(), id, &message);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queue = {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues.entry(topic.to_owned()).or_default().clone()
+        };
+        queue
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Queued { value, id, tx });
+        if !queue
+            .running
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(flush(self.clone(), topic.to_owned(), queue));
+        }
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Writes a batch: one transaction that moves `seq` from n to n + k and puts `e/<n+1>` ..
+    /// `e/<n+k>` (and, with a count retention, deletes the events that fall out), guarded by
+    /// `seq`'s value. Retried with the sequence it returns when another publisher got there
+    /// first; a retry after a lost response finds its own first event by its publish id.
+    async fn write_batch(&self, topic: &str, batch: &[(Vec<u8>, u128)]) -> Result<u64> {
         let keys = self.keys(topic);
         let retention = self.options.retention_for(topic);
-        let id: u128 = rand::random();
-        let now = std::time::SystemTime::now();
-        let value = codec::encode(now, id, &message);
+        let k = batch.len() as u64;
         let mut seq = match self.seq_hint(topic) {
             Some(s) => s,
             None => self.read_seq(&keys).await?,
         };
         loop {
             let n = seq + 1;
+            let last = seq + k;
             let guard = if seq == 0 {
                 Compare::version(keys.seq(), CompareOp::Equal, 0)
             } else {
                 Compare::value(keys.seq(), CompareOp::Equal, seq.to_string())
             };
-            let mut ops = vec![
-                TxnOp::put(keys.seq(), n.to_string(), None),
-                TxnOp::put(keys.event(n), value.clone(), None),
-            ];
+            let mut ops = vec![TxnOp::put(keys.seq(), last.to_string(), None)];
+            for (i, (value, _)) in batch.iter().enumerate() {
+                ops.push(TxnOp::put(keys.event(n + i as u64), value.clone(), None));
+            }
             if let Some(max) = retention.max_events() {
-                if n > max {
-                    // Every event up to n - max falls out (usually exactly one).
+                if last > max {
+                    // Every event up to last - max falls out.
                     ops.push(TxnOp::delete(
                         keys.events(),
-                        Some(etcd_client::DeleteOptions::new().with_range(keys.event(n - max + 1))),
+                        Some(
+                            etcd_client::DeleteOptions::new()
+                                .with_range(keys.event(last - max + 1)),
+                        ),
                     ));
                 }
             }
@@ -227,7 +327,7 @@ impl Inner {
                 .await
                 .map_err(map_err)?;
             if resp.succeeded() {
-                self.set_seq_hint(topic, n);
+                self.set_seq_hint(topic, last);
                 self.sweep_age(topic, &keys, retention.max_age()).await;
                 return Ok(n);
             }
@@ -237,9 +337,9 @@ impl Inner {
             });
             let current = got.next().flatten().map_or(0, |v| parse_u64(&v));
             if let Some(Some(ev)) = got.next() {
-                if codec::id_of(&ev) == Some(id) {
+                if codec::id_of(&ev) == Some(batch[0].1) {
                     // Our earlier attempt committed; its response was lost.
-                    self.set_seq_hint(topic, current.max(n));
+                    self.set_seq_hint(topic, current.max(last));
                     return Ok(n);
                 }
             }
