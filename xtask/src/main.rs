@@ -1,7 +1,8 @@
 //! `cargo xtask`: the workspace's test harness and setup tasks.
 //!
-//! - `test` starts a 3-member etcd cluster and chronyd on loopback, runs every test of the
-//!   workspace against them, stops them, and ends with the line `N passed, M failed`.
+//! - `test` starts a 3-member etcd cluster, a 3-node NATS JetStream cluster and chronyd on
+//!   loopback, runs every test of the workspace against them, stops them, and ends with the
+//!   line `N passed, M failed`.
 //! - `ci` runs rustfmt and clippy, then `test`.
 //! - `etcd up|down|status` keeps the same services running for work by hand.
 
@@ -27,14 +28,15 @@ usage: cargo xtask <command>
 
 commands:
   test [CARGO_TEST_ARGS] [-- TEST_ARGS]
-        start a 3-member etcd cluster and chronyd (NTP) on loopback ports, run
+        start a 3-member etcd cluster, a 3-node NATS JetStream cluster and
+        chronyd (NTP) on loopback ports, run
         `cargo test --workspace --all-features --no-fail-fast -- --include-ignored`
         against them, stop them; the last line is `N passed, M failed`.
         e.g. cargo xtask test -- -p sync-lock -- lease
   ci    cargo fmt --check, cargo clippy -D warnings, then `test`
   etcd up       start the same services detached and print `export ...` lines
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
-  etcd status   health of each etcd member and of chronyd
+  etcd status   health of each etcd member, NATS node and of chronyd
   etcd down     stop them and remove their directory
   bench [--quick] [--single] [--only SUBSTRING]
         start the same services (--single: a one-member cluster), run every
@@ -51,8 +53,10 @@ commands:
 
 Tests get SYNC_ETCD_ENDPOINTS (http://127.0.0.1:P,... of the 3 members),
 SYNC_NTP_SERVER (127.0.0.1:PORT, UDP), SYNC_ETCD_DATA_DIR and SYNC_ETCD_MEMBERS
-(m1=http://127.0.0.1:P,...). etcd, etcdctl, protoc, chronyd and openssl are needed: as root
-on Debian, missing ones are installed with apt-get.";
+(m1=http://127.0.0.1:P,...), SYNC_NATS_URLS (nats://127.0.0.1:P,... of the 3 NATS nodes),
+SYNC_NATS_NODES (n1=nats://127.0.0.1:P,...) and SYNC_NATS_DIR (nI.conf, nI.pid: a test that
+kills a node restarts it with `nats-server -c DIR/nI.conf`). etcd, etcdctl, protoc, chronyd,
+nats-server and openssl are needed: as root on Debian, missing ones are installed with apt-get.";
 
 /// Exit code after SIGINT/SIGTERM, as shells report it.
 const INTERRUPTED: u8 = 130;
@@ -105,7 +109,7 @@ fn main() -> ExitCode {
 fn test(args: &[String]) -> ExitCode {
     let outcome = workspace_root().and_then(|root| {
         let tools = tools::ensure(true)?;
-        eprintln!("xtask: starting a 3-member etcd cluster and chronyd on loopback");
+        eprintln!("xtask: starting a 3-member etcd cluster, 3 NATS nodes and chronyd on loopback");
         let services = Services::start(&tools)?;
         for (key, value) in services.env() {
             eprintln!("xtask:   {key}={value}");
@@ -235,7 +239,7 @@ fn etcd_up(state: &Path) -> Result<bool> {
         running.stop();
         remove_state(state)?;
     }
-    eprintln!("xtask: starting a 3-member etcd cluster and chronyd on loopback");
+    eprintln!("xtask: starting a 3-member etcd cluster, 3 NATS nodes and chronyd on loopback");
     let services = Services::start(&tools)?;
     print_exports(&services);
     services.detach(state)?;
@@ -252,7 +256,7 @@ fn etcd_down(state: &Path) -> Result<bool> {
         Some(mut services) => {
             services.stop();
             remove_state(state)?;
-            eprintln!("xtask: stopped etcd and chronyd and removed their directory");
+            eprintln!("xtask: stopped etcd, NATS and chronyd and removed their directory");
         }
     }
     Ok(true)

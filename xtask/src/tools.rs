@@ -1,5 +1,5 @@
-//! Finding (and on Debian as root, installing) etcd, etcdctl, protoc, chronyd and openssl
-//! (the TLS tests make their certificates with it).
+//! Finding (and on Debian as root, installing) etcd, etcdctl, protoc, chronyd, nats-server and
+//! openssl (the TLS tests make their certificates with it).
 
 use std::env;
 use std::fs;
@@ -11,20 +11,22 @@ use crate::process;
 use crate::Result;
 
 /// The Debian packages that provide what the tests need.
-pub(crate) const PACKAGES: [&str; 5] = [
+pub(crate) const PACKAGES: [&str; 6] = [
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
     "chrony",
+    "nats-server",
     "openssl",
 ];
 
 /// (program, Debian package providing it).
-const NEEDED: [(&str, &str); 5] = [
+const NEEDED: [(&str, &str); 6] = [
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
     ("protoc", "protobuf-compiler"),
     ("chronyd", "chrony"),
+    ("nats-server", "nats-server"),
     ("openssl", "openssl"),
 ];
 
@@ -40,6 +42,8 @@ pub(crate) struct Tools {
     pub(crate) etcdctl: PathBuf,
     /// The chrony NTP daemon.
     pub(crate) chronyd: PathBuf,
+    /// The NATS server (JetStream).
+    pub(crate) nats_server: PathBuf,
 }
 
 /// Finds an executable named `name` on `PATH` or in the sbin directories.
@@ -90,6 +94,7 @@ pub(crate) fn ensure(install: bool) -> Result<Tools> {
         etcd: get("etcd")?,
         etcdctl: get("etcdctl")?,
         chronyd: get("chronyd")?,
+        nats_server: get("nats-server")?,
     })
 }
 
@@ -147,6 +152,7 @@ impl Drop for PolicyGuard {
 fn apt_install() -> Result<()> {
     let etcd_before = !process::pids_named("etcd").is_empty();
     let chronyd_before = !process::pids_named("chronyd").is_empty();
+    let nats_before = !process::pids_named("nats-server").is_empty();
     {
         let _policy = PolicyGuard::deny_service_starts();
         run_apt(&["update"])?;
@@ -160,6 +166,9 @@ fn apt_install() -> Result<()> {
     }
     if !chronyd_before && !process::pids_named("chronyd").is_empty() {
         stop_system_service("chrony");
+    }
+    if !nats_before && !process::pids_named("nats-server").is_empty() {
+        stop_system_service("nats-server");
     }
     Ok(())
 }
@@ -208,6 +217,7 @@ impl Tools {
             etcd: get("etcd"),
             etcdctl: get("etcdctl"),
             chronyd: get("chronyd"),
+            nats_server: get("nats-server"),
         }
     }
 }

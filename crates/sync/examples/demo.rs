@@ -17,6 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     leader_demo().await?;
     task_demo().await?;
     time_demo().await?;
+    event_demo().await?;
     println!("\ndemo finished");
     Ok(())
 }
@@ -271,5 +272,44 @@ async fn task_demo() -> Result<(), Box<dyn std::error::Error>> {
         }))
         .await;
     println!("  a failing command reports: {}", failed.unwrap_err());
+    Ok(())
+}
+
+async fn event_demo() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== Event: a publisher, two subscribers and a group of two members ==");
+    let events: Arc<dyn EventStream> = Arc::new(LocalEvents::new());
+    let group = GroupOptions::new().with_ack_wait(Duration::from_secs(5));
+    let members = [
+        events.join("orders", "billing", group.clone()).await?,
+        events.join("orders", "billing", group).await?,
+    ];
+    let mut early = events.subscribe("orders", Start::Earliest).await?;
+    for n in 1..=6u32 {
+        let offset = events.publish_json("orders", &n).await?;
+        println!("  published order {n} at offset {offset}");
+    }
+    // A second subscriber that joins late still sees every retained event, in the same order.
+    let mut late = events.subscribe("orders", Start::Earliest).await?;
+    for sub in [&mut early, &mut late] {
+        let mut offsets = Vec::new();
+        for _ in 0..6 {
+            offsets.push(sub.next().await.expect("the stream goes on")?.offset);
+        }
+        println!("  a subscriber saw offsets {offsets:?}");
+    }
+    // The group shares the work: each order goes to one member, which acks it.
+    let mut handled = [Vec::new(), Vec::new()];
+    while handled[0].len() + handled[1].len() < 6 {
+        let (i, d) = tokio::select! {
+            d = members[0].next() => (0, d?),
+            d = members[1].next() => (1, d?),
+        };
+        handled[i].push(d.event.json::<u32>()?);
+        members[i].ack(&d).await?;
+    }
+    println!(
+        "  group billing: member 1 handled {:?}, member 2 handled {:?}",
+        handled[0], handled[1]
+    );
     Ok(())
 }

@@ -22,8 +22,20 @@ pub use sync_task as task;
 #[doc(inline)]
 pub use sync_time as time;
 
+#[cfg(feature = "event")]
+#[cfg_attr(docsrs, doc(cfg(feature = "event")))]
+#[doc(inline)]
+pub use sync_event as event;
+
 /// The traits and types most programs need: `use sync::prelude::*;`.
 pub mod prelude {
+    #[cfg(all(feature = "event", feature = "etcd"))]
+    pub use sync_event::EtcdEvents;
+    #[cfg(feature = "event")]
+    pub use sync_event::{
+        Delivery, Event, EventOptions, EventStream, EventStreamExt, GroupOptions, LocalEvents,
+        Member, Message, Retention, Start,
+    };
     #[cfg(all(feature = "leader", feature = "etcd"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "leader", feature = "etcd"))))]
     pub use sync_leader::EtcdLeader;

@@ -1,13 +1,15 @@
-//! A 3-member etcd cluster and a chronyd NTP server on loopback, in a temporary directory
-//! (for `chaos`, chronyd alone).
+//! A 3-member etcd cluster, a 3-node NATS JetStream cluster ([`nats`]) and a chronyd NTP server
+//! on loopback, in a temporary directory (for `chaos`, chronyd alone; for `bench`, no NATS).
 //!
 //! Commands follow `shared/notes/services.md`. Ports are picked free by binding port 0.
 //! [`Services`] stops everything it started when dropped (also on panic) unless it was
 //! [detached](Services::detach) by `cargo xtask etcd up`.
 
+mod nats;
 mod net;
 mod state;
 
+use nats::{NatsNode, NATS_READY};
 use net::{free_tcp_ports, free_udp_ports, health_summary, ntp_answers};
 
 use std::env;
@@ -84,6 +86,8 @@ pub(crate) struct Services {
     ntp_port: u16,
     ntp_cmdport: u16,
     chronyd: Option<Proc>,
+    /// The NATS nodes (none for `chaos` and `bench`).
+    nats: Vec<NatsNode>,
     /// Set by [`Services::detach`]: dropping then leaves the processes running.
     detached: bool,
 }
@@ -92,21 +96,27 @@ impl Services {
     /// Starts the cluster and chronyd and waits until every member is healthy and chronyd
     /// answers. On failure everything started is stopped and the error shows the logs.
     pub(crate) fn start(tools: &Tools) -> Result<Services> {
-        Services::start_sized(tools, MEMBERS)
+        Services::start_with(tools, MEMBERS, nats::NODES)
     }
 
     /// Only chronyd, for `chaos` (whose scenarios start an etcd cluster of their own).
     pub(crate) fn start_ntp(tools: &Tools) -> Result<Services> {
-        Services::start_sized(tools, 0)
+        Services::start_with(tools, 0, 0)
     }
 
-    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`).
+    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`), no NATS.
     pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
+        Services::start_with(tools, size, 0)
+    }
+
+    /// `size` etcd members, `nats` NATS nodes and chronyd.
+    fn start_with(tools: &Tools, size: usize, nats: usize) -> Result<Services> {
         let mut attempt = 1;
         loop {
-            let mut services = Services::spawn(tools, size)?;
+            let mut services = Services::spawn(tools, size, nats)?;
             let ready = services
                 .wait_etcd(&(0..size).collect::<Vec<_>>(), ETCD_READY)
+                .and_then(|()| services.wait_nats(NATS_READY))
                 .and_then(|()| services.wait_ntp(NTP_READY));
             match ready {
                 Ok(()) => return Ok(services),
@@ -131,13 +141,13 @@ impl Services {
     }
 
     /// Creates the directory, picks ports and spawns every process, without waiting.
-    fn spawn(tools: &Tools, size: usize) -> Result<Services> {
+    fn spawn(tools: &Tools, size: usize, nats: usize) -> Result<Services> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let unique = format!("{DIR_PREFIX}{}-{nanos}", std::process::id());
         let dir = env::temp_dir().join(&unique);
-        let ports = free_tcp_ports(2 * size)?;
+        let ports = free_tcp_ports(2 * size + 3 * nats)?;
         let udp = free_udp_ports(2)?;
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let members = (0..size)
@@ -156,11 +166,15 @@ impl Services {
             ntp_port: udp[0],
             ntp_cmdport: udp[1],
             chronyd: None,
+            nats: NatsNode::numbered(&ports[2 * size..]),
             detached: false,
         };
         // From here on, dropping `services` stops whatever was spawned.
         for i in 0..size {
             services.members[i].proc = Some(services.spawn_member(i)?);
+        }
+        for i in 0..nats {
+            services.nats[i].proc = Some(services.spawn_nats(i)?);
         }
         services.chronyd = Some(services.spawn_chronyd()?);
         Ok(services)
@@ -340,6 +354,7 @@ impl Services {
             .members
             .iter()
             .map(|m| format!("{}.log", m.name))
+            .chain(self.nats.iter().map(|n| format!("{}.log", n.name)))
             .chain(["chronyd.log".to_string()]);
         for log in logs {
             let path = self.dir.join(&log);
@@ -359,13 +374,14 @@ impl Services {
     /// - `SYNC_NTP_SERVER`: `127.0.0.1:PORT` of chronyd (UDP)
     /// - `SYNC_ETCD_DATA_DIR`: the temporary directory (member data in `DIR/m1`, ...)
     /// - `SYNC_ETCD_MEMBERS`: `m1=http://127.0.0.1:P,...` (member name = client URL)
+    /// - with NATS, `SYNC_NATS_URLS`, `SYNC_NATS_NODES`, `SYNC_NATS_DIR` (see [`nats`])
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         let members = self
             .members
             .iter()
             .map(|m| format!("{}={}", m.name, m.client_url()))
             .collect::<Vec<_>>();
-        vec![
+        let mut env = vec![
             (
                 "SYNC_ETCD_ENDPOINTS".into(),
                 self.member_endpoints().join(","),
@@ -373,7 +389,9 @@ impl Services {
             ("SYNC_NTP_SERVER".into(), self.ntp_server()),
             ("SYNC_ETCD_DATA_DIR".into(), self.dir.display().to_string()),
             ("SYNC_ETCD_MEMBERS".into(), members.join(",")),
-        ]
+        ];
+        env.extend(self.nats_env());
+        env
     }
 
     /// `127.0.0.1:PORT` of chronyd (UDP).
@@ -386,9 +404,10 @@ impl Services {
         self.members.iter().map(Member::client_url).collect()
     }
 
-    /// Whether every member and chronyd is running.
+    /// Whether every member, NATS node and chronyd is running.
     pub(crate) fn all_running(&mut self) -> bool {
         self.members.iter_mut().all(Member::running)
+            && self.nats_running()
             && self.chronyd.as_mut().is_some_and(Proc::running)
     }
 
@@ -409,6 +428,7 @@ impl Services {
                 p.terminate(GRACE);
             }
         }
+        self.stop_nats();
         if let Some(mut p) = chronyd {
             p.terminate(GRACE);
         }
@@ -448,6 +468,7 @@ impl Services {
             };
             lines.push(line);
         }
+        lines.extend(self.nats_status());
         let pid = self.chronyd.as_ref().map_or(0, Proc::pid);
         let addr = format!("127.0.0.1:{}", self.ntp_port);
         lines.push(if !self.chronyd.as_mut().is_some_and(Proc::running) {

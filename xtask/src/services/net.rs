@@ -1,7 +1,8 @@
-//! Loopback probes: free ports, an SNTP request, the verdict of `etcdctl endpoint health`.
+//! Loopback probes: free ports, an SNTP request, the verdict of `etcdctl endpoint health`, an
+//! HTTP GET (NATS monitoring).
 
-use std::io;
-use std::net::{TcpListener, UdpSocket};
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use crate::Result;
@@ -54,4 +55,22 @@ pub(crate) fn ntp_answers(port: u16, timeout: Duration) -> bool {
         Ok(n >= 48 && mode == 4 && leap != 3 && stratum != 0)
     };
     probe().unwrap_or(false)
+}
+
+/// `GET path` from 127.0.0.1:`port` over HTTP/1.0; the body of a 200 answer.
+pub(super) fn http_get(port: u16, path: &str, timeout: Duration) -> io::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(body.to_string())
+    } else {
+        let status = head.lines().next().unwrap_or("no answer");
+        Err(io::Error::other(format!("GET {path}: {status}")))
+    }
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Member, Services};
+use super::{Member, NatsNode, Services};
 use crate::process::Proc;
 use crate::tools::Tools;
 use crate::Result;
@@ -35,6 +35,14 @@ impl Services {
                 m.name, m.client_port, m.peer_port
             );
         }
+        for n in &self.nats {
+            let pid = n.proc.as_ref().map_or(0, Proc::pid);
+            let _ = writeln!(
+                text,
+                "nats {} {} {} {} {pid}",
+                n.name, n.client_port, n.route_port, n.http_port
+            );
+        }
         let pid = self.chronyd.as_ref().map_or(0, Proc::pid);
         let _ = writeln!(text, "chronyd {} {} {pid}", self.ntp_port, self.ntp_cmdport);
         if let Some(parent) = state.parent() {
@@ -60,6 +68,7 @@ impl Services {
             )
         };
         let (mut dir, mut token, mut members, mut chronyd) = (None, None, Vec::new(), None);
+        let mut nats = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let num = |s: &str| s.parse::<u32>().map_err(|_| bad(n));
@@ -84,6 +93,13 @@ impl Services {
                     peer_port: port(peer)?,
                     proc: detached(num(pid)?, "etcd"),
                 }),
+                ["nats", name, client, route, http, pid] => nats.push(NatsNode {
+                    name: name.to_string(),
+                    client_port: port(client)?,
+                    route_port: port(route)?,
+                    http_port: port(http)?,
+                    proc: detached(num(pid)?, "nats-server"),
+                }),
                 ["chronyd", p, cmd, pid] => {
                     chronyd = Some((port(p)?, port(cmd)?, detached(num(pid)?, "chronyd")))
                 }
@@ -105,6 +121,7 @@ impl Services {
             ntp_port,
             ntp_cmdport,
             chronyd,
+            nats,
             detached: true,
         }))
     }

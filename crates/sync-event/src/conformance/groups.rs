@@ -1,0 +1,254 @@
+//! Consumer groups: one member per event, ack wait, nack, dead letters, crashes, position.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{payloads, take, Harness, LONG};
+use crate::event::dead_letter;
+use crate::{Delivery, Error, EventOptions, GroupOptions, Member, Message, Start};
+
+async fn next(m: &dyn Member) -> Delivery {
+    sync_core::check::within("the next delivery", LONG, m.next())
+        .await
+        .unwrap()
+}
+
+async fn nothing(m: &dyn Member) {
+    if let Ok(d) = tokio::time::timeout(Duration::from_millis(300), m.next()).await {
+        panic!("expected no delivery, got {d:?}");
+    }
+}
+
+fn text(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.event.payload).into_owned()
+}
+
+/// Two members (on different handles) share the events: each event is delivered to exactly
+/// one of them, and acked events are not delivered again.
+pub async fn group_each_event_to_one_member(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let other = h.peer(&ev).await;
+    let a = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    let b = other.join("t", "g", GroupOptions::new()).await.unwrap();
+    let n = 20;
+    for i in 0..n {
+        ev.publish("t", Message::new(format!("{i}"))).await.unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    let (mut from_a, mut from_b) = (0, 0);
+    while seen.len() < n {
+        let (d, who) = tokio::select! {
+            d = a.next() => (d.unwrap(), 0),
+            d = b.next() => (d.unwrap(), 1),
+            _ = tokio::time::sleep(LONG) => panic!("deliveries stopped at {}", seen.len()),
+        };
+        assert_eq!(d.attempt, 1);
+        assert!(
+            seen.insert(d.event.offset),
+            "offset {} twice",
+            d.event.offset
+        );
+        if who == 0 {
+            a.ack(&d).await.unwrap();
+            from_a += 1;
+        } else {
+            b.ack(&d).await.unwrap();
+            from_b += 1;
+        }
+    }
+    assert_eq!(from_a + from_b, n);
+    nothing(a.as_ref()).await;
+    nothing(b.as_ref()).await;
+}
+
+/// An event not acked within the ack wait goes to another member, as attempt 2.
+pub async fn group_ack_wait_redelivers_to_another_member(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_millis(1500));
+    let a = ev.join("t", "g", opts.clone()).await.unwrap();
+    let o = ev.publish("t", Message::new("x")).await.unwrap();
+    let first = next(a.as_ref()).await;
+    assert_eq!((first.event.offset, first.attempt), (o, 1));
+    let other = h.peer(&ev).await;
+    let b = other.join("t", "g", opts).await.unwrap();
+    let again = next(b.as_ref()).await;
+    assert_eq!(
+        (again.event.offset, again.attempt, text(&again)),
+        (o, 2, "x".into())
+    );
+    b.ack(&again).await.unwrap();
+    let late = a.ack(&first).await;
+    assert!(
+        matches!(late, Err(Error::DeliveryLost { offset, .. }) if offset == o),
+        "{late:?}"
+    );
+}
+
+/// A nacked event is delivered again at once.
+pub async fn group_nack_redelivers(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let m = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    ev.publish("t", Message::new("x")).await.unwrap();
+    ev.publish("t", Message::new("y")).await.unwrap();
+    let d = next(m.as_ref()).await;
+    assert_eq!(text(&d), "x");
+    m.nack(&d).await.unwrap();
+    let again = next(m.as_ref()).await;
+    assert_eq!((text(&again), again.attempt), ("x".into(), 2));
+    m.ack(&again).await.unwrap();
+    let y = next(m.as_ref()).await;
+    assert_eq!((text(&y), y.attempt), ("y".into(), 1));
+    m.ack(&y).await.unwrap();
+    nothing(m.as_ref()).await;
+}
+
+/// After the retry limit the event goes to the dead-letter topic (with where it came from),
+/// and the group moves on.
+pub async fn group_dead_letter_after_retry_limit(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let opts = GroupOptions::new()
+        .with_max_deliveries(2)
+        .with_dead_letter("t.dlq");
+    let mut dlq = ev.subscribe("t.dlq", Start::Earliest).await.unwrap();
+    let m = ev.join("t", "g", opts).await.unwrap();
+    let o = ev
+        .publish("t", Message::new("poison").with_header("k", "v"))
+        .await
+        .unwrap();
+    ev.publish("t", Message::new("fine")).await.unwrap();
+    for attempt in 1..=2 {
+        let d = next(m.as_ref()).await;
+        assert_eq!((text(&d), d.attempt), ("poison".into(), attempt));
+        m.nack(&d).await.unwrap();
+    }
+    let d = next(m.as_ref()).await;
+    assert_eq!(text(&d), "fine");
+    m.ack(&d).await.unwrap();
+    let dead = take(&mut dlq, 1).await;
+    assert_eq!(payloads(&dead), ["poison"]);
+    let hd = &dead[0].headers;
+    assert_eq!(hd["k"], "v");
+    assert_eq!(hd[dead_letter::TOPIC], "t");
+    assert_eq!(hd[dead_letter::OFFSET], o.to_string());
+    assert_eq!(hd[dead_letter::GROUP], "g");
+    assert_eq!(hd[dead_letter::DELIVERIES], "2");
+    nothing(m.as_ref()).await;
+}
+
+/// A member dropped without acking: its events go to another member (without waiting out a
+/// long ack wait).
+pub async fn group_member_dropped_without_ack_is_redelivered(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_secs(600));
+    let a = ev.join("t", "g", opts.clone()).await.unwrap();
+    let b = ev.join("t", "g", opts).await.unwrap();
+    ev.publish("t", Message::new("x")).await.unwrap();
+    let d = next(a.as_ref()).await;
+    drop(a);
+    let again = next(b.as_ref()).await;
+    assert_eq!((again.event.offset, again.attempt), (d.event.offset, 2));
+    b.ack(&again).await.unwrap();
+}
+
+/// A member that dies (kill -9: no leave, no cleanup) loses nothing: its unacked events are
+/// delivered to another member, no later than the ack wait.
+pub async fn group_member_crash_loses_nothing(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let other = h.peer(&ev).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_secs(3));
+    let a = other.join("t", "g", opts.clone()).await.unwrap();
+    for i in 0..3 {
+        ev.publish("t", Message::new(format!("{i}"))).await.unwrap();
+    }
+    let d0 = next(a.as_ref()).await;
+    let d1 = next(a.as_ref()).await;
+    a.ack(&d0).await.unwrap();
+    h.crash(a).await;
+    let b = ev.join("t", "g", opts).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = next(b.as_ref()).await;
+        got.push((text(&d), d.attempt));
+        b.ack(&d).await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, [(text(&d1), 2), ("2".into(), 1)]);
+    nothing(b.as_ref()).await;
+}
+
+/// Every member leaves; a new member (on a new handle) continues where the group was.
+pub async fn group_position_survives_restart(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    for i in 0..4 {
+        ev.publish("t", Message::new(format!("{i}"))).await.unwrap();
+    }
+    let m = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    for want in ["0", "1"] {
+        let d = next(m.as_ref()).await;
+        assert_eq!(text(&d), want);
+        m.ack(&d).await.unwrap();
+    }
+    m.leave().await.unwrap();
+    assert!(matches!(m.next().await, Err(Error::Closed)));
+    drop(m);
+    let restarted = h.peer(&ev).await;
+    let m = restarted
+        .join("t", "g", GroupOptions::new().with_start(Start::Latest))
+        .await
+        .unwrap();
+    for want in ["2", "3"] {
+        let d = next(m.as_ref()).await;
+        assert_eq!((text(&d), d.attempt), (want.into(), 1));
+        m.ack(&d).await.unwrap();
+    }
+    nothing(m.as_ref()).await;
+}
+
+/// An ack after the ack wait is `DeliveryLost` (the event is redelivered), never a silent
+/// success.
+pub async fn group_late_ack_is_delivery_lost(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let m = ev
+        .join(
+            "t",
+            "g",
+            GroupOptions::new().with_ack_wait(Duration::from_millis(1200)),
+        )
+        .await
+        .unwrap();
+    ev.publish("t", Message::new("x")).await.unwrap();
+    let d = next(m.as_ref()).await;
+    let again = next(m.as_ref()).await; // after the ack wait
+    assert_eq!((again.event.offset, again.attempt), (d.event.offset, 2));
+    let late = m.ack(&d).await;
+    assert!(matches!(late, Err(Error::DeliveryLost { .. })), "{late:?}");
+    m.ack(&again).await.unwrap();
+}
+
+/// Two groups of one topic each get every event.
+pub async fn groups_are_independent(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let a = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    let b = ev.join("t", "g/2", GroupOptions::new()).await.unwrap();
+    ev.publish("t", Message::new("x")).await.unwrap();
+    for m in [&a, &b] {
+        let d = next(m.as_ref()).await;
+        assert_eq!((text(&d), d.attempt), ("x".into(), 1));
+        m.ack(&d).await.unwrap();
+    }
+}
+
+/// A new group with `Start::Latest` skips the events published before it was made.
+pub async fn group_start_latest(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    ev.publish("t", Message::new("old")).await.unwrap();
+    let m = ev
+        .join("t", "g", GroupOptions::new().with_start(Start::Latest))
+        .await
+        .unwrap();
+    nothing(m.as_ref()).await;
+    ev.publish("t", Message::new("new")).await.unwrap();
+    let d = next(m.as_ref()).await;
+    assert_eq!(text(&d), "new");
+    m.ack(&d).await.unwrap();
+}

@@ -1,0 +1,579 @@
+//! The in-process backend: topics in memory, bounded per topic by retention.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::event::dead_letter;
+use crate::{
+    check_name, Delivery, Error, Event, EventOptions, EventStream, GroupOptions, Member, Message,
+    Result, Retention, Start, Subscription, LOCAL_DEFAULT_MAX_EVENTS, LOCAL_MAX_EVENT_BYTES,
+};
+
+/// The in-process backend: every handle cloned from one `LocalEvents` shares its topics and
+/// groups. Memory is bounded per topic: count retention defaults to
+/// [`LOCAL_DEFAULT_MAX_EVENTS`] and events to [`LOCAL_MAX_EVENT_BYTES`].
+///
+/// ```
+/// use sync_event::{EventOptions, EventStream, LocalEvents, Retention};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let events = LocalEvents::with_options(
+///     EventOptions::new().with_retention(Retention::new().with_max_events(2)),
+/// )?;
+/// for p in ["a", "b", "c"] {
+///     events.publish("t", p.into()).await?;
+/// }
+/// assert_eq!(events.first_available("t").await?, 2);
+/// # Ok::<(), sync_event::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LocalEvents {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: EventOptions,
+    max_bytes: usize,
+    topics: Mutex<HashMap<String, Topic>>,
+    ids: AtomicU64,
+}
+
+struct Topic {
+    /// Retained events, contiguous offsets.
+    events: VecDeque<Event>,
+    /// The offset the next publish gets.
+    next: u64,
+    /// Publish time of the newest event retention dropped.
+    dropped_until: Option<SystemTime>,
+    retention: Retention,
+    /// Bumped on every change readers or members may wait for.
+    changed: watch::Sender<u64>,
+    groups: HashMap<String, Group>,
+}
+
+struct Group {
+    /// The next offset never delivered to the group.
+    cursor: u64,
+    /// Delivered, not acked.
+    pending: BTreeMap<u64, Pending>,
+}
+
+struct Pending {
+    attempts: u32,
+    holder: Option<Hold>,
+}
+
+#[derive(Clone, Copy)]
+struct Hold {
+    member: u64,
+    until: Instant,
+    tag: u64,
+}
+
+impl Topic {
+    fn new(retention: Retention) -> Self {
+        Topic {
+            events: VecDeque::new(),
+            next: 1,
+            dropped_until: None,
+            retention,
+            changed: watch::Sender::new(0),
+            groups: HashMap::new(),
+        }
+    }
+
+    fn first_available(&self) -> u64 {
+        self.events.front().map_or(self.next, |e| e.offset)
+    }
+
+    fn get(&self, offset: u64) -> Option<&Event> {
+        let first = self.first_available();
+        if offset < first {
+            return None;
+        }
+        self.events.get((offset - first) as usize)
+    }
+
+    fn prune(&mut self) {
+        let max = self.retention.max_events().unwrap_or(u64::MAX);
+        let now = SystemTime::now();
+        loop {
+            let Some(front) = self.events.front() else {
+                return;
+            };
+            let too_many = self.events.len() as u64 > max;
+            let too_old = self
+                .retention
+                .max_age()
+                .is_some_and(|a| now.duration_since(front.published_at).is_ok_and(|d| d > a));
+            if !(too_many || too_old) {
+                return;
+            }
+            let e = self.events.pop_front().expect("front exists");
+            self.dropped_until = Some(e.published_at);
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn append(&mut self, name: &str, message: Message) -> u64 {
+        let offset = self.next;
+        // Publish times never go backwards within a topic, so a start by time is a search.
+        let mut at = SystemTime::now();
+        if let Some(last) = self.events.back() {
+            at = at.max(last.published_at);
+        }
+        self.events.push_back(Event::new(name, offset, at, message));
+        self.next += 1;
+        self.prune();
+        self.bump();
+        offset
+    }
+
+    /// Where `start` points, or `Truncated`.
+    fn resolve(&self, name: &str, start: Start) -> Result<u64> {
+        let first = self.first_available();
+        let truncated = |requested| Error::Truncated {
+            topic: name.to_owned(),
+            requested,
+            first_available: first,
+        };
+        match start {
+            Start::Earliest => Ok(first),
+            Start::Latest => Ok(self.next),
+            Start::Offset(n) if n < first => Err(truncated(n)),
+            Start::Offset(n) => Ok(n),
+            Start::Time(t) => {
+                if self.dropped_until.is_some_and(|d| d >= t) {
+                    return Err(truncated(first.saturating_sub(1).max(1)));
+                }
+                let idx = self.events.partition_point(|e| e.published_at < t);
+                Ok(first + idx as u64)
+            }
+        }
+    }
+}
+
+impl Default for LocalEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for LocalEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEvents")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalEvents {
+    /// A backend with default options.
+    pub fn new() -> Self {
+        Self::with_options(EventOptions::new()).expect("default options are valid")
+    }
+
+    /// A backend with `options`; [`Error::InvalidOptions`] for out-of-range settings.
+    pub fn with_options(options: EventOptions) -> Result<Self> {
+        let max_bytes = options.validate(LOCAL_MAX_EVENT_BYTES)?;
+        Ok(LocalEvents {
+            inner: Arc::new(Inner {
+                options,
+                max_bytes,
+                topics: Mutex::new(HashMap::new()),
+                ids: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// How many events `topic` holds in memory now.
+    pub fn retained(&self, topic: &str) -> usize {
+        let mut topics = self.inner.lock();
+        let t = self.inner.topic(&mut topics, topic);
+        t.prune();
+        t.events.len()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topic<'m>(&self, topics: &'m mut HashMap<String, Topic>, name: &str) -> &'m mut Topic {
+        topics.entry(name.to_owned()).or_insert_with(|| {
+            let mut r = self.options.retention_for(name);
+            if r.max_events().is_none() {
+                r = r.with_max_events(LOCAL_DEFAULT_MAX_EVENTS);
+            }
+            Topic::new(r)
+        })
+    }
+
+    fn check_size(&self, topic: &str, message: &Message) -> Result<()> {
+        let size = message.size();
+        if size > self.max_bytes {
+            return Err(Error::TooLarge {
+                topic: topic.to_owned(),
+                size,
+                limit: self.max_bytes,
+                backend: "local",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl EventStream for LocalEvents {
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<u64>> {
+        let r = (|| {
+            check_name("topic", topic)?;
+            self.inner.check_size(topic, &message)?;
+            let mut topics = self.inner.lock();
+            Ok(self.inner.topic(&mut topics, topic).append(topic, message))
+        })();
+        futures::future::ready(r).boxed()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        topic: &'a str,
+        start: Start,
+    ) -> BoxFuture<'a, Result<Subscription>> {
+        let r = (|| {
+            check_name("topic", topic)?;
+            let mut topics = self.inner.lock();
+            let t = self.inner.topic(&mut topics, topic);
+            t.prune();
+            let next = t.resolve(topic, start)?;
+            let rx = t.changed.subscribe();
+            let state = Reader {
+                inner: self.inner.clone(),
+                topic: topic.to_owned(),
+                next,
+                rx,
+                done: false,
+            };
+            Ok(Subscription::new(
+                futures::stream::unfold(state, |mut s| async move {
+                    let item = s.read().await?;
+                    Some((item, s))
+                })
+                .boxed(),
+            ))
+        })();
+        futures::future::ready(r).boxed()
+    }
+
+    fn join<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        options: GroupOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn Member>>> {
+        let r = (|| {
+            check_name("topic", topic)?;
+            check_name("group", group)?;
+            options.validate(topic)?;
+            let mut topics = self.inner.lock();
+            let t = self.inner.topic(&mut topics, topic);
+            t.prune();
+            if !t.groups.contains_key(group) {
+                let cursor = t.resolve(topic, options.start())?;
+                t.groups.insert(
+                    group.to_owned(),
+                    Group {
+                        cursor,
+                        pending: BTreeMap::new(),
+                    },
+                );
+            }
+            let m: Box<dyn Member> = Box::new(LocalMember {
+                inner: self.inner.clone(),
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                id: self.inner.ids.fetch_add(1, Ordering::Relaxed),
+                options,
+                left: AtomicBool::new(false),
+            });
+            Ok(m)
+        })();
+        futures::future::ready(r).boxed()
+    }
+
+    fn first_available<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let r = (|| {
+            check_name("topic", topic)?;
+            let mut topics = self.inner.lock();
+            let t = self.inner.topic(&mut topics, topic);
+            t.prune();
+            Ok(t.first_available())
+        })();
+        futures::future::ready(r).boxed()
+    }
+}
+
+/// A subscriber's position.
+struct Reader {
+    inner: Arc<Inner>,
+    topic: String,
+    next: u64,
+    rx: watch::Receiver<u64>,
+    done: bool,
+}
+
+impl Reader {
+    async fn read(&mut self) -> Option<Result<Event>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            {
+                let mut topics = self.inner.lock();
+                let t = self.inner.topic(&mut topics, &self.topic);
+                t.prune();
+                self.rx.borrow_and_update();
+                let first = t.first_available();
+                if self.next < first {
+                    self.done = true;
+                    return Some(Err(Error::Truncated {
+                        topic: self.topic.clone(),
+                        requested: self.next,
+                        first_available: first,
+                    }));
+                }
+                if let Some(e) = t.get(self.next) {
+                    self.next += 1;
+                    return Some(Ok(e.clone()));
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+struct LocalMember {
+    inner: Arc<Inner>,
+    topic: String,
+    group: String,
+    id: u64,
+    options: GroupOptions,
+    left: AtomicBool,
+}
+
+impl std::fmt::Debug for LocalMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMember")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step {
+    Deliver(Delivery),
+    DeadLetter(Message),
+    Fail(Error),
+    Wait(Option<Instant>, watch::Receiver<u64>),
+}
+
+impl LocalMember {
+    fn step(&self) -> Step {
+        let mut topics = self.inner.lock();
+        let t = self.inner.topic(&mut topics, &self.topic);
+        t.prune();
+        let rx = t.changed.subscribe();
+        let first = t.first_available();
+        let now = Instant::now();
+        let Topic {
+            events,
+            groups,
+            next,
+            ..
+        } = t;
+        let g = groups.get_mut(&self.group).expect("joined group exists");
+        let get = |o: u64| -> Option<Event> {
+            if o < first {
+                return None;
+            }
+            events.get((o - first) as usize).cloned()
+        };
+        // Holds whose ack wait passed are free again.
+        for p in g.pending.values_mut() {
+            if p.holder.is_some_and(|h| h.until <= now) {
+                p.holder = None;
+            }
+        }
+        let tag = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        let hold = Hold {
+            member: self.id,
+            until: now + self.options.ack_wait(),
+            tag,
+        };
+        if let Some((&offset, p)) = g.pending.iter_mut().find(|(_, p)| p.holder.is_none()) {
+            let Some(event) = get(offset) else {
+                g.pending.remove(&offset);
+                return Step::Fail(Error::Truncated {
+                    topic: self.topic.clone(),
+                    requested: offset,
+                    first_available: first,
+                });
+            };
+            if p.attempts >= self.options.max_deliveries() {
+                let attempts = p.attempts;
+                g.pending.remove(&offset);
+                let mut m = Message::new(event.payload);
+                m.headers = event.headers;
+                let m = m
+                    .with_header(dead_letter::TOPIC, self.topic.clone())
+                    .with_header(dead_letter::OFFSET, offset.to_string())
+                    .with_header(dead_letter::GROUP, self.group.clone())
+                    .with_header(dead_letter::DELIVERIES, attempts.to_string());
+                return Step::DeadLetter(m);
+            }
+            p.attempts += 1;
+            p.holder = Some(hold);
+            return Step::Deliver(Delivery::new(event, p.attempts, tag));
+        }
+        if g.cursor < first {
+            let requested = g.cursor;
+            g.cursor = first;
+            return Step::Fail(Error::Truncated {
+                topic: self.topic.clone(),
+                requested,
+                first_available: first,
+            });
+        }
+        if g.cursor < *next {
+            let offset = g.cursor;
+            let event = get(offset).expect("retained offsets are contiguous");
+            g.cursor += 1;
+            g.pending.insert(
+                offset,
+                Pending {
+                    attempts: 1,
+                    holder: Some(hold),
+                },
+            );
+            return Step::Deliver(Delivery::new(event, 1, tag));
+        }
+        let wake = g
+            .pending
+            .values()
+            .filter_map(|p| p.holder.map(|h| h.until))
+            .min();
+        Step::Wait(wake, rx)
+    }
+
+    fn release_holds(&self) {
+        let mut topics = self.inner.lock();
+        let t = self.inner.topic(&mut topics, &self.topic);
+        if let Some(g) = t.groups.get_mut(&self.group) {
+            for p in g.pending.values_mut() {
+                if p.holder.is_some_and(|h| h.member == self.id) {
+                    p.holder = None;
+                }
+            }
+        }
+        t.bump();
+    }
+
+    /// Applies `f` to the pending entry of `d` if this member still holds it.
+    fn settle(&self, d: &Delivery, ack: bool) -> Result<()> {
+        if self.left.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let mut topics = self.inner.lock();
+        let t = self.inner.topic(&mut topics, &self.topic);
+        let now = Instant::now();
+        let offset = d.event.offset;
+        let g = t.groups.get_mut(&self.group).expect("joined group exists");
+        let held = g
+            .pending
+            .get(&offset)
+            .and_then(|p| p.holder)
+            .is_some_and(|h| h.member == self.id && h.tag == d.tag && h.until > now);
+        if !held {
+            return Err(Error::DeliveryLost {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                offset,
+            });
+        }
+        if ack {
+            g.pending.remove(&offset);
+        } else if let Some(p) = g.pending.get_mut(&offset) {
+            p.holder = None;
+        }
+        t.bump();
+        Ok(())
+    }
+}
+
+impl Member for LocalMember {
+    fn next(&self) -> BoxFuture<'_, Result<Delivery>> {
+        async move {
+            loop {
+                if self.left.load(Ordering::SeqCst) {
+                    return Err(Error::Closed);
+                }
+                match self.step() {
+                    Step::Deliver(d) => return Ok(d),
+                    Step::Fail(e) => return Err(e),
+                    Step::DeadLetter(m) => {
+                        let dl = self.options.dead_letter_for(&self.topic);
+                        let mut topics = self.inner.lock();
+                        self.inner.topic(&mut topics, &dl).append(&dl, m);
+                    }
+                    Step::Wait(wake, mut rx) => {
+                        let until = wake.map(tokio::time::Instant::from_std);
+                        tokio::select! {
+                            _ = rx.changed() => {}
+                            _ = async {
+                                match until {
+                                    Some(u) => tokio::time::sleep_until(u).await,
+                                    None => futures::future::pending().await,
+                                }
+                            } => {}
+                        }
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<()>> {
+        futures::future::ready(self.settle(delivery, true)).boxed()
+    }
+
+    fn nack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<()>> {
+        futures::future::ready(self.settle(delivery, false)).boxed()
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+        if !self.left.swap(true, Ordering::SeqCst) {
+            self.release_holds();
+        }
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl Drop for LocalMember {
+    fn drop(&mut self) {
+        if !self.left.swap(true, Ordering::SeqCst) {
+            self.release_holds();
+        }
+    }
+}
