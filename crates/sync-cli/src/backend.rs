@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sync_core::backend::Backend;
 use sync_core::etcd::EtcdConfig;
+use sync_etcd::{EtcdConnection, Session};
 
 use crate::exit::Failure;
 
@@ -20,10 +21,22 @@ pub(crate) struct Connect {
     #[arg(long, env = "SYNC_CA", global = true, value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
     /// Client certificate (PEM), with --key.
-    #[arg(long, env = "SYNC_CERT", global = true, value_name = "FILE", requires = "key")]
+    #[arg(
+        long,
+        env = "SYNC_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "key"
+    )]
     pub(crate) cert: Option<PathBuf>,
     /// Client private key (PEM), with --cert.
-    #[arg(long, env = "SYNC_KEY", global = true, value_name = "FILE", requires = "cert")]
+    #[arg(
+        long,
+        env = "SYNC_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "cert"
+    )]
     pub(crate) key: Option<PathBuf>,
     /// The name to expect in etcd's certificates, if not the endpoint's host.
     #[arg(long, global = true, value_name = "NAME")]
@@ -89,7 +102,9 @@ impl Connect {
                 }
                 if let Some(p) = &self.password {
                     if cfg.user.is_none() {
-                        return Err(Failure::usage("--password needs a user (--user or user@ in the URL)"));
+                        return Err(Failure::usage(
+                            "--password needs a user (--user or user@ in the URL)",
+                        ));
                     }
                     cfg.password = Some(p.clone());
                 }
@@ -107,31 +122,109 @@ impl Connect {
         }
     }
 
-    pub(crate) async fn lock(&self) -> Result<Arc<dyn sync_lock::Lock>, Failure> {
-        Ok(match self.choose()? {
-            Chosen::Local => Arc::new(sync_lock::LocalLock::new()),
-            Chosen::Etcd(cfg) => Arc::new(sync_lock::EtcdLock::connect(cfg).await?),
+    /// Connects to etcd and starts the session every key of this run is bound to, with `ttl`
+    /// (or the URL's). `Ok(None)` for `local`.
+    pub(crate) async fn session(&self, ttl: Option<Duration>) -> Result<Option<Opened>, Failure> {
+        if let Some(ttl) = ttl {
+            sync_core::duration::validate_ttl(ttl)
+                .map_err(|e| Failure::usage(format!("--ttl: {e}")))?;
+        }
+        let cfg = match self.choose()? {
+            Chosen::Local => return Ok(None),
+            Chosen::Etcd(cfg) => cfg,
+        };
+        let ttl = ttl.unwrap_or(cfg.ttl);
+        let connection = EtcdConnection::connect(cfg).await.map_err(etcd_failure)?;
+        let session = connection.session(ttl).await.map_err(etcd_failure)?;
+        Ok(Some(Opened {
+            connection,
+            session,
+        }))
+    }
+
+    pub(crate) async fn lock(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(Arc<dyn sync_lock::Lock>, Closer), Failure> {
+        Ok(match self.session(ttl).await? {
+            None => (Arc::new(sync_lock::LocalLock::new()), Closer(None)),
+            Some(o) => (
+                Arc::new(sync_lock::EtcdLock::new(o.connection.clone()).with_session(&o.session)),
+                Closer(Some(o.session)),
+            ),
         })
     }
 
-    pub(crate) async fn semaphore(&self) -> Result<Arc<dyn sync_lock::Semaphore>, Failure> {
-        Ok(match self.choose()? {
-            Chosen::Local => Arc::new(sync_lock::LocalSemaphore::new()),
-            Chosen::Etcd(cfg) => Arc::new(sync_lock::EtcdSemaphore::connect(cfg).await?),
+    pub(crate) async fn semaphore(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(Arc<dyn sync_lock::Semaphore>, Closer), Failure> {
+        Ok(match self.session(ttl).await? {
+            None => (Arc::new(sync_lock::LocalSemaphore::new()), Closer(None)),
+            Some(o) => (
+                Arc::new(
+                    sync_lock::EtcdSemaphore::new(o.connection.clone()).with_session(&o.session),
+                ),
+                Closer(Some(o.session)),
+            ),
         })
     }
 
-    pub(crate) async fn rwlock(&self) -> Result<Arc<dyn sync_lock::RwLock>, Failure> {
-        Ok(match self.choose()? {
-            Chosen::Local => Arc::new(sync_lock::LocalRwLock::new()),
-            Chosen::Etcd(cfg) => Arc::new(sync_lock::EtcdRwLock::connect(cfg).await?),
+    pub(crate) async fn rwlock(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(Arc<dyn sync_lock::RwLock>, Closer), Failure> {
+        Ok(match self.session(ttl).await? {
+            None => (Arc::new(sync_lock::LocalRwLock::new()), Closer(None)),
+            Some(o) => (
+                Arc::new(sync_lock::EtcdRwLock::new(o.connection.clone()).with_session(&o.session)),
+                Closer(Some(o.session)),
+            ),
         })
     }
 
-    pub(crate) async fn leader(&self) -> Result<Arc<dyn sync_leader::Leader>, Failure> {
-        Ok(match self.choose()? {
-            Chosen::Local => Arc::new(sync_leader::LocalLeader::new()),
-            Chosen::Etcd(cfg) => Arc::new(sync_leader::EtcdLeader::connect(cfg).await?),
+    pub(crate) async fn leader(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(Arc<dyn sync_leader::Leader>, Closer), Failure> {
+        Ok(match self.session(ttl).await? {
+            None => (Arc::new(sync_leader::LocalLeader::new()), Closer(None)),
+            Some(o) => (
+                Arc::new(
+                    sync_leader::EtcdLeader::new(o.connection.clone()).with_session(&o.session),
+                ),
+                Closer(Some(o.session)),
+            ),
         })
     }
+}
+
+/// An etcd connection and the session of this run.
+pub(crate) struct Opened {
+    connection: EtcdConnection,
+    session: Session,
+}
+
+/// Ends the run's session: revokes its lease, which deletes every key of ours that is left (a
+/// place in a queue given up by `--wait` or a signal, a hold whose release failed). Without it
+/// such a key would stay until the lease expired, as the library cleans up dropped waits in
+/// background tasks that a process about to exit does not run.
+pub(crate) struct Closer(Option<Session>);
+
+impl Closer {
+    pub(crate) async fn close(self) {
+        if let Some(s) = self.0 {
+            // Lost or unreachable: the lease expires by itself.
+            let _ = s.close().await;
+        }
+    }
+}
+
+fn etcd_failure(e: sync_etcd::Error) -> Failure {
+    use sync_etcd::Error as E;
+    let code = match &e {
+        E::InvalidConfig(_) => crate::exit::USAGE,
+        _ => crate::exit::UNAVAILABLE,
+    };
+    Failure::new(code, format!("etcd: {}", crate::exit::full_message(&e)))
 }

@@ -24,7 +24,18 @@ fn show(group: &str, who: &Option<LeaderInfo>, out: Output) {
 /// Prints who leads `group`; with `watch`, every change until SIGINT/SIGTERM (exit 0) or the
 /// backend fails (exit 69).
 pub(crate) async fn run(c: &Connect, group: &str, watch: bool, out: Output) -> Result<u8, Failure> {
-    let leaders = c.leader().await?;
+    let (leaders, closer) = c.leader(None).await?;
+    let r = follow(&*leaders, group, watch, out).await;
+    closer.close().await;
+    r
+}
+
+async fn follow(
+    leaders: &dyn sync_leader::Leader,
+    group: &str,
+    watch: bool,
+    out: Output,
+) -> Result<u8, Failure> {
     if !watch {
         let who = leaders.leader(group).await?;
         show(group, &who, out);

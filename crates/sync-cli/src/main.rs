@@ -53,11 +53,9 @@ struct Wait {
 }
 
 impl Wait {
+    /// The options of one acquire; the TTL is the session's (see `backend::Connect::session`).
     fn options(&self) -> sync_lock::AcquireOptions {
         let mut o = sync_lock::AcquireOptions::new();
-        if let Some(t) = self.ttl {
-            o = o.with_ttl(t);
-        }
         if let Some(w) = self.wait {
             o = o.with_max_wait(w);
         }
@@ -166,14 +164,14 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             wait,
             command,
         } => {
-            let locks = c.lock().await?;
+            let (locks, closer) = c.lock(wait.ttl).await?;
             let plan = Plan {
                 kind: "lock",
                 name: &name,
                 command: &command,
                 out,
             };
-            hold::run(plan, async {
+            let code = hold::run(plan, async {
                 let o = wait.options();
                 Ok(if wait.try_ {
                     locks.try_acquire(&name, o).await?.map(Held::Guard)
@@ -181,7 +179,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                     Some(Held::Guard(locks.acquire(&name, o).await?))
                 })
             })
-            .await
+            .await;
+            closer.close().await;
+            code
         }
         Cmd::Semaphore {
             name,
@@ -189,14 +189,14 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             wait,
             command,
         } => {
-            let sems = c.semaphore().await?;
+            let (sems, closer) = c.semaphore(wait.ttl).await?;
             let plan = Plan {
                 kind: "semaphore",
                 name: &name,
                 command: &command,
                 out,
             };
-            hold::run(plan, async {
+            let code = hold::run(plan, async {
                 let o = wait.options();
                 Ok(if wait.try_ {
                     sems.try_acquire(&name, permits, o).await?.map(Held::Guard)
@@ -204,7 +204,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                     Some(Held::Guard(sems.acquire(&name, permits, o).await?))
                 })
             })
-            .await
+            .await;
+            closer.close().await;
+            code
         }
         Cmd::Rwlock {
             name,
@@ -213,14 +215,14 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             wait,
             command,
         } => {
-            let locks = c.rwlock().await?;
+            let (locks, closer) = c.rwlock(wait.ttl).await?;
             let plan = Plan {
                 kind: "rwlock",
                 name: &name,
                 command: &command,
                 out,
             };
-            hold::run(plan, async {
+            let code = hold::run(plan, async {
                 let o = wait.options();
                 Ok(match (read, wait.try_) {
                     (true, true) => locks.try_read(&name, o).await?.map(Held::Guard),
@@ -229,7 +231,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                     (false, false) => Some(Held::Guard(locks.write(&name, o).await?)),
                 })
             })
-            .await
+            .await;
+            closer.close().await;
+            code
         }
         Cmd::Elect {
             group,
@@ -239,7 +243,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             wait,
             command,
         } => {
-            let leaders = c.leader().await?;
+            let (leaders, closer) = c.leader(ttl).await?;
             let id = id.unwrap_or_else(default_id);
             let plan = Plan {
                 kind: "elect",
@@ -247,11 +251,8 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                 command: &command,
                 out,
             };
-            hold::run(plan, async {
+            let code = hold::run(plan, async {
                 let mut o = sync_leader::ElectOptions::new().with_group(group.clone());
-                if let Some(t) = ttl {
-                    o = o.with_ttl(t);
-                }
                 if let Some(w) = wait {
                     o = o.with_max_wait(w);
                 }
@@ -260,7 +261,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                 }
                 Ok(Some(Held::Elected(leaders.elect(&id, o).await?)))
             })
-            .await
+            .await;
+            closer.close().await;
+            code
         }
         Cmd::Leader { group, watch } => leader::run(c, &group, watch, out).await,
         Cmd::Time {
@@ -275,7 +278,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -51,7 +51,8 @@ pub(crate) struct Signals {
 impl Signals {
     pub(crate) fn install() -> Result<Self, Failure> {
         let make = |k| {
-            signal(k).map_err(|e| Failure::new(exit::INTERNAL, format!("cannot handle signals: {e}")))
+            signal(k)
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot handle signals: {e}")))
         };
         Ok(Signals {
             int: make(SignalKind::interrupt())?,
@@ -105,7 +106,9 @@ pub(crate) async fn run(
     out: Output,
 ) -> Result<Ended, Failure> {
     let mut child = spawn(argv, env)?;
-    let pid = child.id().ok_or_else(|| Failure::new(exit::INTERNAL, "the child vanished"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| Failure::new(exit::INTERNAL, "the child vanished"))?;
     let pgid = Pid::from_raw(pid as i32);
     out.event("started", json!({ "pid": pid }), || {
         format!("started {:?} as pid {pid} (process group {pid})", argv[0])
