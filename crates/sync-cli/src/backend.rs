@@ -60,7 +60,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// The backend chosen, with the flags applied.
 pub(crate) enum Chosen {
     Local,
-    Etcd(EtcdConfig),
+    Etcd(Box<EtcdConfig>),
 }
 
 impl Connect {
@@ -112,7 +112,7 @@ impl Connect {
                     cfg = cfg.with_connect_timeout(t);
                 }
                 cfg.validate().map_err(|e| Failure::usage(e.to_string()))?;
-                Ok(Chosen::Etcd(cfg))
+                Ok(Chosen::Etcd(Box::new(cfg)))
             }
             #[allow(unreachable_patterns)]
             other => Err(Failure::usage(format!(
@@ -134,7 +134,7 @@ impl Connect {
             Chosen::Etcd(cfg) => cfg,
         };
         let ttl = ttl.unwrap_or(cfg.ttl);
-        let connection = EtcdConnection::connect(cfg).await.map_err(etcd_failure)?;
+        let connection = EtcdConnection::connect(*cfg).await.map_err(etcd_failure)?;
         let session = connection.session(ttl).await.map_err(etcd_failure)?;
         Ok(Some(Opened {
             connection,
