@@ -13,6 +13,7 @@ mod hold;
 mod leader;
 mod output;
 mod supervise;
+mod task;
 mod time;
 
 use backend::{parse_duration, Connect};
@@ -132,6 +133,9 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
+    /// Jobs: submit, status, wait, and a worker running a shell command per job.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
     /// Synchronized time: now, its bounds, and what each NTP server said.
     Time {
         /// NTP server `host[:port]` (repeat for several). None: the system clock, with an
@@ -265,6 +269,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             closer.close().await;
             code
         }
+        Cmd::Task(cmd) => task::run(c, cmd, out).await,
         Cmd::Leader { group, watch } => leader::run(c, &group, watch, out).await,
         Cmd::Time {
             servers,

@@ -474,3 +474,71 @@ fn time_against_the_harness_ntp_server() {
     assert_eq!(code, UNAVAILABLE, "{out}");
     assert!(out.contains("FAILED"), "{out}");
 }
+
+#[test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+fn a_task_worker_runs_a_shell_command_per_job() {
+    let url = etcd_url("task", "ttl=3s");
+    let worker = Proc::spawn(
+        "worker",
+        syncctl().args([
+            "--url",
+            &url,
+            "task",
+            "worker",
+            "upper",
+            "--",
+            "sh",
+            "-c",
+            "test \"$SYNC_JOB_PAYLOAD\" != '\"fail\"' && tr a-z A-Z",
+        ]),
+    );
+    let (code, out, err) = run(&[
+        "--url",
+        &url,
+        "task",
+        "submit",
+        "upper",
+        "--payload",
+        "\"hello\"",
+        "--wait-for-worker",
+        "--wait",
+    ]);
+    assert_eq!((code, out.trim()), (0, "\"HELLO\""), "{err}");
+    let (code, id, err) = run(&[
+        "--url",
+        &url,
+        "task",
+        "submit",
+        "upper",
+        "--payload",
+        "{\"a\":1}",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    let (code, out, err) = run(&["--url", &url, "--json", "task", "wait", id]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["output"]["A"], 1, "{out}");
+    let (code, out, _) = run(&["--url", &url, "--json", "task", "status", id]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["state"], "succeeded", "{out}");
+    // A failing command fails the job: exit 1.
+    let (code, _, err) = run(&[
+        "--url",
+        &url,
+        "task",
+        "submit",
+        "upper",
+        "--payload",
+        "\"fail\"",
+        "--max-attempts",
+        "1",
+        "--wait",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    worker.signal(Signal::SIGTERM);
+    let (status, _, err) = worker.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{err}");
+}
