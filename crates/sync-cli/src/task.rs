@@ -165,6 +165,7 @@ pub(crate) async fn run(c: &Connect, cmd: TaskCmd, out: Output) -> Result<u8, Fa
             }
             let handle = task.submit(job).await?;
             let id = handle.id().clone();
+            released(&*task, &id).await;
             if !wait {
                 out.answer(&json!({ "id": id.as_str() }), || id.to_string());
                 return Ok(exit::OK);
@@ -187,6 +188,25 @@ pub(crate) async fn run(c: &Connect, cmd: TaskCmd, out: Output) -> Result<u8, Fa
             pool,
             argv,
         } => worker(c, command, pool, argv, out).await,
+    }
+}
+
+/// Waits (up to 10 s) until the job is claimable. The library's `submit` returns the id as soon
+/// as the job is written *held*, and makes it claimable with a second transaction sent in the
+/// background; a process that exits at once would drop that transaction, leaving the job held
+/// (not run) for the library's 60 s submit hold. Status shows a held job as pending with a
+/// `not_before` in the future.
+async fn released(task: &dyn Task, id: &JobId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        match task.status(id).await {
+            Ok(JobStatus::Pending {
+                not_before: Some(t),
+                ..
+            }) if t > std::time::SystemTime::now() => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

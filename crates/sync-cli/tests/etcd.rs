@@ -504,7 +504,7 @@ fn a_task_worker_runs_a_shell_command_per_job() {
         "--wait-for-worker",
         "--wait",
     ]);
-    assert_eq!((code, out.trim()), (0, "\"HELLO\""), "{err}");
+    assert_eq!((code, out.trim()), (0, "HELLO"), "{err}");
     let (code, id, err) = run(&[
         "--url",
         &url,
