@@ -26,7 +26,7 @@ use output::Output;
 /// Exit codes: the command's own status (128 + signal if a signal ended it); 2 usage error;
 /// 69 backend unreachable; 70 internal error; 75 not acquired (--try, --wait ran out);
 /// 76 lost while the command ran (the command was stopped); 126/127 command not executable /
-/// not found.
+/// not found; `task submit --wait`/`task wait`: 1 the job failed.
 #[derive(Debug, Parser)]
 #[command(name = "syncctl", version, max_term_width = 100)]
 struct Cli {
