@@ -1,0 +1,316 @@
+//! `syncctl`: run a command under a distributed lock, semaphore, read-write lock or leadership,
+//! ask who leads a group, read synchronized time. See `crates/sync-cli/README.md` and
+//! `docs/syncctl.md` for the commands, the exit codes and the loss → kill timeline.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+mod backend;
+mod exit;
+mod hold;
+mod leader;
+mod output;
+mod supervise;
+mod task;
+mod time;
+
+use backend::{parse_duration, Connect};
+use exit::Failure;
+use hold::{Held, Plan};
+use output::Output;
+
+/// Run commands under distributed locks and leaderships; ask who leads; read synchronized time.
+///
+/// Exit codes: the command's own status (128 + signal if a signal ended it); 2 usage error;
+/// 69 backend unreachable; 70 internal error; 75 not acquired (--try, --wait ran out);
+/// 76 lost while the command ran (the command was stopped); 126/127 command not executable /
+/// not found; `task submit --wait`/`task wait`: 1 the job failed.
+#[derive(Debug, Parser)]
+#[command(name = "syncctl", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    connect: Connect,
+    /// Machine-readable output: JSON lines (events on stderr, answers on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Waiting for what is asked.
+#[derive(Debug, Clone, clap::Args)]
+struct Wait {
+    /// Lease TTL: how long it outlives a syncctl that died (e.g. `10s`; default the URL's).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    /// Wait at most this long (e.g. `30s`), then exit 75; default: as long as it takes.
+    #[arg(long, value_name = "D", value_parser = parse_duration, conflicts_with = "try_")]
+    wait: Option<Duration>,
+    /// Do not wait: exit 75 at once if it is held.
+    #[arg(long = "try", id = "try_")]
+    try_: bool,
+}
+
+impl Wait {
+    /// The options of one acquire; the TTL is the session's (see `backend::Connect::session`).
+    fn options(&self) -> sync_lock::AcquireOptions {
+        let mut o = sync_lock::AcquireOptions::new();
+        if let Some(w) = self.wait {
+            o = o.with_max_wait(w);
+        }
+        o
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Run CMD while holding the lock NAME (SYNC_FENCING_TOKEN in its environment).
+    Lock {
+        /// The lock's name.
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Run CMD while holding one of N permits of the semaphore NAME.
+    Semaphore {
+        /// The semaphore's name.
+        name: String,
+        /// How many holders at once (all users of NAME must agree).
+        #[arg(short = 'n', long = "permits", value_name = "N")]
+        permits: usize,
+        #[command(flatten)]
+        wait: Wait,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Run CMD while reading (shared) or writing (alone) the read-write lock NAME.
+    Rwlock {
+        /// The read-write lock's name.
+        name: String,
+        /// Shared with other readers.
+        #[arg(long, conflicts_with = "write", required_unless_present = "write")]
+        read: bool,
+        /// Alone.
+        #[arg(long)]
+        write: bool,
+        #[command(flatten)]
+        wait: Wait,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Campaign in GROUP and run CMD while leader (SYNC_LEADER_TERM in its environment).
+    Elect {
+        /// The group.
+        group: String,
+        /// Our candidate id (default: HOSTNAME-PID).
+        #[arg(long)]
+        id: Option<String>,
+        /// A value to proclaim with the leadership (shown by `syncctl leader`).
+        #[arg(long)]
+        value: Option<String>,
+        /// Lease TTL (e.g. `10s`; default the URL's).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Campaign at most this long, then exit 75.
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        wait: Option<Duration>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Who leads GROUP ("nobody" if no one); with --watch, every change until interrupted.
+    Leader {
+        /// The group.
+        group: String,
+        /// Follow every change.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Jobs: submit, status, wait, and a worker running a shell command per job.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
+    /// Synchronized time: now, its bounds, and what each NTP server said.
+    Time {
+        /// NTP server `host[:port]` (repeat for several). None: the system clock, with an
+        /// assumed error.
+        #[arg(long = "server", value_name = "ADDR")]
+        servers: Vec<String>,
+        /// Samples per server.
+        #[arg(long)]
+        samples: Option<u32>,
+        /// Time allowed for one query (e.g. `1s`).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "syncctl".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
+    let c = &cli.connect;
+    match cli.command {
+        Cmd::Lock {
+            name,
+            wait,
+            command,
+        } => {
+            let (locks, closer) = c.lock(wait.ttl).await?;
+            let plan = Plan {
+                kind: "lock",
+                name: &name,
+                command: &command,
+                out,
+            };
+            let code = hold::run(plan, async {
+                let o = wait.options();
+                Ok(if wait.try_ {
+                    locks.try_acquire(&name, o).await?.map(Held::Guard)
+                } else {
+                    Some(Held::Guard(locks.acquire(&name, o).await?))
+                })
+            })
+            .await;
+            closer.close().await;
+            code
+        }
+        Cmd::Semaphore {
+            name,
+            permits,
+            wait,
+            command,
+        } => {
+            let (sems, closer) = c.semaphore(wait.ttl).await?;
+            let plan = Plan {
+                kind: "semaphore",
+                name: &name,
+                command: &command,
+                out,
+            };
+            let code = hold::run(plan, async {
+                let o = wait.options();
+                Ok(if wait.try_ {
+                    sems.try_acquire(&name, permits, o).await?.map(Held::Guard)
+                } else {
+                    Some(Held::Guard(sems.acquire(&name, permits, o).await?))
+                })
+            })
+            .await;
+            closer.close().await;
+            code
+        }
+        Cmd::Rwlock {
+            name,
+            read,
+            write: _,
+            wait,
+            command,
+        } => {
+            let (locks, closer) = c.rwlock(wait.ttl).await?;
+            let plan = Plan {
+                kind: "rwlock",
+                name: &name,
+                command: &command,
+                out,
+            };
+            let code = hold::run(plan, async {
+                let o = wait.options();
+                Ok(match (read, wait.try_) {
+                    (true, true) => locks.try_read(&name, o).await?.map(Held::Guard),
+                    (true, false) => Some(Held::Guard(locks.read(&name, o).await?)),
+                    (false, true) => locks.try_write(&name, o).await?.map(Held::Guard),
+                    (false, false) => Some(Held::Guard(locks.write(&name, o).await?)),
+                })
+            })
+            .await;
+            closer.close().await;
+            code
+        }
+        Cmd::Elect {
+            group,
+            id,
+            value,
+            ttl,
+            wait,
+            command,
+        } => {
+            let (leaders, closer) = c.leader(ttl).await?;
+            let id = id.unwrap_or_else(default_id);
+            let plan = Plan {
+                kind: "elect",
+                name: &group,
+                command: &command,
+                out,
+            };
+            let code = hold::run(plan, async {
+                let mut o = sync_leader::ElectOptions::new().with_group(group.clone());
+                if let Some(w) = wait {
+                    o = o.with_max_wait(w);
+                }
+                if let Some(v) = value {
+                    o = o.with_value(v);
+                }
+                Ok(Some(Held::Elected(leaders.elect(&id, o).await?)))
+            })
+            .await;
+            closer.close().await;
+            code
+        }
+        Cmd::Task(cmd) => task::run(c, cmd, out).await,
+        Cmd::Leader { group, watch } => leader::run(c, &group, watch, out).await,
+        Cmd::Time {
+            servers,
+            samples,
+            timeout,
+        } => time::run(servers, samples, timeout, out).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Output { json: cli.json };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.failure(exit::INTERNAL, &format!("cannot start the runtime: {e}"));
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = rt.block_on(dispatch(cli, out));
+    // The lease keeper and watches run on this runtime: stop them without waiting.
+    rt.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            out.failure(f.code, &f.message);
+            f.exit_code()
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! syncctl against the in-process backend and bad input: needs no server.
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::*;
+
+#[test]
+fn runs_the_command_with_its_token_and_exits_with_its_status() {
+    let (code, out, err) = run(&[
+        "--url",
+        "local",
+        "lock",
+        "job",
+        "--",
+        "sh",
+        "-c",
+        "echo token=$SYNC_FENCING_TOKEN name=$SYNC_NAME; exit 5",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(out.contains("token=1 name=job"), "{out}");
+    assert!(
+        err.contains("acquired lock \"job\"") && err.contains("released"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_it() {
+    let (code, _, err) = run(&[
+        "--url",
+        "local",
+        "lock",
+        "job",
+        "--",
+        "sh",
+        "-c",
+        "kill -KILL $$",
+    ]);
+    assert_eq!(code, 128 + 9, "{err}");
+}
+
+#[test]
+fn every_primitive_runs_on_local() {
+    for args in [
+        &["semaphore", "pool", "-n", "2", "--", "true"][..],
+        &["rwlock", "cfg", "--read", "--", "true"],
+        &["rwlock", "cfg", "--write", "--try", "--", "true"],
+        &[
+            "elect",
+            "g",
+            "--id",
+            "me",
+            "--",
+            "sh",
+            "-c",
+            "test \"$SYNC_LEADER_TERM\" -ge 1",
+        ],
+    ] {
+        let mut all = vec!["--url", "local"];
+        all.extend_from_slice(args);
+        let (code, _, err) = run(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let (code, out, _) = run(&["--url", "local", "leader", "g"]);
+    assert_eq!((code, out.trim()), (0, "nobody"));
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_command() {
+    let dir = TempDir::new("sigint");
+    let (ready, stop) = (dir.path("ready"), dir.path("stop"));
+    let p = Proc::spawn(
+        "syncctl",
+        syncctl()
+            .args(["--url", "local", "lock", "job", "--"])
+            .args(hold_until(&ready, &stop)),
+    );
+    wait_for_file(&ready, Duration::from_secs(20));
+    p.signal(Signal::SIGINT);
+    let (status, _, err) = p.finish(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + 2), "{err}");
+    assert!(err.contains("forwarding SIGINT"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_usage_error_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["lock", "x", "--", "true"], "no backend"),
+        (
+            &["--url", "redis://h", "lock", "x", "--", "true"],
+            "unknown backend",
+        ),
+        (
+            &["--url", "etcd://h:notaport", "lock", "x", "--", "true"],
+            "port",
+        ),
+        (
+            &["--url", "local", "lock", "x", "--ttl", "abc", "--", "true"],
+            "abc",
+        ),
+        (
+            &["--url", "local", "lock", "x", "--ttl", "0s", "--", "true"],
+            "ttl",
+        ),
+        (&["--url", "local", "lock", "x"], "CMD"),
+        (
+            &[
+                "--url", "local", "lock", "x", "--try", "--wait", "1s", "--", "true",
+            ],
+            "cannot be used",
+        ),
+        (&["--url", "local", "lock", "", "--", "true"], "name"),
+        (&["--url", "local", "rwlock", "x", "--", "true"], "--read"),
+        (
+            &["--url", "local", "semaphore", "x", "-n", "0", "--", "true"],
+            "permit",
+        ),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, needle) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, USAGE, "{args:?}: {out}{err}");
+        assert!(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_command_exits_127() {
+    let (code, _, err) = run(&["--url", "local", "lock", "x", "--", "/nonexistent/cmd"]);
+    assert_eq!(code, NOT_FOUND, "{err}");
+    assert!(err.contains("/nonexistent/cmd"), "{err}");
+}
+
+#[test]
+fn an_unreachable_etcd_exits_69() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("etcd://127.0.0.1:{port}/x");
+    let (code, _, err) = run(&[
+        "--url",
+        &url,
+        "--connect-timeout",
+        "1s",
+        "lock",
+        "x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, UNAVAILABLE, "{err}");
+    assert!(
+        err.contains(&port.to_string()),
+        "the message names the endpoint: {err}"
+    );
+}
+
+#[test]
+fn json_events_are_one_object_per_line() {
+    let (code, _, err) = run(&["--url", "local", "--json", "lock", "j", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = events(&err)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["acquired", "started", "exited", "released"],
+        "{err}"
+    );
+}
+
+#[test]
+fn time_on_the_system_clock() {
+    let (code, out, err) = run(&["--json", "time"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["state"], "system_clock", "{out}");
+    assert!(v["error_ms"].as_f64().is_some(), "{out}");
+}
