@@ -1,7 +1,7 @@
 //! The `nats` backend: NATS JetStream (feature `nats`).
 //!
 //! # Layout
-//! - **One stream per topic**, named `PREFIX_<encoded topic>` ([`names`]) and holding one
+//! - **One stream per topic**, named `PREFIX_<encoded topic>` (see `names.rs`) and holding one
 //!   subject `PREFIX.<encoded topic>`, replicated [`NatsConfig::replicas`] ways (3 by default).
 //!   An event's offset is its stream sequence. JetStream numbers the messages of a stream
 //!   1, 2, 3, … in the order its raft group commits them, and since the stream holds this topic
