@@ -35,6 +35,10 @@ struct Cli {
     /// Machine-readable output: JSON lines (events on stderr, answers on stdout).
     #[arg(long, global = true)]
     json: bool,
+    /// Serve the library's metrics for Prometheus at http://ADDR/metrics while syncctl runs
+    /// (e.g. `127.0.0.1:9464`; names in docs/syncctl.md).
+    #[arg(long, global = true, env = "SYNC_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -303,6 +307,20 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
+    if let Some(addr) = cli.metrics_addr {
+        let installed = rt.block_on(async {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+        });
+        if let Err(e) = installed {
+            out.failure(
+                exit::USAGE,
+                &format!("cannot serve metrics at {addr}: {e} (pick a free --metrics-addr)"),
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     let result = rt.block_on(dispatch(cli, out));
     // The lease keeper and watches run on this runtime: stop them without waiting.
     rt.shutdown_background();

@@ -185,3 +185,93 @@ fn time_on_the_system_clock() {
     assert_eq!(v["state"], "system_clock", "{out}");
     assert!(v["error_ms"].as_f64().is_some(), "{out}");
 }
+
+/// `GET /metrics` at `addr`: the body, or `None` while nothing answers.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A free loopback port's address (bound, then released for syncctl to take).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn metrics_addr_serves_what_the_run_produced_for_prometheus() {
+    let addr = free_addr();
+    let dir = TempDir::new("metrics");
+    let (ready, stop) = (dir.path("ready"), dir.path("stop"));
+    let script = hold_until(&ready, &stop);
+    let mut cmd = syncctl();
+    cmd.args([
+        "--url",
+        "local",
+        "--metrics-addr",
+        &addr,
+        "elect",
+        "jobs",
+        "--id",
+        "a",
+        "--",
+    ])
+    .args(&script);
+    let mut p = Proc::spawn("syncctl elect", &mut cmd);
+    wait_for_file(&ready, Duration::from_secs(20));
+    // While it leads: a grant of the leadership, and the is-leader gauge of its group.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Some(body) = scrape(&addr) {
+            if body.contains("sync_is_leader") {
+                break body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics served at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        body.contains("sync_is_leader{group=\"jobs\"} 1"),
+        "is-leader gauge while leading:\n{body}"
+    );
+    assert!(
+        body.lines().any(|l| l.starts_with("sync_grants_total{")
+            && l.contains("primitive=\"leader\"")
+            && l.contains("backend=\"local\"")
+            && l.ends_with(" 1")),
+        "one grant of the leadership:\n{body}"
+    );
+    assert!(body.contains("sync_wait_seconds"), "{body}");
+    std::fs::write(&stop, b"").unwrap();
+    assert!(p.wait(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_taken_metrics_addr_is_a_usage_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&[
+        "--url",
+        "local",
+        "--metrics-addr",
+        &addr,
+        "lock",
+        "x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot serve metrics"), "{err}");
+}
