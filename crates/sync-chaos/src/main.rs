@@ -12,7 +12,7 @@ use sync_chaos::tool;
 use sync_chaos::worker::{self, Args};
 
 const USAGE: &str = "usage: sync-chaos run [--quick] [--only SUBSTRING] [--out DIR] [--ntp HOST:PORT]
-       sync-chaos <lock|semaphore|rwlock|leader|task-worker|task-submit|time|bad-input|proxy|kill|mark|check> --key value …";
+       sync-chaos <lock|semaphore|rwlock|leader|task-worker|task-submit|stream-publish|stream-subscribe|stream-member|time|bad-input|proxy|kill|mark|check> --key value …";
 
 /// Exit status of `run` when a scenario counted a violation.
 const VIOLATIONS: u8 = 1;
@@ -59,6 +59,9 @@ fn main() -> ExitCode {
                     "leader" => worker::leader(&args).await,
                     "semaphore" => worker::semaphore(&args).await,
                     "rwlock" => worker::rwlock(&args).await,
+                    "stream-publish" => worker::stream_publish(&args).await,
+                    "stream-subscribe" => worker::stream_subscribe(&args).await,
+                    "stream-member" => worker::stream_member(&args).await,
                     "task-worker" => worker::task_worker(&args).await,
                     "task-submit" => worker::task_submit(&args).await,
                     "time" => worker::time(&args).await,

@@ -135,6 +135,15 @@ impl Workers {
         Some(who)
     }
 
+    /// `kill -9`, logged, of every worker whose name starts with `prefix`.
+    pub(crate) fn kill_prefix(&mut self, prefix: &str) -> Result<(), String> {
+        for pid in self.pids_of(prefix) {
+            tool::kill_logged(&self.dir, pid, "")?;
+            self.reap(pid);
+        }
+        Ok(())
+    }
+
     /// Kills every worker, logged (so their last sections end in the log).
     pub(crate) fn kill_all(&mut self) {
         let pids: Vec<u32> = self.children.iter().map(|(_, c)| c.id()).collect();

@@ -14,6 +14,7 @@
 mod family;
 mod harness;
 mod script;
+mod stream;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,13 +37,14 @@ const TTL: Duration = Duration::from_millis(TTL_MS);
 const MARGIN: Duration = Duration::from_millis(TTL_MS + 7000);
 
 /// The scenarios, in order.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "raft-kills",
     "mutex",
     "semaphore",
     "rwlock",
     "leader",
     "task",
+    "stream",
     "outage",
     "time",
     "partition",
@@ -238,6 +240,7 @@ fn run_scenario(ctx: &mut Ctx, out: &Path, scenario: &str) -> Result<Outcome, St
         "rwlock" => family::rwlock(ctx, &mut workers, &common)?,
         "leader" => script::leader(ctx, &mut workers, &common)?,
         "task" => script::task(ctx, &mut workers, &common)?,
+        "stream" => stream::stream(ctx, &mut workers, &common)?,
         "outage" => script::outage(ctx, &mut workers, &common)?,
         "time" => script::time(ctx, &mut workers)?,
         "partition" => script::partition(ctx, &mut workers, &common)?,

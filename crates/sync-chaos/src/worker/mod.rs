@@ -21,8 +21,13 @@ use crate::ntp::{Behavior, NtpServer};
 use crate::proxy::{Mode, Proxy};
 
 mod family;
+mod stream;
 
 pub use family::{rwlock, semaphore};
+pub use stream::{
+    member as stream_member, publish as stream_publish, subscribe as stream_subscribe, ACK_WAIT,
+    GROUP as STREAM_GROUP,
+};
 
 /// `--key value` arguments.
 #[derive(Debug, Clone, Default)]
