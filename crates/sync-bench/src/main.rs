@@ -5,6 +5,7 @@
 //! `SYNC_ETCD_ENDPOINTS` and `SYNC_NTP_SERVER`.
 //! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
 
+mod event;
 mod family;
 mod leader;
 mod lock;
@@ -107,6 +108,7 @@ async fn main() {
     let all = lock::scenarios()
         .into_iter()
         .chain(family::scenarios())
+        .chain(event::scenarios())
         .chain(leader::scenarios())
         .chain(task::scenarios())
         .chain(time::scenarios());
