@@ -145,8 +145,8 @@ pub(crate) fn map_err(e: sync_etcd::Error) -> Error {
     match e {
         sync_etcd::Error::InvalidConfig(s) => Error::Config(s),
         other => Error::Unavailable {
-            op: "etcd",
-            endpoint: String::new(),
+            op: "an etcd request",
+            endpoint: "the etcd cluster (the cause names the endpoints)".to_owned(),
             source: Box::new(other),
         },
     }
