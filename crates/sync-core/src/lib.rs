@@ -25,6 +25,7 @@ pub mod backend;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod check;
 pub mod duration;
+pub mod endpoint;
 pub mod local_queue;
 pub mod name;
 pub mod signal;

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{parse_host_port, percent_decode, DEFAULT_PORT};
+use crate::endpoint::{parse_host_port, percent_decode};
+
+/// The port of a URL host given without one.
+pub(crate) const DEFAULT_PORT: u16 = 2379;
 use super::ConfigError as Error;
 use crate::backend::redact_url;
 use crate::duration::{parse_duration, validate_timeout, validate_ttl};

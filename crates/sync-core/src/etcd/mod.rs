@@ -4,7 +4,6 @@
 //! keeper and the queue are in the `sync-etcd` crate.
 
 mod config;
-mod endpoint;
 
 pub use config::{EtcdConfig, TlsConfig};
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sync_core::backend::redact_url;
 use sync_core::duration::parse_duration;
+use sync_core::endpoint::{parse_host_port, percent_decode};
 
 /// How to reach NATS (JetStream), built in code, deserialized (every field has a default) or
 /// parsed from `nats://[user:password@]host:port[,host:port…][/prefix][?replicas=3&connect_timeout=5s&request_timeout=5s]`.
@@ -161,25 +162,28 @@ impl NatsConfig {
             urls: Vec::new(),
             ..NatsConfig::default()
         };
+        // The same endpoint and %-escape rules as every backend URL (sync_core::endpoint).
         for host in hosts.split(',') {
-            let (h, p) = host
-                .rsplit_once(':')
-                .ok_or_else(|| err("each server is host:port"))?;
-            if h.is_empty() || p.parse::<u16>().is_err() {
-                return Err(err(&format!("bad server {host:?}; use host:port")));
-            }
-            cfg.urls.push(format!("nats://{host}"));
+            let (h, port) = parse_host_port(host, None)
+                .map_err(|why| err(&format!("server {host:?}: {why}")))?;
+            cfg.urls.push(format!("nats://{h}:{port}"));
         }
+        let decode = |what: &str, v: &str| {
+            percent_decode(v).map_err(|why| err(&format!("the {what} is not valid: {why}")))
+        };
         if let Some(u) = userinfo {
             let (user, password) = u.split_once(':').unwrap_or((u, ""));
-            cfg.user = Some(user.to_string());
-            cfg.password = (!password.is_empty()).then(|| password.to_string());
+            cfg.user = Some(decode("user", user)?);
+            cfg.password = (!password.is_empty())
+                .then(|| decode("password", password))
+                .transpose()?;
         }
         if !path.is_empty() {
-            cfg.prefix = path.trim_end_matches('/').to_string();
+            cfg.prefix = decode("prefix", path.trim_end_matches('/'))?;
         }
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = &decode(&format!("value of {k}"), v)?;
             let duration = || parse_duration(v).map_err(|e| err(&format!("{k}: {e}")));
             match k {
                 "replicas" => {
@@ -236,5 +240,20 @@ mod tests {
         assert!(NatsConfig::from_url("nats://h1:1/a.b").is_err());
         assert!(NatsConfig::from_url("nats://h1:1?replicas=9").is_err());
         assert!(NatsConfig::from_url("nats://h1:1?x=1").is_err());
+        // The shared endpoint and %-escape rules: escapes decode, IPv6 in brackets, no port 0.
+        let c = NatsConfig::from_url("nats://u%40x:p%3Aw@[::1]:4222/app").unwrap();
+        assert_eq!(c.urls, ["nats://[::1]:4222"]);
+        assert_eq!(
+            (c.user.as_deref(), c.password.as_deref()),
+            (Some("u@x"), Some("p:w"))
+        );
+        for bad in [
+            "nats://h1:0",
+            "nats://h 1:1",
+            "nats://h1:1?request_timeout=%zz",
+            "nats://u:%4@h1:1",
+        ] {
+            assert!(NatsConfig::from_url(bad).is_err(), "{bad} accepted");
+        }
     }
 }

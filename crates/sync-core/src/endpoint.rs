@@ -1,12 +1,16 @@
-//! The pieces of [`EtcdConfig`](super::EtcdConfig) that are parsed from text: endpoints
-//! (`host:port`) and %-escaped URL components. Everything is checked here, when the config is
-//! parsed or validated, so that a typo is a configuration error at once rather than a
-//! connection that fails (or worse, retries) later.
+//! The pieces of a backend URL that are parsed from text, for every backend (etcd's config,
+//! the NATS event backend's): endpoints (`host:port`) and %-escaped URL components. Everything
+//! is checked here, when a config is parsed or validated, so that a typo is a configuration
+//! error at once rather than a connection that fails (or worse, retries) later.
+//!
+//! ```
+//! use sync_core::endpoint::{parse_host_port, percent_decode};
+//! assert_eq!(parse_host_port("[::1]:4222", None), Ok(("[::1]", 4222)));
+//! assert!(parse_host_port("h:0", None).is_err());
+//! assert_eq!(percent_decode("p%40ss").as_deref(), Ok("p@ss"));
+//! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-/// The port of a URL host given without one.
-pub(crate) const DEFAULT_PORT: u16 = 2379;
 
 /// The longest host name DNS allows.
 const MAX_HOST_LEN: usize = 253;
@@ -18,7 +22,7 @@ const MAX_LABEL_LEN: usize = 63;
 /// address in brackets; the port a number from 1 to 65535. Without a port, `default_port` is
 /// used, or the endpoint is refused if there is none. Returns the host (with its brackets) and
 /// the port.
-pub(crate) fn parse_host_port(s: &str, default_port: Option<u16>) -> Result<(&str, u16), String> {
+pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Result<(&str, u16), String> {
     if s.is_empty() {
         return Err("it is empty; write host:port, like 127.0.0.1:2379".to_owned());
     }
@@ -140,7 +144,7 @@ fn parse_port(p: &str) -> Result<u16, String> {
 
 /// Decodes the %-escapes of a URL component: `%` must be followed by two hex digits, and the
 /// result must be UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
+pub fn percent_decode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
