@@ -258,11 +258,7 @@ async fn holder_child(spec: &str) -> ! {
         )
         .await
         .expect("child acquires");
-    println!("\nHOLDING {}", g.fencing_token());
-    use std::io::Write;
-    std::io::stdout().flush().expect("flush");
-    std::future::pending::<()>().await;
-    unreachable!()
+    sync_etcd::testing::hold_until_killed("HOLDING ", g.fencing_token()).await
 }
 
 /// A holder killed while the raft leader dies too: the new raft leader restarts every lease's

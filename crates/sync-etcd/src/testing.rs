@@ -211,6 +211,45 @@ pub async fn spawn_self(
     }
 }
 
+/// The value a crash-test child gets through [`spawn_self`]'s variable: the parent's key
+/// prefix, a TTL and words of the test's own (a name, a kind…), one per line. The child reads
+/// it back with [`parse_child_spec`].
+pub fn child_spec(prefix: &str, ttl: std::time::Duration, words: &[&str]) -> String {
+    let mut spec = format!("{prefix}\n{}", ttl.as_secs());
+    for w in words {
+        spec.push('\n');
+        spec.push_str(w);
+    }
+    spec
+}
+
+/// The child's side of [`child_spec`]: a config for the parent's prefix on the harness's
+/// endpoints, the TTL, and the words. Panics (failing the child) on a spec it did not write.
+pub fn parse_child_spec(spec: &str) -> (EtcdConfig, std::time::Duration, Vec<String>) {
+    let mut lines = spec.split('\n');
+    let prefix = lines.next().expect("a child spec starts with the prefix");
+    let ttl = lines
+        .next()
+        .and_then(|t| t.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .expect("a child spec's second line is the TTL in seconds");
+    let cfg = EtcdConfig::new(endpoints()).with_prefix(prefix);
+    (cfg, ttl, lines.map(str::to_owned).collect())
+}
+
+/// The child's last words: prints `marker` and `token` on a line of their own (what
+/// [`spawn_self`] waits for), then waits to be killed.
+pub async fn hold_until_killed(marker: &str, token: u64) -> ! {
+    use std::io::Write;
+    // Straight to stdout: the parent reads this line from the child's pipe.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{marker}{token}").expect("write to the child's stdout");
+    out.flush().expect("flush the child's stdout");
+    drop(out);
+    std::future::pending::<()>().await;
+    unreachable!("pending() never resolves")
+}
+
 /// A TCP proxy on loopback to the first etcd member, which the test can cut: [`cut`] closes
 /// every connection and refuses new ones until [`restore`]. A client whose only endpoint is the
 /// proxy ([`CutProxy::config`]) is thereby cut off from the cluster, as in a partition.

@@ -47,29 +47,14 @@ impl EtcdHarness {
 
 /// The child process of `crash_leader`: get elected, say so, and wait to be killed.
 async fn child_main(spec: &str) -> ! {
-    let mut parts = spec.splitn(4, '\n');
-    let (prefix, ttl, group, id) = (
-        parts.next().unwrap(),
-        parts.next().unwrap().parse::<u64>().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
+    let (cfg, ttl, words) = testing::parse_child_spec(spec);
+    let (group, id) = (words[0].as_str(), words[1].as_str());
     let election = EtcdLeader::connect(cfg).await.unwrap();
     let e = election
-        .elect(
-            id,
-            ElectOptions::new()
-                .with_group(group)
-                .with_ttl(Duration::from_secs(ttl)),
-        )
+        .elect(id, ElectOptions::new().with_group(group).with_ttl(ttl))
         .await
         .unwrap();
-    println!("\nELECTED {}", e.term());
-    use std::io::Write;
-    std::io::stdout().flush().unwrap();
-    std::future::pending::<()>().await;
-    unreachable!()
+    testing::hold_until_killed("ELECTED ", e.term()).await
 }
 
 impl Harness for EtcdHarness {
@@ -128,7 +113,7 @@ impl Harness for EtcdHarness {
         id: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, u64> {
-        let spec = format!("{}\n{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), group, id);
+        let spec = testing::child_spec(&self.cfg.prefix, ttl, &[group, id]);
         async move {
             // Any test of this binary becomes the leader when CHILD_VAR is set (see `new`).
             let (mut child, term) =

@@ -40,26 +40,13 @@ impl EtcdHarness {
 
 /// The child process of `crash_holder`: acquire, say so, and wait to be killed.
 async fn child_main(spec: &str) -> ! {
-    let mut parts = spec.splitn(3, '\n');
-    let (prefix, ttl, name) = (
-        parts.next().unwrap(),
-        parts.next().unwrap().parse::<u64>().unwrap(),
-        parts.next().unwrap(),
-    );
-    let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
+    let (cfg, ttl, words) = testing::parse_child_spec(spec);
     let lock = EtcdLock::connect(cfg).await.unwrap();
     let g = lock
-        .acquire(
-            name,
-            AcquireOptions::new().with_ttl(Duration::from_secs(ttl)),
-        )
+        .acquire(&words[0], AcquireOptions::new().with_ttl(ttl))
         .await
         .unwrap();
-    println!("\nHOLDING {}", g.fencing_token());
-    use std::io::Write;
-    std::io::stdout().flush().unwrap();
-    std::future::pending::<()>().await;
-    unreachable!()
+    testing::hold_until_killed("HOLDING ", g.fencing_token()).await
 }
 
 impl Harness for EtcdHarness {
@@ -89,7 +76,7 @@ impl Harness for EtcdHarness {
     }
 
     fn crash_holder<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, ()> {
-        let spec = format!("{}\n{}\n{}", self.cfg.prefix, ttl.as_secs(), name);
+        let spec = testing::child_spec(&self.cfg.prefix, ttl, &[name]);
         async move {
             // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
             let (mut child, _token) =

@@ -35,7 +35,7 @@ impl EtcdHarness {
 
     /// A child process that holds `name` of `kind` (see `child_main`), killed with SIGKILL.
     fn crash<'a>(&'a self, kind: &str, name: &str, ttl: Duration) -> BoxFuture<'a, ()> {
-        let spec = format!("{}\n{}\n{kind}\n{name}", self.cfg.prefix, ttl.as_secs());
+        let spec = testing::child_spec(&self.cfg.prefix, ttl, &[kind, name]);
         async move {
             // Any test of this binary becomes the holder when CHILD_VAR is set (see `new`).
             let (mut child, _token) = testing::spawn_self(
@@ -55,15 +55,9 @@ impl EtcdHarness {
 /// The child process of `crash_sem_holder` and `crash_rw_holder`: take the permit (kind
 /// `semaphore`) or write (kind `rwlock`), say so, and wait to be killed.
 async fn child_main(spec: &str) -> ! {
-    let mut parts = spec.splitn(4, '\n');
-    let (prefix, ttl, kind, name) = (
-        parts.next().unwrap(),
-        parts.next().unwrap().parse::<u64>().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    let cfg = EtcdConfig::new(testing::endpoints()).with_prefix(prefix);
-    let o = AcquireOptions::new().with_ttl(Duration::from_secs(ttl));
+    let (cfg, ttl, words) = testing::parse_child_spec(spec);
+    let (kind, name) = (words[0].as_str(), words[1].as_str());
+    let o = AcquireOptions::new().with_ttl(ttl);
     let g = match kind {
         "semaphore" => {
             let sem = EtcdSemaphore::connect(cfg).await.unwrap();
@@ -75,11 +69,7 @@ async fn child_main(spec: &str) -> ! {
         }
         other => panic!("unknown kind {other}"),
     };
-    println!("\nHOLDING {}", g.fencing_token());
-    use std::io::Write;
-    std::io::stdout().flush().unwrap();
-    std::future::pending::<()>().await;
-    unreachable!()
+    testing::hold_until_killed("HOLDING ", g.fencing_token()).await
 }
 
 impl SemHarness for EtcdHarness {
