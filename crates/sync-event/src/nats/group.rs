@@ -201,10 +201,17 @@ impl NatsMember {
                 .dead_letter(&d.event, d.attempt, &held.acker)
                 .await;
         }
-        held.acker
-            .ack_with(AckKind::Nak(None))
-            .await
-            .map_err(|e| unavailable("nack", &self.rules.events.endpoint(), e))
+        // Confirmed by the server, like an ack: JetStream queues acks apart from pull
+        // requests, so an unconfirmed nak could still be pending when this member's next pull
+        // arrives, and the pull would get the next event before the redelivery ("redeliveries
+        // first" would break; the conformance case caught it about once in 25 runs).
+        match held.acker.double_ack_with(AckKind::Nak(None)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.held().insert(d.tag, held);
+                Err(unavailable("nack", &self.rules.events.endpoint(), e))
+            }
+        }
     }
 
     async fn leave_group(&self) -> Result<()> {
@@ -305,7 +312,7 @@ impl Rules {
             .publish_as(&self.dead_letter, &headers, ev.payload.clone(), &id)
             .await?;
         acker
-            .ack_with(AckKind::Term)
+            .double_ack_with(AckKind::Term)
             .await
             .map_err(|e| unavailable("terminate a dead letter", &self.events.endpoint(), e))
     }
