@@ -1,22 +1,39 @@
-//! `cargo xtask bench [--quick] [--only SUBSTRING]`: starts the services, runs the `sync-bench`
-//! scenarios (each beside its baseline in the same run), and writes their rows to
-//! `target/sync-bench/report.json`.
+//! `cargo xtask bench [--quick] [--only SUBSTRING] [--single] [--fast-timing]`: starts the
+//! services, runs the `sync-bench` scenarios (each beside its baseline in the same run), and
+//! writes their rows to `target/sync-bench/report.json`.
+//!
+//! etcd runs its default raft timing (heartbeat 100 ms, election 1000 ms), what users run;
+//! `--fast-timing` gives it the test suite's 50/500 ms instead.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::services::Services;
+use crate::services::{Services, Timing};
 use crate::{process, testrun, tools, Result};
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let tools = tools::ensure(true)?;
     let single = args.iter().any(|a| a == "--single");
-    let args: Vec<&String> = args.iter().filter(|a| *a != "--single").collect();
+    let timing = if args.iter().any(|a| a == "--fast-timing") {
+        Timing::Fast
+    } else {
+        Timing::EtcdDefaults
+    };
+    let args: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "--single" && *a != "--fast-timing")
+        .collect();
     let size = if single { 1 } else { 3 };
-    eprintln!("xtask bench: starting a {size}-member etcd cluster and chronyd on loopback");
-    let services = Services::start_sized(&tools, size)?;
+    let shown_timing = match timing {
+        Timing::Fast => "fast raft timing (heartbeat 50 ms, election 500 ms)",
+        Timing::EtcdDefaults => "etcd's default raft timing (heartbeat 100 ms, election 1000 ms)",
+    };
+    eprintln!(
+        "xtask bench: starting a {size}-member etcd cluster ({shown_timing}) and chronyd on loopback"
+    );
+    let services = Services::start_sized(&tools, size, timing)?;
     let mut cmd = testrun::cargo_command();
     cmd.args([
         "run",

@@ -38,10 +38,12 @@ commands:
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
   etcd status   health of each etcd member, NATS node and of chronyd
   etcd down     stop them and remove their directory
-  bench [--quick] [--single] [--only SUBSTRING]
-        start the same services (--single: a one-member cluster), run every
-        benchmark scenario beside its baseline,
-        print the table and write target/sync-bench/report.json and report.svg
+  bench [--quick] [--single] [--fast-timing] [--only SUBSTRING]
+        start the same services on etcd's default raft timing (--single: a
+        one-member cluster; --fast-timing: heartbeat 50 ms, election 500 ms), run
+        every benchmark scenario beside its baseline in at least 3 alternating
+        rounds (the median ratio and its spread), print the table and write
+        target/sync-bench/report.json and report.svg
   chaos [--quick] [--only SUBSTRING]
         build sync-chaos and run its fault scenarios (`sync-chaos run`: raft-leader
         kills, mutual exclusion, leader, task, whole-cluster outage, lying NTP server,

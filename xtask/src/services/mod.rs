@@ -33,9 +33,19 @@ const ETCD_READY: Duration = Duration::from_secs(30);
 const NTP_READY: Duration = Duration::from_secs(15);
 /// Start-up attempts when a process exits early (e.g. a picked port was taken meanwhile).
 const ATTEMPTS: u32 = 3;
-/// Raft timing of the members: failovers in ≈ 0.5–0.7 s, for a quick test suite. (The chaos
-/// scenarios run etcd's defaults, on a cluster of their own: `sync_chaos::cluster`.)
+/// Raft timing of the members for the test suite: failovers in ≈ 0.5–0.7 s. (The chaos
+/// scenarios run etcd's defaults, on a cluster of their own: `sync_chaos::cluster`; the bench
+/// runs etcd's defaults unless asked for this.)
 const FAST_TIMING: [&str; 2] = ["--heartbeat-interval=50", "--election-timeout=500"];
+
+/// The raft timing the etcd members run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// [`FAST_TIMING`]: quick failovers for the test suite.
+    Fast,
+    /// etcd's defaults (heartbeat 100 ms, election 1000 ms): what users run.
+    EtcdDefaults,
+}
 /// Prefix of the temporary directory's name; `stop` removes only such directories.
 const DIR_PREFIX: &str = "sync-xtask-";
 
@@ -86,8 +96,10 @@ pub(crate) struct Services {
     ntp_port: u16,
     ntp_cmdport: u16,
     chronyd: Option<Proc>,
-    /// The NATS nodes (none for `chaos` and `bench`).
+    /// The NATS nodes (none for `chaos`).
     nats: Vec<NatsNode>,
+    /// The etcd members' raft timing.
+    timing: Timing,
     /// Set by [`Services::detach`]: dropping then leaves the processes running.
     detached: bool,
 }
@@ -96,24 +108,24 @@ impl Services {
     /// Starts the cluster and chronyd and waits until every member is healthy and chronyd
     /// answers. On failure everything started is stopped and the error shows the logs.
     pub(crate) fn start(tools: &Tools) -> Result<Services> {
-        Services::start_with(tools, MEMBERS, nats::NODES)
+        Services::start_with(tools, MEMBERS, nats::NODES, Timing::Fast)
     }
 
     /// Only chronyd, for `chaos` (whose scenarios start an etcd cluster of their own).
     pub(crate) fn start_ntp(tools: &Tools) -> Result<Services> {
-        Services::start_with(tools, 0, 0)
+        Services::start_with(tools, 0, 0, Timing::Fast)
     }
 
-    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`), no NATS.
-    pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
-        Services::start_with(tools, size, 0)
+    /// For `bench`: `size` etcd members (1 for `bench --single`) with `timing`, and no NATS.
+    pub(crate) fn start_sized(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
+        Services::start_with(tools, size, 0, timing)
     }
 
-    /// `size` etcd members, `nats` NATS nodes and chronyd.
-    fn start_with(tools: &Tools, size: usize, nats: usize) -> Result<Services> {
+    /// `size` etcd members with `timing`, `nats` NATS nodes and chronyd.
+    fn start_with(tools: &Tools, size: usize, nats: usize, timing: Timing) -> Result<Services> {
         let mut attempt = 1;
         loop {
-            let mut services = Services::spawn(tools, size, nats)?;
+            let mut services = Services::spawn(tools, size, nats, timing)?;
             let ready = services
                 .wait_etcd(&(0..size).collect::<Vec<_>>(), ETCD_READY)
                 .and_then(|()| services.wait_nats(NATS_READY))
@@ -141,7 +153,7 @@ impl Services {
     }
 
     /// Creates the directory, picks ports and spawns every process, without waiting.
-    fn spawn(tools: &Tools, size: usize, nats: usize) -> Result<Services> {
+    fn spawn(tools: &Tools, size: usize, nats: usize, timing: Timing) -> Result<Services> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -167,6 +179,7 @@ impl Services {
             ntp_cmdport: udp[1],
             chronyd: None,
             nats: NatsNode::numbered(&ports[2 * size..]),
+            timing,
             detached: false,
         };
         // From here on, dropping `services` stops whatever was spawned.
@@ -199,8 +212,10 @@ impl Services {
             .args(["--initial-advertise-peer-urls", &m.peer_url()])
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-token", &self.token])
-            .args(["--initial-cluster-state", "new"])
-            .args(FAST_TIMING);
+            .args(["--initial-cluster-state", "new"]);
+        if self.timing == Timing::Fast {
+            cmd.args(FAST_TIMING);
+        }
         // ETCD_* variables would silently add configuration.
         for (key, _) in env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD") {

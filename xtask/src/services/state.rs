@@ -122,6 +122,8 @@ impl Services {
             ntp_cmdport,
             chronyd,
             nats,
+            // `etcd up` starts the test suite's services, which run the fast timing.
+            timing: super::Timing::Fast,
             detached: true,
         }))
     }
