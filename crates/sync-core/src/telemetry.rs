@@ -177,6 +177,16 @@ pub fn tried<G: Grant, E: std::fmt::Display>(ask: Ask<'_>, result: &Result<Optio
     report(&span, ask, started, result.as_ref().map(Option::as_ref));
 }
 
+/// [`acquire`] for a grant made at once, without a future (an in-process name nobody held):
+/// records it as granted after no wait.
+pub fn granted_now<G: Grant>(ask: Ask<'_>, grant: &G) {
+    if !listening() {
+        return;
+    }
+    let (span, started) = start(ask);
+    report::<G, std::convert::Infallible>(&span, ask, started, Ok(Some(grant)));
+}
+
 /// Whether anyone records what an acquire reports: metrics compiled in, or a `tracing`
 /// subscriber that takes at least warnings (a loss is one). Otherwise the acquire runs bare: no
 /// span, no clock reads, no name to allocate, on the uncontended path that costs nanoseconds.

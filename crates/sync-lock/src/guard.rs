@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -52,7 +53,9 @@ pub struct LockGuard {
     name: std::sync::Arc<str>,
     token: u64,
     ttl: Option<Duration>,
-    signal: LossSignal,
+    /// Set at the grant, except for the local backend's uncontended path, where it is made
+    /// when first asked for (see [`LockGuard::signal`]).
+    signal: OnceLock<LossSignal>,
     raw: Option<Raw>,
 }
 
@@ -62,7 +65,7 @@ impl fmt::Debug for LockGuard {
             .field("name", &self.name)
             .field("fencing_token", &self.token)
             .field("ttl", &self.ttl)
-            .field("lost", &self.signal.reason())
+            .field("lost", &self.signal().reason())
             .finish()
     }
 }
@@ -80,24 +83,41 @@ impl LockGuard {
             name: name.into(),
             token: fencing_token,
             ttl,
-            signal,
+            signal: OnceLock::from(signal),
             raw: Some(Raw::Boxed(raw)),
         }
     }
 
+    /// A local guard, with its loss signal if one was made at the grant (otherwise it is made
+    /// from the hold when first asked for).
     pub(crate) fn new_local(
         name: std::sync::Arc<str>,
         fencing_token: u64,
-        signal: LossSignal,
+        signal: Option<LossSignal>,
         raw: crate::local::LocalRawGuard,
     ) -> Self {
         LockGuard {
             name,
             token: fencing_token,
             ttl: None,
-            signal,
+            signal: signal.map_or_else(OnceLock::new, OnceLock::from),
             raw: Some(Raw::Local(raw)),
         }
+    }
+
+    /// The loss signal, made from the local hold on first use if the grant made none.
+    fn signal(&self) -> &LossSignal {
+        self.signal.get_or_init(|| match &self.raw {
+            Some(Raw::Local(g)) => g.0.loss_signal(),
+            // Every other guard has its signal from the start, and `raw` is only taken by
+            // `release`, which consumes the guard: not reached, but a released signal is the
+            // truthful answer if it were.
+            _ => {
+                let (t, s) = sync_core::signal::loss_signal();
+                t.fire(LossReason::Released);
+                s
+            }
+        })
     }
 
     /// The lock's name.
@@ -120,12 +140,12 @@ impl LockGuard {
     /// renewed in time, or someone deleted it. It resolves before anyone else can be granted the
     /// lock (see `docs/etcd.md`); stop acting on the resource at once.
     pub async fn lost(&self) -> LossReason {
-        self.signal.fired().await
+        self.signal().fired().await
     }
 
     /// Whether it was lost.
     pub fn is_lost(&self) -> bool {
-        self.signal.is_fired()
+        self.signal().is_fired()
     }
 
     /// The key and create revision to make writes of your own conditional on still holding
@@ -139,13 +159,14 @@ impl LockGuard {
 
     /// A cloneable handle on the loss signal, to hand to the task doing the work.
     pub fn loss_signal(&self) -> LossSignal {
-        self.signal.clone()
+        self.signal().clone()
     }
 
     /// Releases the lock now. Fails with [`Error::Lost`] if it had been lost before (nothing
     /// is released then, and nobody else's lock is touched).
     pub async fn release(mut self) -> Result<()> {
-        let lost_before = self.signal.reason();
+        // A signal nobody asked for has not fired: a loss shows in `still_held` then.
+        let lost_before = self.signal.get().and_then(LossSignal::reason);
         let still_held = match self.raw.take().expect("a guard is released once") {
             Raw::Local(g) => g.release_now(),
             Raw::Boxed(raw) => raw.release().await?,
@@ -158,7 +179,11 @@ impl LockGuard {
             }),
             None if !still_held => Err(Error::Lost {
                 name: self.name.to_string(),
-                reason: self.signal.reason().unwrap_or(LossReason::Revoked),
+                reason: self
+                    .signal
+                    .get()
+                    .and_then(LossSignal::reason)
+                    .unwrap_or(LossReason::Revoked),
             }),
             None => Ok(()),
         }
@@ -180,6 +205,6 @@ impl sync_core::telemetry::Grant for LockGuard {
     }
 
     fn signal(&self) -> &LossSignal {
-        &self.signal
+        LockGuard::signal(self)
     }
 }

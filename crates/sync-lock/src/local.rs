@@ -120,9 +120,14 @@ fn guard((hold, signal): (Hold<()>, LossSignal)) -> LockGuard {
     LockGuard::new_local(
         hold.name().clone(),
         hold.token(),
-        signal,
+        Some(signal),
         LocalRawGuard(hold),
     )
+}
+
+/// A guard whose loss signal is made only if someone asks (`lost()`, `is_lost()`, …).
+fn bare_guard(hold: Hold<()>) -> LockGuard {
+    LockGuard::new_local(hold.name().clone(), hold.token(), None, LocalRawGuard(hold))
 }
 
 impl Lock for LocalLock {
@@ -131,7 +136,21 @@ impl Lock for LocalLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<LockGuard>> {
-        self.acquire_inner(name, options).boxed()
+        async move {
+            // Uncontended: granted at the first poll by a future that stays small (boxing it
+            // is one small allocation, and no large copy), with no loss signal made until
+            // someone asks. The waiting path's future is boxed apart, only when needed; bad
+            // input goes there too, to be refused and recorded in one place.
+            if check_name(name).is_ok() && options.validate(name).is_ok() {
+                if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
+                    let granted = bare_guard(hold);
+                    telemetry::granted_now(ask("acquire", name), &granted);
+                    return Ok(granted);
+                }
+            }
+            Box::pin(self.acquire_inner(name, options)).await
+        }
+        .boxed()
     }
 
     fn try_acquire<'a>(
@@ -139,11 +158,10 @@ impl Lock for LocalLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        let wait = async move {
-            check_name(name)?;
-            options.validate(name)?;
-            Ok(self.queue.try_acquire(name, ()).map(guard))
-        };
-        telemetry::try_acquire(ask("try_acquire", name), wait).boxed()
+        let tried = check_name(name)
+            .and_then(|()| options.validate(name))
+            .map(|()| self.queue.try_acquire_bare(name, ()).map(bare_guard));
+        telemetry::tried(ask("try_acquire", name), &tried);
+        futures::future::ready(tried).boxed()
     }
 }

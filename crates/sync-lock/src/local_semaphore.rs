@@ -144,7 +144,7 @@ fn guard((hold, signal): Granted) -> LockGuard {
     LockGuard::new_local(
         hold.name().clone(),
         hold.token(),
-        signal,
+        Some(signal),
         LocalRawGuard(hold),
     )
 }

@@ -60,3 +60,32 @@ impl Harness for LocalHarness {
 }
 
 sync_lock::lock_conformance!(local, LocalHarness::default());
+
+/// The uncontended path makes a guard's loss signal only when asked: asked after a revocation
+/// that nobody watched, it says lost all the same, and release reports the loss.
+#[tokio::test]
+async fn a_loss_nobody_watched_is_still_reported() {
+    let locks = LocalLock::new();
+    let g = locks.acquire("n", AcquireOptions::new()).await.unwrap();
+    assert!(locks.revoke("n"));
+    assert!(g.is_lost());
+    assert_eq!(g.lost().await, sync_core::signal::LossReason::Revoked);
+    assert!(matches!(
+        g.release().await,
+        Err(sync_lock::Error::Lost { .. })
+    ));
+    let g = locks.acquire("n", AcquireOptions::new()).await.unwrap();
+    assert!(locks.revoke("n"));
+    // Not asked at all before release.
+    assert!(matches!(
+        g.release().await,
+        Err(sync_lock::Error::Lost { .. })
+    ));
+    let g = locks.acquire("n", AcquireOptions::new()).await.unwrap();
+    let watcher = g.loss_signal();
+    g.release().await.unwrap();
+    assert_eq!(
+        watcher.fired().await,
+        sync_core::signal::LossReason::Released
+    );
+}

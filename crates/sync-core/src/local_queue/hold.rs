@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{Shared, Watch};
-use crate::signal::LossReason;
+use crate::signal::{loss_signal, LossReason, LossSignal};
 
 /// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](super::LocalQueue::revoke).
 pub struct Hold<C: Send + 'static = (), W: Watch<C> = ()> {
@@ -41,6 +41,38 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
         self.done = true;
         self.shared
             .end_hold(&self.name, Some(self.id), LossReason::Released)
+    }
+
+    /// Its loss signal: fires with [`LossReason::Released`] on release and
+    /// [`LossReason::Revoked`] on [`revoke`](super::LocalQueue::revoke). Made on the first call
+    /// (holds from [`try_acquire_bare`](super::LocalQueue::try_acquire_bare) have none until
+    /// then); later calls share it. Asked after the hold ended, it has fired already: with
+    /// `Released` if this hold released, `Revoked` otherwise (nothing else ends a hold).
+    pub fn loss_signal(&self) -> LossSignal {
+        let mut names = self.shared.lock();
+        let holder = names
+            .get_mut(&*self.name)
+            .and_then(|e| e.holders.iter_mut().find(|h| h.id == self.id));
+        match holder {
+            Some(h) => match &h.trigger {
+                Some(t) => t.signal(),
+                None => {
+                    let (t, s) = loss_signal();
+                    h.trigger = Some(t);
+                    s
+                }
+            },
+            None => {
+                drop(names);
+                let (t, s) = loss_signal();
+                t.fire(if self.done {
+                    LossReason::Released
+                } else {
+                    LossReason::Revoked
+                });
+                s
+            }
+        }
     }
 
     /// Changes the claim while it is held, and tells the [`Watch`]; returns whether it was

@@ -37,7 +37,7 @@
 //! # });
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -76,7 +76,9 @@ pub struct Holder<C> {
     token: u64,
     rule: Rule,
     claim: C,
-    trigger: LossTrigger,
+    /// Made when the hold or someone else first asks for its loss signal (see
+    /// [`Hold::loss_signal`]): a hold nobody watches costs no allocation.
+    trigger: Option<LossTrigger>,
 }
 
 impl<C> Holder<C> {
@@ -133,7 +135,8 @@ struct Waiting<C> {
 
 struct Grant {
     token: u64,
-    signal: LossSignal,
+    /// Made at the grant for the callers that take one at once.
+    signal: Option<LossSignal>,
 }
 
 struct Entry<C, W> {
@@ -177,7 +180,10 @@ impl<C, W: Watch<C>> Entry<C, W> {
 /// A hold and its loss signal, as the queue hands them out.
 pub type Granted<C = (), W = ()> = (Hold<C, W>, LossSignal);
 
-type Names<C, W> = HashMap<Arc<str>, Entry<C, W>>;
+/// Names are chosen by the application, possibly from its users' input: the hash is seeded at
+/// random per map (hashbrown's foldhash), not a fixed function an attacker could aim collisions
+/// at.
+type Names<C, W> = hashbrown::HashMap<Arc<str>, Entry<C, W>>;
 
 struct Shared<C, W> {
     names: Mutex<Names<C, W>>,
@@ -206,7 +212,7 @@ impl<C: Send + 'static, W: Watch<C>> Default for LocalQueue<C, W> {
     fn default() -> Self {
         LocalQueue {
             shared: Arc::new(Shared {
-                names: Mutex::new(HashMap::new()),
+                names: Mutex::new(hashbrown::HashMap::default()),
                 next_id: AtomicU64::new(0),
                 tokens: AtomicU64::new(0),
             }),
@@ -230,9 +236,15 @@ impl<C, W> Shared<C, W> {
 }
 
 impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
-    /// Makes `id` a holder of `entry`, returning its grant.
-    fn grant(&self, entry: &mut Entry<C, W>, id: u64, rule: Rule, claim: C) -> Grant {
-        let (trigger, signal) = loss_signal();
+    /// Makes `id` a holder of `entry`, returning its grant, with its loss signal if `signal`.
+    fn grant(&self, entry: &mut Entry<C, W>, id: u64, rule: Rule, claim: C, signal: bool) -> Grant {
+        let (trigger, signal) = match signal {
+            true => {
+                let (t, s) = loss_signal();
+                (Some(t), Some(s))
+            }
+            false => (None, None),
+        };
         let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         entry.holders.push(Holder {
             id,
@@ -252,7 +264,7 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
                 break;
             }
             let w = entry.waiters.pop_front().expect("front exists");
-            let grant = self.grant(entry, w.id, w.rule, w.claim);
+            let grant = self.grant(entry, w.id, w.rule, w.claim, true);
             if w.tx.send(grant).is_ok() {
                 any = true;
             } else {
@@ -270,17 +282,25 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
         let Some(entry) = names.get_mut(name) else {
             return false;
         };
-        let ended: Vec<Holder<C>> = match id {
+        let any = match id {
+            // One hold (a release): no list to allocate on the hot path.
             Some(id) => match entry.holders.iter().position(|h| h.id == id) {
-                Some(i) => vec![entry.holders.remove(i)],
-                None => Vec::new(),
+                Some(i) => {
+                    if let Some(t) = entry.holders.remove(i).trigger {
+                        t.fire(reason);
+                    }
+                    true
+                }
+                None => false,
             },
-            None => std::mem::take(&mut entry.holders),
+            None => {
+                let ended = std::mem::take(&mut entry.holders);
+                for t in ended.iter().filter_map(|h| h.trigger.as_ref()) {
+                    t.fire(reason.clone());
+                }
+                !ended.is_empty()
+            }
         };
-        let any = !ended.is_empty();
-        for h in ended {
-            h.trigger.fire(reason.clone());
-        }
         if any {
             self.admit(entry);
             entry.notify();
@@ -398,10 +418,29 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
             return Ok(None);
         }
         let key = entry.key.clone();
-        let grant = self.shared.grant(entry, id, rule, claim);
+        let grant = self.shared.grant(entry, id, rule, claim, true);
         entry.notify();
         drop(names);
         Ok(Some(self.hold(key, id, grant)))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) without a loss signal made up front: the cheapest
+    /// grant (no allocation once the name is known). Ask [`Hold::loss_signal`] when someone
+    /// wants to watch for the loss.
+    pub fn try_acquire_bare(&self, name: &str, claim: C) -> Option<Hold<C, W>> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut names = self.shared.lock();
+        let entry = entry(&mut names, name);
+        // Admitted only with no holder and no waiter, so no claim there can conflict.
+        if !entry.admits_now(Rule::Exclusive) {
+            forget_if_idle(&mut names, name);
+            return None;
+        }
+        let key = entry.key.clone();
+        let grant = self.shared.grant(entry, id, Rule::Exclusive, claim, false);
+        entry.notify();
+        drop(names);
+        Some(self.hold_bare(key, id, grant.token))
     }
 
     /// Takes `name`, waiting behind the holder and every earlier claim for at most `max_wait`
@@ -436,7 +475,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
             }
             let key = entry.key.clone();
             if entry.admits_now(rule) {
-                let grant = self.shared.grant(entry, id, rule, claim);
+                let grant = self.shared.grant(entry, id, rule, claim, true);
                 entry.notify();
                 drop(names);
                 return Ok(self.hold(key, id, grant));
@@ -475,32 +514,46 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     }
 
     fn hold(&self, name: Arc<str>, id: u64, grant: Grant) -> (Hold<C, W>, LossSignal) {
-        let hold = Hold {
+        let hold = self.hold_bare(name, id, grant.token);
+        let signal = match grant.signal {
+            Some(s) => s,
+            None => hold.loss_signal(),
+        };
+        (hold, signal)
+    }
+
+    fn hold_bare(&self, name: Arc<str>, id: u64, token: u64) -> Hold<C, W> {
+        Hold {
             shared: self.shared.clone(),
             name,
             id,
-            token: grant.token,
+            token,
             done: false,
-        };
-        (hold, grant.signal)
+        }
     }
 }
 
 fn entry<'a, C, W: Watch<C>>(names: &'a mut Names<C, W>, name: &str) -> &'a mut Entry<C, W> {
-    if !names.contains_key(name) {
+    if names.len() >= names.capacity().max(KEEP_IDLE) && !names.contains_key(name) {
+        // A new name would make the map grow: sweep the idle ones first.
         forget_if_idle(names, name);
-        let key: Arc<str> = Arc::from(name);
-        names.insert(
-            key.clone(),
-            Entry {
-                key,
-                holders: Vec::new(),
-                waiters: VecDeque::new(),
-                watch: W::default(),
-            },
-        );
     }
-    names.get_mut(name).expect("inserted above")
+    // One probe whether the name is known or not.
+    match names.entry_ref(name) {
+        hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
+        hashbrown::hash_map::EntryRef::Vacant(v) => {
+            let key: Arc<str> = Arc::from(name);
+            v.insert_with_key(
+                key.clone(),
+                Entry {
+                    key,
+                    holders: Vec::new(),
+                    waiters: VecDeque::new(),
+                    watch: W::default(),
+                },
+            )
+        }
+    }
 }
 
 /// A [`LocalQueue`] that may be gone: see [`LocalQueue::downgrade`].

@@ -200,3 +200,37 @@ async fn idle_names_are_swept_before_the_map_grows() {
         .iter()
         .all(|h| q.inspect(h.name(), |holder, _| holder.is_some())));
 }
+
+#[tokio::test]
+async fn a_bare_hold_makes_its_signal_when_asked_and_it_tells_the_truth() {
+    let q: LocalQueue = LocalQueue::new();
+    // Asked before the loss: fires on revoke, and every later ask shares it.
+    let a = q.try_acquire_bare("n", ()).expect("free");
+    assert!(q.try_acquire_bare("n", ()).is_none(), "exclusive");
+    let early = a.loss_signal();
+    assert!(!early.is_fired());
+    assert!(q.revoke("n"));
+    assert_eq!(early.fired().await, LossReason::Revoked);
+    assert_eq!(a.loss_signal().reason(), Some(LossReason::Revoked));
+    assert!(!a.release());
+
+    // Asked only after the loss: already fired, with the reason.
+    let b = q.try_acquire_bare("n", ()).expect("free again");
+    assert!(b.token() > 1);
+    assert!(q.revoke("n"));
+    assert_eq!(b.loss_signal().reason(), Some(LossReason::Revoked));
+    drop(b);
+
+    // Never asked: release hands over to a waiter all the same.
+    let c = q.try_acquire_bare("n", ()).expect("free again");
+    let mut waiter = Box::pin(q.acquire("n", (), None));
+    assert!((&mut waiter).now_or_never().is_none());
+    assert!(c.release());
+    let (d, lost) = waiter.await.unwrap();
+    assert!(!lost.is_fired());
+    // A bare try behind a holder, or behind a waiter, gets nothing (FIFO: no barging).
+    assert!(q.try_acquire_bare("n", ()).is_none());
+    drop(d);
+    assert_eq!(lost.fired().await, LossReason::Released);
+    assert_eq!(q.names(), 0);
+}
