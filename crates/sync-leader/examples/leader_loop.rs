@@ -70,7 +70,9 @@ impl Cluster {
         if url == "local" {
             return Ok(Cluster::Local(LocalLeader::new()));
         }
-        Ok(Cluster::Etcd(EtcdLeader::connect(EtcdConfig::from_url(url)?).await?))
+        Ok(Cluster::Etcd(
+            EtcdLeader::connect(EtcdConfig::from_url(url)?).await?,
+        ))
     }
 
     fn observer(&self) -> Arc<dyn Leader> {
@@ -204,7 +206,14 @@ async fn main() -> Result<(), Error> {
     let (tx, mut notes) = mpsc::unbounded_channel();
     let nodes: Vec<_> = ["node-a", "node-b"]
         .into_iter()
-        .map(|id| tokio::spawn(node(id.to_owned(), cluster.clone(), store.clone(), tx.clone())))
+        .map(|id| {
+            tokio::spawn(node(
+                id.to_owned(),
+                cluster.clone(),
+                store.clone(),
+                tx.clone(),
+            ))
+        })
         .collect();
     drop(tx);
 
@@ -241,7 +250,8 @@ async fn main() -> Result<(), Error> {
         distinct.len(),
         distinct
     );
-    if !cut || terms != 3 || distinct.len() != 3 || writes.len() != 2 + 2 * ITEMS_PER_TERM as usize {
+    if !cut || terms != 3 || distinct.len() != 3 || writes.len() != 2 + 2 * ITEMS_PER_TERM as usize
+    {
         return Err(format!(
             "expected 3 terms (one cut off after 2 items, two of {ITEMS_PER_TERM}), got {writes:?}"
         )

@@ -45,8 +45,14 @@ fn backend_url() -> Option<String> {
 
 /// Writes `value` to `key` only if `fence` still stands (the holder still holds): returns
 /// whether it was written. One round trip; etcd decides atomically.
-async fn fenced_put(client: &mut Client, fence: &Fence, key: &str, value: &str) -> Result<bool, Error> {
-    let still_holding = Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.create_revision);
+async fn fenced_put(
+    client: &mut Client,
+    fence: &Fence,
+    key: &str,
+    value: &str,
+) -> Result<bool, Error> {
+    let still_holding =
+        Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.create_revision);
     let txn = Txn::new()
         .when([still_holding])
         .and_then([TxnOp::put(key, value, None)]);
@@ -82,7 +88,11 @@ async fn main() -> Result<(), Error> {
     }
     // One connection for the locks and for our own writes (same TLS and credentials).
     let etcd = EtcdConnection::connect(EtcdConfig::from_url(&url)?).await?;
-    println!("connected to {} (keys under {:?})", etcd.endpoints(), etcd.key_root());
+    println!(
+        "connected to {} (keys under {:?})",
+        etcd.endpoints(),
+        etcd.key_root()
+    );
     let locks = EtcdLock::new(etcd.clone());
     let mut client = EtcdClient::of(&etcd).raw();
     // Our data lives outside the library's key root.
@@ -91,11 +101,21 @@ async fn main() -> Result<(), Error> {
 
     // Holder A: its lock is bound to a session (a lease) we can end below.
     let session_a = etcd.session(Duration::from_secs(5)).await?;
-    let a = locks.with_session(&session_a).acquire("account-42", opts()).await?;
+    let a = locks
+        .with_session(&session_a)
+        .acquire("account-42", opts())
+        .await?;
     let fence_a = a.fence().ok_or("an etcd guard has a fence")?;
-    println!("A holds account-42 (fencing token {}, key {})", a.fencing_token(), fence_a.key);
+    println!(
+        "A holds account-42 (fencing token {}, key {})",
+        a.fencing_token(),
+        fence_a.key
+    );
     let written = fenced_put(&mut client, &fence_a, balance, "100 (written by A)").await?;
-    println!("A writes while holding: {}", if written { "done" } else { "refused" });
+    println!(
+        "A writes while holding: {}",
+        if written { "done" } else { "refused" }
+    );
     check(written, "the holder's fenced write was refused")?;
 
     // A stalls past its lease. Ending its session is what the lease's expiry would do; A's
@@ -110,13 +130,22 @@ async fn main() -> Result<(), Error> {
     let b = locks.acquire("account-42", opts()).await?;
     let fence_b = b.fence().ok_or("an etcd guard has a fence")?;
     println!("B holds account-42 (fencing token {})", b.fencing_token());
-    check(b.fencing_token() > a.fencing_token(), "B's token is not above A's")?;
-    check(fenced_put(&mut client, &fence_b, balance, "70 (written by B)").await?, "B's write was refused")?;
+    check(
+        b.fencing_token() > a.fencing_token(),
+        "B's token is not above A's",
+    )?;
+    check(
+        fenced_put(&mut client, &fence_b, balance, "70 (written by B)").await?,
+        "B's write was refused",
+    )?;
     println!("B writes while holding: done");
 
     // A wakes up and writes with what it believes is still its lock.
     let late = fenced_put(&mut client, &fence_a, balance, "0 (stale write by A)").await?;
-    println!("A, waking up, writes with its old fence: {}", if late { "done" } else { "refused" });
+    println!(
+        "A, waking up, writes with its old fence: {}",
+        if late { "done" } else { "refused" }
+    );
     check(!late, "a stale holder's write went through")?;
     let now = read(&mut client, balance).await?;
     println!("the balance is {now:?}");
@@ -129,7 +158,10 @@ async fn main() -> Result<(), Error> {
     }
     b.release().await?;
     let after = fenced_put(&mut client, &fence_b, balance, "released").await?;
-    println!("B writes after its release: {}", if after { "done" } else { "refused" });
+    println!(
+        "B writes after its release: {}",
+        if after { "done" } else { "refused" }
+    );
     check(!after, "a released lock's fence still let a write through")?;
 
     client.delete(balance, None).await?;

@@ -111,7 +111,10 @@ async fn submit(task: Arc<dyn Task>) -> Result<(), Error> {
         .submit(
             job("flaky", Value::Null)
                 .with_max_attempts(3)
-                .with_backoff(Backoff::new(Duration::from_millis(50), Duration::from_secs(1))),
+                .with_backoff(Backoff::new(
+                    Duration::from_millis(50),
+                    Duration::from_secs(1),
+                )),
         )
         .await?;
     let reject = task
@@ -140,7 +143,9 @@ async fn submit(task: Arc<dyn Task>) -> Result<(), Error> {
 
     match tokio::time::timeout(limit, reject.wait()).await? {
         Err(e @ TaskError::Failed { attempts: 1, .. }) => println!("  reject -> error: {e}"),
-        other => return Err(format!("the reject job should fail once for good, got {other:?}").into()),
+        other => {
+            return Err(format!("the reject job should fail once for good, got {other:?}").into())
+        }
     }
     println!("all 14 jobs ended as expected in {:?}", started.elapsed());
     Ok(())
@@ -180,7 +185,10 @@ async fn main() -> Result<(), Error> {
         "worker" | "submit" | "both" => (mode.clone(), backend_url(args.next())),
         _ => ("both".to_owned(), backend_url(Some(mode))), // `task_queue URL`
     };
-    println!("mode {mode}, backend {}", sync_core::backend::redact_url(&url));
+    println!(
+        "mode {mode}, backend {}",
+        sync_core::backend::redact_url(&url)
+    );
     let local = url == "local";
     match mode.as_str() {
         "worker" if local => Err("a `local` worker serves only its own process; use etcd".into()),
