@@ -95,8 +95,19 @@ async fn member(
     Ok(())
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("event_groups: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let url = backend_url();
     println!("backend: {}", sync_core::backend::redact_url(&url));
     let events: Arc<dyn EventStream> = sync_event::open(&url, EventOptions::new()).await?;

@@ -185,8 +185,19 @@ async fn node(
     }
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leader_loop: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let url = backend_url();
     println!("backend: {}", sync_core::backend::redact_url(&url));
     let cluster = Cluster::open(&url).await?;

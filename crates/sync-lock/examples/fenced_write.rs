@@ -77,8 +77,19 @@ fn check(ok: bool, what: &str) -> Result<(), Error> {
     }
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fenced_write: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let url = backend_url().ok_or(
         "no backend: pass etcd://host:port/prefix, or set SYNC_URL or SYNC_ETCD_ENDPOINTS \
          (eval \"$(cargo xtask etcd up)\")",

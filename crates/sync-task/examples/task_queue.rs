@@ -177,8 +177,19 @@ fn spawn_worker(url: &str) -> Result<Child, Error> {
     Ok(child)
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("task_queue: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "both".to_owned());
     let (mode, url) = match mode.as_str() {

@@ -42,8 +42,19 @@ fn check(ok: bool, what: &str) -> Result<(), Error> {
     }
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("time_bounds: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let url = time_url();
     // For NTP, `open` performs the first sync (it fails if no server answers) and keeps
     // re-syncing in the background; `now()` and `now_bounds()` never touch the network.

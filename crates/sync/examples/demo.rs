@@ -56,8 +56,19 @@ fn parse_args() -> Result<Args, Error> {
     Ok(args)
 }
 
+/// Prints the error (its message, not its `Debug` form) and exits 1 on failure.
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let args = parse_args()?;
     let url = args.url.as_str();
     println!("backend: {}", shown(url));
