@@ -12,7 +12,7 @@
 //! eval "$(cargo xtask etcd up)"
 //! cargo run -p sync-event --features etcd --example event_groups
 //! cargo run -p sync-event --features etcd --example event_groups -- local
-//! cargo run -p sync-event --features etcd,nats --example event_groups -- "nats://${SYNC_NATS_URLS#nats://}"
+//! cargo run -p sync-event --features etcd,nats --example event_groups -- "nats://${SYNC_NATS_URLS//nats:\/\//}"
 //! ```
 //!
 //! The backend is the first argument, else `SYNC_URL`, else `SYNC_ETCD_ENDPOINTS` (prefix
