@@ -145,7 +145,7 @@ pub(crate) fn run(root: &Path, env: &[(String, String)]) -> Counts {
         if process::interrupted() {
             break;
         }
-        match run_one(example, &bin_dir, &log_dir, env) {
+        match run_one(example, &bin_dir, &log_dir, env, TIMEOUT) {
             Ok(elapsed) => {
                 counts.passed += 1;
                 eprintln!("xtask: example {} ... ok ({elapsed:.1?})", example.label);
@@ -165,12 +165,14 @@ pub(crate) fn run(root: &Path, env: &[(String, String)]) -> Counts {
     counts
 }
 
-/// Runs one example to completion or [`TIMEOUT`]; on failure, prints its log.
+/// Runs one example to completion or `timeout`; on failure, kills what is left of its process
+/// group and prints its log.
 fn run_one(
     example: &Run,
     bin_dir: &Path,
     log_dir: &Path,
     env: &[(String, String)],
+    timeout: Duration,
 ) -> Result<Duration> {
     let binary = bin_dir.join(example.binary);
     let log_path = log_dir.join(format!("{}.log", example.label.replace(' ', "-")));
@@ -205,14 +207,14 @@ fn run_one(
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break Ok(started.elapsed()),
             Ok(Some(status)) => break Err(format!("{status}")),
-            Ok(None) if started.elapsed() > TIMEOUT || process::interrupted() => {
+            Ok(None) if started.elapsed() > timeout || process::interrupted() => {
                 process::signal_group(child.id(), "KILL");
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(if process::interrupted() {
                     "interrupted".to_owned()
                 } else {
-                    format!("still running after {TIMEOUT:?}; killed")
+                    format!("still running after {timeout:?}; killed")
                 });
             }
             Ok(None) => thread::sleep(Duration::from_millis(20)),
@@ -264,6 +266,74 @@ mod tests {
                 "127.0.0.1:3"
             ]
         );
+    }
+
+    /// A directory of fake example binaries (shell scripts) and one for their logs.
+    fn scripts(scripts: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-examples-{}", std::process::id()));
+        let (bin, logs) = (dir.join("bin"), dir.join("logs"));
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(&logs).unwrap();
+        for (name, body) in scripts {
+            let path = bin.join(name);
+            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        (bin, logs)
+    }
+
+    fn fake(binary: &'static str) -> Run {
+        Run {
+            label: binary,
+            binary,
+            args: no_args,
+            with_services: true,
+        }
+    }
+
+    #[test]
+    fn an_example_passes_fails_or_times_out_and_its_group_is_killed() {
+        let (bin, logs) = scripts(&[
+            ("passes", "echo fine"),
+            ("fails", "echo \"broke: $SYNC_X\"; exit 3"),
+            ("hangs", "sleep 30 & echo $! > \"$0.child\"; wait"),
+        ]);
+        let env = vec![("SYNC_X".to_owned(), "from the services".to_owned())];
+        let long = Duration::from_secs(30);
+        assert!(run_one(&fake("passes"), &bin, &logs, &env, long).is_ok());
+
+        let err = run_one(&fake("fails"), &bin, &logs, &env, long).unwrap_err();
+        assert!(err.contains("exit status: 3"), "{err}");
+        let log = fs::read_to_string(logs.join("fails.log")).unwrap();
+        assert_eq!(log, "broke: from the services\n");
+
+        let started = Instant::now();
+        let err = run_one(
+            &fake("hangs"),
+            &bin,
+            &logs,
+            &env,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The example's own child (its process group) is gone too.
+        let child: u32 = fs::read_to_string(bin.join("hangs.child"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process::alive(child, "sleep") {
+            assert!(
+                Instant::now() < deadline,
+                "the example's child {child} survived"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_dir_all(bin.parent().unwrap());
     }
 
     #[test]
