@@ -3,12 +3,15 @@
 //! - `test` starts a 3-member etcd cluster, a 3-node NATS JetStream cluster and chronyd on
 //!   loopback, runs every test of the workspace against them, stops them, and ends with the
 //!   line `N passed, M failed`.
+//!   After a full run it builds and runs the examples against the same services.
+//! - `examples` runs only the examples against freshly started services.
 //! - `ci` runs rustfmt and clippy, then `test`.
 //! - `etcd up|down|status` keeps the same services running for work by hand.
 
 mod bench;
 mod chaos;
 mod chart;
+mod examples;
 mod process;
 mod services;
 mod testrun;
@@ -31,8 +34,15 @@ commands:
         start a 3-member etcd cluster, a 3-node NATS JetStream cluster and
         chronyd (NTP) on loopback ports, run
         `cargo test --workspace --all-features --no-fail-fast -- --include-ignored`
-        against them, stop them; the last line is `N passed, M failed`.
+        against them; with no arguments, then build the examples and run each
+        against the same services (timeout 90 s each; each counts as one test);
+        stop them; the last line is `N passed, M failed`.
         e.g. cargo xtask test -- -p sync-lock -- lease
+  examples
+        start the same services, build the examples and run each of them
+        (sync-lock fenced_write, sync-leader leader_loop, sync-task task_queue,
+        sync-time time_bounds, sync-event event_groups, the demo on etcd and
+        on local); logs in target/sync-examples; `N passed, M failed`
   ci    cargo fmt --check, cargo clippy -D warnings, then `test`
   etcd up       start the same services detached and print `export ...` lines
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
@@ -76,6 +86,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "test" => test(rest),
+        "examples" => run_examples(),
         "ci" => ci(rest),
         "etcd" => etcd(rest),
         "bench" => match workspace_root().and_then(|root| bench::run(&root, rest)) {
@@ -117,15 +128,34 @@ fn test(args: &[String]) -> ExitCode {
             eprintln!("xtask:   {key}={value}");
         }
         let outcome = testrun::cargo_test(&root, &services.env(), args);
+        // The examples run after a full run only: arguments pick a subset of the tests.
+        let examples = if args.is_empty() && !process::interrupted() {
+            examples::run(&root, &services.env())
+        } else {
+            if !args.is_empty() {
+                eprintln!("xtask: examples not run (arguments picked a subset of the tests; `cargo xtask examples` runs them)");
+            }
+            examples::Counts::default()
+        };
         drop(services); // stops them before the summary, which must be the last line
-        outcome
+        outcome.map(|o| (o, examples))
     });
     let (passed, mut failed, ok) = match outcome {
-        Ok(o) => {
+        Ok((o, examples)) => {
             if !o.status.success() && o.counts.failed == 0 && !process::interrupted() {
                 eprintln!("xtask: cargo test failed ({}) without a failing test (build error?); counted as 1 failed", o.status);
             }
-            (o.counts.passed, o.counts.failed, o.status.success())
+            if examples != examples::Counts::default() {
+                eprintln!(
+                    "xtask: tests: {} passed, {} failed; examples: {} passed, {} failed",
+                    o.counts.passed, o.counts.failed, examples.passed, examples.failed
+                );
+            }
+            (
+                o.counts.passed + examples.passed,
+                o.counts.failed + examples.failed,
+                o.status.success() && examples.failed == 0,
+            )
         }
         Err(e) => {
             eprintln!("xtask: error: {e}");
@@ -142,6 +172,37 @@ fn test(args: &[String]) -> ExitCode {
     if process::interrupted() {
         ExitCode::from(INTERRUPTED)
     } else if ok && failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `cargo xtask examples`: the examples alone against fresh services; ends with the line
+/// `N passed, M failed`.
+fn run_examples() -> ExitCode {
+    let counts = workspace_root().and_then(|root| {
+        let tools = tools::ensure(true)?;
+        eprintln!("xtask: starting a 3-member etcd cluster, 3 NATS nodes and chronyd on loopback");
+        let services = Services::start(&tools)?;
+        let counts = examples::run(&root, &services.env());
+        drop(services);
+        Ok(counts)
+    });
+    let counts = counts.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e}");
+        examples::Counts {
+            passed: 0,
+            failed: 1,
+        }
+    });
+    if process::interrupted() {
+        eprintln!("xtask: interrupted; services stopped");
+    }
+    println!("{} passed, {} failed", counts.passed, counts.failed);
+    if process::interrupted() {
+        ExitCode::from(INTERRUPTED)
+    } else if counts.failed == 0 && counts.passed > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
