@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sync_task::{Command as TaskCommand, CommandError, Job, JobId, JobStatus, Task, TaskOptions};
 use tokio::io::AsyncWriteExt;
 
-use crate::backend::{Chosen, Connect};
+use crate::backend::Connect;
 use crate::exit::{self, Failure};
 use crate::output::Output;
 use crate::supervise::Signals;
@@ -90,9 +90,9 @@ pub(crate) enum TaskCmd {
 }
 
 async fn open(c: &Connect, options: TaskOptions) -> Result<Arc<dyn Task>, Failure> {
-    Ok(match c.choose()? {
-        Chosen::Local => Arc::new(sync_task::LocalTask::new(options)?),
-        Chosen::Etcd(cfg) => Arc::new(sync_task::EtcdTask::connect(*cfg, options).await?),
+    Ok(match c.choose()?.etcd_or_local("task")? {
+        None => Arc::new(sync_task::LocalTask::new(options)?),
+        Some(cfg) => Arc::new(sync_task::EtcdTask::connect(*cfg, options).await?),
     })
 }
 
