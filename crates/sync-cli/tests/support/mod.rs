@@ -150,6 +150,48 @@ impl Proc {
         rx
     }
 
+    /// Its stderr, line by line, as they come (read on a thread of its own).
+    pub fn err_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+        use std::io::BufRead;
+        let stderr = self.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Waits until it prints the JSON event `name` on stderr (run it with `--json`); panics
+    /// after `limit`. Returns the stderr receiver for later lines.
+    pub fn await_event(
+        &mut self,
+        name: &str,
+        limit: Duration,
+    ) -> std::sync::mpsc::Receiver<String> {
+        let rx = self.err_lines();
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+                    if v["event"] == name {
+                        return rx;
+                    }
+                    assert!(v["event"] != "error", "{}: {l}", self.name);
+                }
+                Err(_) => panic!("{} did not report {name:?} within {limit:?}", self.name),
+            }
+        }
+    }
+
     /// Waits for it to exit and returns (status, stdout, stderr).
     pub fn finish(mut self, limit: Duration) -> (ExitStatus, String, String) {
         let status = self.wait(limit);
@@ -188,6 +230,50 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     let p = Proc::spawn("syncctl", syncctl().args(args));
     let (status, out, err) = p.finish(Duration::from_secs(60));
     (status.code().unwrap_or(-1), out, err)
+}
+
+/// Runs syncctl to completion with `input` on its stdin (60 s limit): (exit code, stdout,
+/// stderr).
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = syncctl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn syncctl");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input).expect("write syncctl's stdin");
+    drop(stdin);
+    let p = Proc {
+        child,
+        name: "syncctl".to_owned(),
+    };
+    let (status, out, err) = p.finish(Duration::from_secs(60));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// The JSON objects of stdout, one per line; panics on a line that is not one.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `syncctl --url URL --json event publish TOPIC PAYLOAD [extra…]`: the offset it printed;
+/// panics unless it exits 0 with `{"topic": TOPIC, "offset": N}`.
+pub fn publish(url: &str, topic: &str, payload: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["--url", url, "--json", "event", "publish", topic, payload];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "publish {payload:?}: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["topic"], topic, "{out}");
+    v["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offset: {out}"))
 }
 
 /// Waits until `path` exists; panics after `limit`. Polls the event with a deadline.
