@@ -19,11 +19,14 @@ use crate::supervise::Signals;
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum EventCmd {
     /// Publish one event to TOPIC; prints its offset once it is durable.
+    #[command(
+        group(clap::ArgGroup::new("input").required(true).args(["payload", "stdin"])),
+        override_usage = "syncctl event publish [OPTIONS] <TOPIC> <PAYLOAD | --stdin>"
+    )]
     Publish {
         /// The topic.
         topic: String,
         /// The payload (raw text). Or --stdin.
-        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
         payload: Option<String>,
         /// Read the payload from standard input (all of it, as bytes).
         #[arg(long)]

@@ -326,3 +326,68 @@ pub fn event_at(stderr: &str, name: &str) -> Option<i128> {
         .find(|e| e["event"] == name)
         .and_then(|e| e["at_unix_ns"].as_i64().map(i128::from))
 }
+
+/// Publishes five events (headers, `--stdin`, a payload with a newline) to `url` and tails them
+/// from the earliest: the offsets `publish` printed, in order, with their payloads and headers.
+/// The same case for every backend a URL names (etcd, NATS).
+pub fn publish_then_tail_in_order(url: &str) {
+    let topic = "orders";
+    let mut offsets = vec![publish(
+        url,
+        topic,
+        "one",
+        &["--header", "k=v", "--header", "n=1"],
+    )];
+    for p in ["two", "three\nlines"] {
+        offsets.push(publish(url, topic, p, &[]));
+    }
+    let (code, out, err) = run_with_stdin(
+        &["--url", url, "--json", "event", "publish", topic, "--stdin"],
+        b"from stdin\xff",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    offsets.push(v["offset"].as_u64().expect("an offset"));
+    offsets.push(publish(url, topic, "five", &[]));
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets strictly increase: {offsets:?}"
+    );
+
+    let (code, out, err) = run(&[
+        "--url", url, "--json", "event", "tail", topic, "--from", "earliest", "--count", "5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = json_lines(&out);
+    let seen: Vec<u64> = got.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seen, offsets,
+        "the offsets publish printed, in order: {out}"
+    );
+    let payloads: Vec<&str> = got
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        payloads,
+        ["one", "two", "three\nlines", "", "five"],
+        "{out}"
+    );
+    assert_eq!(
+        got[3]["payload_hex"], "66726f6d20737464696eff",
+        "bytes that are not UTF-8 come as hex: {out}"
+    );
+    assert_eq!(got[0]["headers"], serde_json::json!({"k": "v", "n": "1"}));
+    assert_eq!(got[0]["topic"], topic);
+
+    // Human output: one line per event, the newline escaped.
+    let (code, out, err) = run(&[
+        "--url", url, "event", "tail", topic, "--from", "earliest", "--count", "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with(&format!("{} ", offsets[0])), "{out}");
+    assert!(lines[0].ends_with(" [k=v n=1] one"), "{out}");
+    assert!(lines[2].ends_with(" [] three\\nlines"), "{out}");
+}
