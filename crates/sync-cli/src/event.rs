@@ -149,8 +149,12 @@ pub(crate) async fn run(c: &Connect, cmd: EventCmd, out: Output) -> Result<u8, F
             ack_wait,
             count,
         } => {
-            let events = c.events(EventOptions::new()).await?;
+            // Before connecting: a SIGINT/SIGTERM from now on ends the tail with exit 0.
             let mut signals = Signals::install()?;
+            let events = tokio::select! {
+                e = c.events(EventOptions::new()) => e?,
+                _ = signals.recv() => return Ok(exit::OK),
+            };
             match group {
                 None => tail(&*events, &topic, from, count, &mut signals, out).await,
                 Some(g) => {

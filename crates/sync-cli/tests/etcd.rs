@@ -838,8 +838,20 @@ fn a_job_submitted_before_any_worker_waits_then_runs() {
         "worker",
         syncctl().args(["--url", &url, "task", "worker", "echo", "--", "cat"]),
     );
-    let (code, out, err) = run(&["--url", &url, "--json", "task", "wait", &id]);
-    assert_eq!(code, 0, "{err}");
+    let mut wait = Proc::spawn(
+        "task wait",
+        syncctl().args(["--url", &url, "--json", "task", "wait", &id]),
+    );
+    if wait.wait_at_most(Duration::from_secs(30)).is_none() {
+        let (_, status, _) = run(&["--url", &url, "--json", "task", "status", &id]);
+        worker.signal(Signal::SIGTERM);
+        let (_, _, worker_err) = worker.finish(Duration::from_secs(30));
+        panic!(
+            "the job did not end within 30 s; its status: {status}; the worker said: {worker_err}"
+        );
+    }
+    let (status, out, err) = wait.finish(Duration::from_secs(1));
+    assert_eq!(status.code(), Some(0), "{err}");
     let v = &json_lines(&out)[0];
     assert_eq!(
         (&v["id"], &v["output"]["n"]),

@@ -132,6 +132,20 @@ impl Proc {
         }
     }
 
+    /// Waits for it to exit: its status, or `None` if it still runs after `limit`.
+    pub fn wait_at_most(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Its stdout, line by line, as they come (read on a thread of its own).
     pub fn lines(&mut self) -> std::sync::mpsc::Receiver<String> {
         use std::io::BufRead;
