@@ -959,3 +959,45 @@ fn lock_try_on_a_free_lock_passes_increasing_tokens_and_the_childs_status() {
         "fencing tokens strictly increase: {tokens:?}"
     );
 }
+
+#[test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+fn a_job_submitted_by_an_exiting_syncctl_runs_at_once() {
+    // The library releases a submitted job in a background transaction; a syncctl that exited
+    // before it landed left the job held for the library's 60 s submit hold.
+    let url = etcd_url("task-release", "ttl=3s");
+    let worker = Proc::spawn(
+        "worker",
+        syncctl().args(["--url", &url, "task", "worker", "echo", "--", "cat"]),
+    );
+    for i in 0..5 {
+        let (code, id, err) = run(&[
+            "--url",
+            &url,
+            "task",
+            "submit",
+            "echo",
+            "--payload",
+            &i.to_string(),
+            "--wait-for-worker",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let mut wait = Proc::spawn(
+            "task wait",
+            syncctl().args(["--url", &url, "task", "wait", id.trim()]),
+        );
+        if wait.wait_at_most(Duration::from_secs(10)).is_none() {
+            let (_, status, _) = run(&["--url", &url, "task", "status", id.trim()]);
+            panic!("job {i} did not run within 10 s of its submit (status: {status})");
+        }
+        let (status, out, err) = wait.finish(Duration::from_secs(1));
+        assert_eq!(
+            (status.code(), out.trim()),
+            (Some(0), i.to_string().as_str()),
+            "{err}"
+        );
+    }
+    worker.signal(Signal::SIGTERM);
+    let (status, _, err) = worker.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{err}");
+}
