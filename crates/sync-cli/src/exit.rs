@@ -12,6 +12,9 @@ pub(crate) const USAGE: u8 = 2;
 pub(crate) const NOT_ACQUIRED: u8 = 75;
 /// The lock, permit or leadership was lost while the command ran; the command was stopped.
 pub(crate) const LOST: u8 = 76;
+/// `event tail`: the start asked for (or the next event of a reader that fell behind) was
+/// already dropped by the topic's retention (sysexits' `EX_DATAERR`).
+pub(crate) const TRUNCATED: u8 = 65;
 /// The backend could not be reached (or refused our TLS or credentials).
 pub(crate) const UNAVAILABLE: u8 = 69;
 /// Something else failed inside syncctl.
@@ -90,6 +93,30 @@ impl From<sync_time::Error> for Failure {
             UNAVAILABLE
         };
         Failure::new(code, full_message(&e))
+    }
+}
+
+impl From<sync_event::Error> for Failure {
+    fn from(e: sync_event::Error) -> Self {
+        use sync_event::Error as E;
+        match &e {
+            E::Truncated {
+                first_available, ..
+            } => Failure::new(
+                TRUNCATED,
+                format!(
+                    "{}; to accept the loss, tail from --from {first_available} (or --from earliest)",
+                    full_message(&e)
+                ),
+            ),
+            E::InvalidName { .. }
+            | E::InvalidOptions { .. }
+            | E::Config(_)
+            | E::TooLarge { .. }
+            | E::BadPayload { .. } => Failure::new(USAGE, full_message(&e)),
+            E::Unavailable { .. } => Failure::new(UNAVAILABLE, full_message(&e)),
+            _ => Failure::new(INTERNAL, full_message(&e)),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use sync_core::signal::LossSignal;
 
+use crate::backend::Closer;
 use crate::exit::{self, Failure};
 use crate::output::{millis, Output};
 use crate::supervise::{self, Ended, Signals};
@@ -57,8 +58,18 @@ pub(crate) struct Plan<'a> {
 }
 
 /// Acquires with `acquire` (a terminating signal aborts the wait: exit 128 + signal), runs the
-/// command, releases, and returns the exit code.
-pub(crate) async fn run<F>(plan: Plan<'_>, acquire: F) -> Result<u8, Failure>
+/// command, releases, closes the run's session with `closer` (whatever the outcome), and
+/// returns the exit code.
+pub(crate) async fn run<F>(plan: Plan<'_>, closer: Closer, acquire: F) -> Result<u8, Failure>
+where
+    F: Future<Output = Result<Option<Held>, Failure>>,
+{
+    let code = hold(plan, acquire).await;
+    closer.close().await;
+    code
+}
+
+async fn hold<F>(plan: Plan<'_>, acquire: F) -> Result<u8, Failure>
 where
     F: Future<Output = Result<Option<Held>, Failure>>,
 {

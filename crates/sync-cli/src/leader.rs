@@ -24,7 +24,7 @@ fn show(group: &str, who: &Option<LeaderInfo>, out: Output) {
 /// Prints who leads `group`; with `watch`, every change until SIGINT/SIGTERM (exit 0) or the
 /// backend fails (exit 69).
 pub(crate) async fn run(c: &Connect, group: &str, watch: bool, out: Output) -> Result<u8, Failure> {
-    let (leaders, closer) = c.leader(None).await?;
+    let (leaders, closer) = c.leader("leader", None).await?;
     let r = follow(&*leaders, group, watch, out).await;
     closer.close().await;
     r

@@ -1,13 +1,16 @@
 //! `syncctl`: run a command under a distributed lock, semaphore, read-write lock or leadership,
-//! ask who leads a group, read synchronized time. See `crates/sync-cli/README.md` and
+//! ask who leads a group, submit and run jobs, publish and tail event streams, read
+//! synchronized time. See `crates/sync-cli/README.md` and
 //! `docs/syncctl.md` for the commands, the exit codes and the loss → kill timeline.
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
 mod backend;
+mod event;
 mod exit;
 mod hold;
 mod leader;
@@ -21,12 +24,14 @@ use exit::Failure;
 use hold::{Held, Plan};
 use output::Output;
 
-/// Run commands under distributed locks and leaderships; ask who leads; read synchronized time.
+/// Run commands under distributed locks and leaderships; ask who leads; jobs; event streams;
+/// read synchronized time.
 ///
 /// Exit codes: the command's own status (128 + signal if a signal ended it); 2 usage error;
-/// 69 backend unreachable; 70 internal error; 75 not acquired (--try, --wait ran out);
-/// 76 lost while the command ran (the command was stopped); 126/127 command not executable /
-/// not found; `task submit --wait`/`task wait`: 1 the job failed.
+/// 65 `event tail`: the start was dropped by retention; 69 backend unreachable; 70 internal
+/// error; 75 not acquired (--try, --wait ran out); 76 lost while the command ran (the command
+/// was stopped); 126/127 command not executable / not found; `task submit --wait`/`task wait`:
+/// 1 the job failed.
 #[derive(Debug, Parser)]
 #[command(name = "syncctl", version, max_term_width = 100)]
 struct Cli {
@@ -58,45 +63,66 @@ struct Wait {
 }
 
 impl Wait {
-    /// The options of one acquire; the TTL is the session's (see `backend::Connect::session`).
-    fn options(&self) -> sync_lock::AcquireOptions {
+    /// Acquires with `try_acquire` under `--try`, else with `acquire`; the options carry
+    /// `--wait` (the TTL is the session's, see `backend::Connect::session`).
+    async fn take<T, A>(
+        &self,
+        try_acquire: impl FnOnce(sync_lock::AcquireOptions) -> T,
+        acquire: impl FnOnce(sync_lock::AcquireOptions) -> A,
+    ) -> Result<Option<Held>, Failure>
+    where
+        T: Future<Output = sync_lock::Result<Option<sync_lock::LockGuard>>>,
+        A: Future<Output = sync_lock::Result<sync_lock::LockGuard>>,
+    {
         let mut o = sync_lock::AcquireOptions::new();
         if let Some(w) = self.wait {
             o = o.with_max_wait(w);
         }
-        o
+        Ok(if self.try_ {
+            try_acquire(o).await?.map(Held::Guard)
+        } else {
+            Some(Held::Guard(acquire(o).await?))
+        })
+    }
+}
+
+/// What `lock`, `semaphore` and `rwlock` share: the name, the waiting flags and the command.
+#[derive(Debug, Clone, clap::Args)]
+struct Target {
+    /// The lock's, semaphore's or read-write lock's name.
+    name: String,
+    #[command(flatten)]
+    wait: Wait,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+impl Target {
+    fn plan(&self, kind: &'static str, out: Output) -> Plan<'_> {
+        Plan {
+            kind,
+            name: &self.name,
+            command: &self.command,
+            out,
+        }
     }
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
     /// Run CMD while holding the lock NAME (SYNC_FENCING_TOKEN in its environment).
-    Lock {
-        /// The lock's name.
-        name: String,
-        #[command(flatten)]
-        wait: Wait,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Lock(Target),
     /// Run CMD while holding one of N permits of the semaphore NAME.
     Semaphore {
-        /// The semaphore's name.
-        name: String,
         /// How many holders at once (all users of NAME must agree).
         #[arg(short = 'n', long = "permits", value_name = "N")]
         permits: usize,
         #[command(flatten)]
-        wait: Wait,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
+        target: Target,
     },
     /// Run CMD while reading (shared) or writing (alone) the read-write lock NAME.
     Rwlock {
-        /// The read-write lock's name.
-        name: String,
         /// Shared with other readers.
         #[arg(long, conflicts_with = "write", required_unless_present = "write")]
         read: bool,
@@ -104,10 +130,7 @@ enum Cmd {
         #[arg(long)]
         write: bool,
         #[command(flatten)]
-        wait: Wait,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
+        target: Target,
     },
     /// Campaign in GROUP and run CMD while leader (SYNC_LEADER_TERM in its environment).
     Elect {
@@ -140,6 +163,9 @@ enum Cmd {
     /// Jobs: submit, status, wait, and a worker running a shell command per job.
     #[command(subcommand)]
     Task(task::TaskCmd),
+    /// Event streams: publish to a topic, tail it (alone or as a consumer group member).
+    #[command(subcommand)]
+    Event(event::EventCmd),
     /// Synchronized time: now, its bounds, and what each NTP server said.
     Time {
         /// NTP server `host[:port]` (repeat for several). None: the system clock, with an
@@ -167,81 +193,42 @@ fn default_id() -> String {
 async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
     let c = &cli.connect;
     match cli.command {
-        Cmd::Lock {
-            name,
-            wait,
-            command,
-        } => {
-            let (locks, closer) = c.lock(wait.ttl).await?;
-            let plan = Plan {
-                kind: "lock",
-                name: &name,
-                command: &command,
-                out,
-            };
-            let code = hold::run(plan, async {
-                let o = wait.options();
-                Ok(if wait.try_ {
-                    locks.try_acquire(&name, o).await?.map(Held::Guard)
-                } else {
-                    Some(Held::Guard(locks.acquire(&name, o).await?))
-                })
-            })
-            .await;
-            closer.close().await;
-            code
+        Cmd::Lock(t) => {
+            let (locks, closer) = c.lock(t.wait.ttl).await?;
+            let acquire = t.wait.take(
+                |o| locks.try_acquire(&t.name, o),
+                |o| locks.acquire(&t.name, o),
+            );
+            hold::run(t.plan("lock", out), closer, acquire).await
         }
-        Cmd::Semaphore {
-            name,
-            permits,
-            wait,
-            command,
-        } => {
-            let (sems, closer) = c.semaphore(wait.ttl).await?;
-            let plan = Plan {
-                kind: "semaphore",
-                name: &name,
-                command: &command,
-                out,
-            };
-            let code = hold::run(plan, async {
-                let o = wait.options();
-                Ok(if wait.try_ {
-                    sems.try_acquire(&name, permits, o).await?.map(Held::Guard)
-                } else {
-                    Some(Held::Guard(sems.acquire(&name, permits, o).await?))
-                })
-            })
-            .await;
-            closer.close().await;
-            code
+        Cmd::Semaphore { permits, target: t } => {
+            let (sems, closer) = c.semaphore(t.wait.ttl).await?;
+            let acquire = t.wait.take(
+                |o| sems.try_acquire(&t.name, permits, o),
+                |o| sems.acquire(&t.name, permits, o),
+            );
+            hold::run(t.plan("semaphore", out), closer, acquire).await
         }
         Cmd::Rwlock {
-            name,
             read,
             write: _,
-            wait,
-            command,
+            target: t,
         } => {
-            let (locks, closer) = c.rwlock(wait.ttl).await?;
-            let plan = Plan {
-                kind: "rwlock",
-                name: &name,
-                command: &command,
-                out,
+            let (locks, closer) = c.rwlock(t.wait.ttl).await?;
+            let acquire = async {
+                if read {
+                    let r = t
+                        .wait
+                        .take(|o| locks.try_read(&t.name, o), |o| locks.read(&t.name, o));
+                    r.await
+                } else {
+                    let w = t
+                        .wait
+                        .take(|o| locks.try_write(&t.name, o), |o| locks.write(&t.name, o));
+                    w.await
+                }
             };
-            let code = hold::run(plan, async {
-                let o = wait.options();
-                Ok(match (read, wait.try_) {
-                    (true, true) => locks.try_read(&name, o).await?.map(Held::Guard),
-                    (true, false) => Some(Held::Guard(locks.read(&name, o).await?)),
-                    (false, true) => locks.try_write(&name, o).await?.map(Held::Guard),
-                    (false, false) => Some(Held::Guard(locks.write(&name, o).await?)),
-                })
-            })
-            .await;
-            closer.close().await;
-            code
+            hold::run(t.plan("rwlock", out), closer, acquire).await
         }
         Cmd::Elect {
             group,
@@ -251,7 +238,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
             wait,
             command,
         } => {
-            let (leaders, closer) = c.leader(ttl).await?;
+            let (leaders, closer) = c.leader("elect", ttl).await?;
             let id = id.unwrap_or_else(default_id);
             let plan = Plan {
                 kind: "elect",
@@ -259,7 +246,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                 command: &command,
                 out,
             };
-            let code = hold::run(plan, async {
+            let acquire = async {
                 let mut o = sync_leader::ElectOptions::new().with_group(group.clone());
                 if let Some(w) = wait {
                     o = o.with_max_wait(w);
@@ -268,12 +255,11 @@ async fn dispatch(cli: Cli, out: Output) -> Result<u8, Failure> {
                     o = o.with_value(v);
                 }
                 Ok(Some(Held::Elected(leaders.elect(&id, o).await?)))
-            })
-            .await;
-            closer.close().await;
-            code
+            };
+            hold::run(plan, closer, acquire).await
         }
         Cmd::Task(cmd) => task::run(c, cmd, out).await,
+        Cmd::Event(cmd) => event::run(c, cmd, out).await,
         Cmd::Leader { group, watch } => leader::run(c, &group, watch, out).await,
         Cmd::Time {
             servers,

@@ -275,3 +275,183 @@ fn a_taken_metrics_addr_is_a_usage_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot serve metrics"), "{err}");
 }
+
+#[test]
+fn event_publish_on_local_prints_the_offset() {
+    let (code, out, err) = run(&["--url", "local", "event", "publish", "t", "hello"]);
+    assert_eq!((code, out.as_str()), (0, "1\n"), "{err}");
+    let (code, out, err) = run(&[
+        "--url", "local", "--json", "event", "publish", "t", "x", "--header", "k=v",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v, serde_json::json!({"topic": "t", "offset": 1}));
+    let (code, out, err) = run_with_stdin(
+        &["--url", "local", "event", "publish", "t", "--stdin"],
+        b"payload\n",
+    );
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
+    // An event over the local backend's 1 MiB limit: refused, the limit named.
+    let big = vec![b'x'; (1 << 20) + 1];
+    let (code, _, err) = run_with_stdin(
+        &["--url", "local", "event", "publish", "t", "--stdin"],
+        &big,
+    );
+    assert_eq!(code, USAGE, "{err}");
+    assert!(err.contains("1048576"), "{err}");
+}
+
+#[test]
+fn event_bad_input_is_a_usage_error_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["event", "publish", "t", "p"], "no backend"),
+        (
+            &["--url", "local", "event", "publish", "", "p"],
+            "invalid topic",
+        ),
+        (&["--url", "local", "event", "publish", "t"], "--stdin"),
+        (
+            &["--url", "local", "event", "publish", "t", "p", "--stdin"],
+            "cannot be used",
+        ),
+        (
+            &[
+                "--url", "local", "event", "publish", "t", "p", "--header", "novalue",
+            ],
+            "KEY=VALUE",
+        ),
+        (
+            &[
+                "--url", "local", "event", "publish", "t", "p", "--header", "k=1", "--header",
+                "k=2",
+            ],
+            "twice",
+        ),
+        (
+            &[
+                "--url",
+                "local",
+                "event",
+                "publish",
+                "t",
+                "p",
+                "--retain-events",
+                "0",
+            ],
+            "max_events",
+        ),
+        (
+            &[
+                "--url",
+                "local",
+                "event",
+                "tail",
+                "t",
+                "--from",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+        (
+            &["--url", "local", "event", "tail", "t", "--from", "0"],
+            "start at 1",
+        ),
+        (
+            &["--url", "local", "event", "tail", "t", "--count", "0"],
+            "count",
+        ),
+        (
+            &["--url", "local", "event", "tail", "t", "--ack-wait", "1s"],
+            "--group",
+        ),
+        (
+            &["--url", "local", "event", "tail", "t", "--group", ""],
+            "invalid group",
+        ),
+        (
+            &[
+                "--url",
+                "nats://127.0.0.1:4222/app",
+                "lock",
+                "x",
+                "--",
+                "true",
+            ],
+            "serves only `syncctl event`",
+        ),
+        (
+            &[
+                "--url",
+                "nats://127.0.0.1:4222/app",
+                "--ca",
+                "/nonexistent",
+                "event",
+                "publish",
+                "t",
+                "p",
+            ],
+            "without TLS",
+        ),
+        (
+            &[
+                "--url",
+                "nats://127.0.0.1:4222/bad_prefix",
+                "event",
+                "publish",
+                "t",
+                "p",
+            ],
+            "prefix",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, USAGE, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn event_tail_stops_on_sigterm_with_exit_0() {
+    for extra in [&[][..], &["--group", "g"]] {
+        let mut args = vec![
+            "--url", "local", "--json", "event", "tail", "t", "--from", "earliest",
+        ];
+        args.extend_from_slice(extra);
+        let mut p = Proc::spawn("tail", syncctl().args(&args));
+        let expected = if extra.is_empty() {
+            "subscribed"
+        } else {
+            "joined"
+        };
+        let _stderr = p.await_event(expected, Duration::from_secs(20));
+        p.signal(Signal::SIGTERM);
+        let (status, out, _) = p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0), "{extra:?}");
+        assert!(out.is_empty(), "nothing was published: {out}");
+    }
+}
+
+#[test]
+fn an_unreachable_nats_exits_69() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("nats://127.0.0.1:{port}/x");
+    let (code, _, err) = run(&[
+        "--url",
+        &url,
+        "--connect-timeout",
+        "1s",
+        "event",
+        "publish",
+        "t",
+        "p",
+    ]);
+    assert_eq!(code, UNAVAILABLE, "{err}");
+    assert!(err.contains(&port.to_string()), "names the endpoint: {err}");
+}

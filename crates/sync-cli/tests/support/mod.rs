@@ -132,6 +132,20 @@ impl Proc {
         }
     }
 
+    /// Waits for it to exit: its status, or `None` if it still runs after `limit`.
+    pub fn wait_at_most(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Its stdout, line by line, as they come (read on a thread of its own).
     pub fn lines(&mut self) -> std::sync::mpsc::Receiver<String> {
         use std::io::BufRead;
@@ -148,6 +162,48 @@ impl Proc {
             }
         });
         rx
+    }
+
+    /// Its stderr, line by line, as they come (read on a thread of its own).
+    pub fn err_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+        use std::io::BufRead;
+        let stderr = self.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Waits until it prints the JSON event `name` on stderr (run it with `--json`); panics
+    /// after `limit`. Returns the stderr receiver for later lines.
+    pub fn await_event(
+        &mut self,
+        name: &str,
+        limit: Duration,
+    ) -> std::sync::mpsc::Receiver<String> {
+        let rx = self.err_lines();
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+                    if v["event"] == name {
+                        return rx;
+                    }
+                    assert!(v["event"] != "error", "{}: {l}", self.name);
+                }
+                Err(_) => panic!("{} did not report {name:?} within {limit:?}", self.name),
+            }
+        }
     }
 
     /// Waits for it to exit and returns (status, stdout, stderr).
@@ -188,6 +244,50 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     let p = Proc::spawn("syncctl", syncctl().args(args));
     let (status, out, err) = p.finish(Duration::from_secs(60));
     (status.code().unwrap_or(-1), out, err)
+}
+
+/// Runs syncctl to completion with `input` on its stdin (60 s limit): (exit code, stdout,
+/// stderr).
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = syncctl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn syncctl");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input).expect("write syncctl's stdin");
+    drop(stdin);
+    let p = Proc {
+        child,
+        name: "syncctl".to_owned(),
+    };
+    let (status, out, err) = p.finish(Duration::from_secs(60));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// The JSON objects of stdout, one per line; panics on a line that is not one.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `syncctl --url URL --json event publish TOPIC PAYLOAD [extra…]`: the offset it printed;
+/// panics unless it exits 0 with `{"topic": TOPIC, "offset": N}`.
+pub fn publish(url: &str, topic: &str, payload: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["--url", url, "--json", "event", "publish", topic, payload];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "publish {payload:?}: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["topic"], topic, "{out}");
+    v["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offset: {out}"))
 }
 
 /// Waits until `path` exists; panics after `limit`. Polls the event with a deadline.
@@ -239,4 +339,69 @@ pub fn event_at(stderr: &str, name: &str) -> Option<i128> {
         .iter()
         .find(|e| e["event"] == name)
         .and_then(|e| e["at_unix_ns"].as_i64().map(i128::from))
+}
+
+/// Publishes five events (headers, `--stdin`, a payload with a newline) to `url` and tails them
+/// from the earliest: the offsets `publish` printed, in order, with their payloads and headers.
+/// The same case for every backend a URL names (etcd, NATS).
+pub fn publish_then_tail_in_order(url: &str) {
+    let topic = "orders";
+    let mut offsets = vec![publish(
+        url,
+        topic,
+        "one",
+        &["--header", "k=v", "--header", "n=1"],
+    )];
+    for p in ["two", "three\nlines"] {
+        offsets.push(publish(url, topic, p, &[]));
+    }
+    let (code, out, err) = run_with_stdin(
+        &["--url", url, "--json", "event", "publish", topic, "--stdin"],
+        b"from stdin\xff",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    offsets.push(v["offset"].as_u64().expect("an offset"));
+    offsets.push(publish(url, topic, "five", &[]));
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets strictly increase: {offsets:?}"
+    );
+
+    let (code, out, err) = run(&[
+        "--url", url, "--json", "event", "tail", topic, "--from", "earliest", "--count", "5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let got = json_lines(&out);
+    let seen: Vec<u64> = got.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seen, offsets,
+        "the offsets publish printed, in order: {out}"
+    );
+    let payloads: Vec<&str> = got
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        payloads,
+        ["one", "two", "three\nlines", "", "five"],
+        "{out}"
+    );
+    assert_eq!(
+        got[3]["payload_hex"], "66726f6d20737464696eff",
+        "bytes that are not UTF-8 come as hex: {out}"
+    );
+    assert_eq!(got[0]["headers"], serde_json::json!({"k": "v", "n": "1"}));
+    assert_eq!(got[0]["topic"], topic);
+
+    // Human output: one line per event, the newline escaped.
+    let (code, out, err) = run(&[
+        "--url", url, "event", "tail", topic, "--from", "earliest", "--count", "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with(&format!("{} ", offsets[0])), "{out}");
+    assert!(lines[0].ends_with(" [k=v n=1] one"), "{out}");
+    assert!(lines[2].ends_with(" [] three\\nlines"), "{out}");
 }
