@@ -160,17 +160,70 @@ impl<L: Lock + ?Sized> LockExt for L {}
 /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
 /// ```
 pub async fn open(url: &str) -> Result<Arc<dyn Lock>> {
-    match sync_core::backend::Backend::from_url(url).map_err(|e| Error::Config(e.to_string()))? {
+    match backend(url)? {
         sync_core::backend::Backend::Local => Ok(Arc::new(LocalLock::new())),
         #[cfg(feature = "etcd")]
         sync_core::backend::Backend::Etcd(cfg) => Ok(Arc::new(EtcdLock::connect(*cfg).await?)),
         #[allow(unreachable_patterns)]
-        other => Err(Error::Config(format!(
-            "the {} backend is not compiled into sync-lock; enable its `{}` feature",
-            other.name(),
-            other.name()
-        ))),
+        other => Err(not_compiled(&other)),
     }
+}
+
+/// Opens a semaphore backend from a URL, like [`open`]: `local` or `etcd://…` (feature `etcd`).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let sems = sync_lock::open_semaphore("local").await?;
+/// let permit = sems.acquire("pool", 2, Default::default()).await?;
+/// let second = sems.try_acquire("pool", 2, Default::default()).await?;
+/// assert!(second.is_some(), "two permits");
+/// assert!(sems.try_acquire("pool", 2, Default::default()).await?.is_none());
+/// permit.release().await?;
+/// # Ok::<(), sync_lock::Error>(()) }).unwrap();
+/// ```
+pub async fn open_semaphore(url: &str) -> Result<Arc<dyn Semaphore>> {
+    match backend(url)? {
+        sync_core::backend::Backend::Local => Ok(Arc::new(LocalSemaphore::new())),
+        #[cfg(feature = "etcd")]
+        sync_core::backend::Backend::Etcd(cfg) => Ok(Arc::new(EtcdSemaphore::connect(*cfg).await?)),
+        #[allow(unreachable_patterns)]
+        other => Err(not_compiled(&other)),
+    }
+}
+
+/// Opens a read-write lock backend from a URL, like [`open`]: `local` or `etcd://…` (feature
+/// `etcd`).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let locks = sync_lock::open_rwlock("local").await?;
+/// let a = locks.read("catalog", Default::default()).await?;
+/// let b = locks.read("catalog", Default::default()).await?; // readers share
+/// assert!(locks.try_write("catalog", Default::default()).await?.is_none());
+/// a.release().await?;
+/// b.release().await?;
+/// # Ok::<(), sync_lock::Error>(()) }).unwrap();
+/// ```
+pub async fn open_rwlock(url: &str) -> Result<Arc<dyn RwLock>> {
+    match backend(url)? {
+        sync_core::backend::Backend::Local => Ok(Arc::new(LocalRwLock::new())),
+        #[cfg(feature = "etcd")]
+        sync_core::backend::Backend::Etcd(cfg) => Ok(Arc::new(EtcdRwLock::connect(*cfg).await?)),
+        #[allow(unreachable_patterns)]
+        other => Err(not_compiled(&other)),
+    }
+}
+
+fn backend(url: &str) -> Result<sync_core::backend::Backend> {
+    sync_core::backend::Backend::from_url(url).map_err(|e| Error::Config(e.to_string()))
+}
+
+fn not_compiled(backend: &sync_core::backend::Backend) -> Error {
+    Error::Config(format!(
+        "the {} backend is not compiled into sync-lock; enable its `{}` feature",
+        backend.name(),
+        backend.name()
+    ))
 }
 
 pub(crate) fn check_name(name: &str) -> Result<()> {

@@ -123,9 +123,9 @@ async fn time_source(args: &Args) -> Result<Arc<dyn Time>, Error> {
     }
 }
 
-/// Semaphores and read-write locks. They have no `open(url)` of their own: local ones, or etcd
-/// ones on a connection made from the URL. The local read-write lock is also returned
-/// concretely, for its queue inspection.
+/// Semaphores and read-write locks: local ones, or etcd ones sharing one connection made from
+/// the URL (`sync::lock::open_semaphore(url)` and `open_rwlock(url)` would open one each). The
+/// local read-write lock is also returned concretely, for its queue inspection.
 async fn lock_family(
     url: &str,
 ) -> Result<(Arc<dyn Semaphore>, (Arc<dyn RwLock>, Option<LocalRwLock>)), Error> {

@@ -1,5 +1,5 @@
 //! Spans and loss events with `tracing-subscriber`: run with
-//! `RUST_LOG=sync=debug,sync_core=debug cargo run -p sync --example telemetry`
+//! `RUST_LOG=sync=debug,sync_core=debug cargo run -p sync-coord --example telemetry`
 //! (the default filter shows the acquire spans and the warning a loss produces).
 
 use std::time::Duration;
