@@ -174,3 +174,52 @@ async fn a_waiter_whose_lease_ends_fails_with_lost_and_never_holds_late() {
     assert_eq!(testing::count_keys(&admin, &rw_dir).await, 0);
     assert_eq!(testing::count_keys(&admin, &sem_dir).await, 0);
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn open_semaphore_and_rwlock_from_a_url_share_across_handles() {
+    let eps: Vec<String> = testing::endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_owned())
+        .collect();
+    let prefix = testing::unique_prefix("url_family");
+    let url = format!("etcd://{}/{prefix}?ttl=3s", eps.join(","));
+    let (s1, s2) = (
+        sync_lock::open_semaphore(&url).await.unwrap(),
+        sync_lock::open_semaphore(&url).await.unwrap(),
+    );
+    let p1 = s1.acquire("pool", 2, AcquireOptions::new()).await.unwrap();
+    assert_eq!(p1.ttl(), Some(Duration::from_secs(3)));
+    let p2 = s2
+        .try_acquire("pool", 2, AcquireOptions::new())
+        .await
+        .unwrap()
+        .expect("a second permit");
+    assert!(s1
+        .try_acquire("pool", 2, AcquireOptions::new())
+        .await
+        .unwrap()
+        .is_none());
+    p1.release().await.unwrap();
+    p2.release().await.unwrap();
+
+    let (r1, r2) = (
+        sync_lock::open_rwlock(&url).await.unwrap(),
+        sync_lock::open_rwlock(&url).await.unwrap(),
+    );
+    let a = r1.read("doc", AcquireOptions::new()).await.unwrap();
+    let b = r2.read("doc", AcquireOptions::new()).await.unwrap();
+    assert!(r2
+        .try_write("doc", AcquireOptions::new())
+        .await
+        .unwrap()
+        .is_none());
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+    let w = r2
+        .try_write("doc", AcquireOptions::new())
+        .await
+        .unwrap()
+        .expect("free after the readers");
+    w.release().await.unwrap();
+}
