@@ -73,6 +73,8 @@ struct Inner {
     options: EventOptions,
     /// The size limit enforced (payload plus headers, as [`Message::size`] counts).
     max_bytes: usize,
+    /// The servers' `max_payload` (a message with its headers).
+    server_max_payload: usize,
     /// Topics whose stream this handle created or found, by topic name.
     topics: Mutex<HashMap<String, Arc<Topic>>>,
 }
@@ -138,6 +140,7 @@ impl NatsEvents {
                 config,
                 options,
                 max_bytes,
+                server_max_payload: server_limit,
                 topics: Mutex::new(HashMap::new()),
             }),
         })
@@ -268,6 +271,13 @@ impl NatsEvents {
                 size,
                 limit: self.inner.max_bytes,
                 backend: "nats",
+                limit_from: crate::error::limit_from(
+                    &self.inner.options,
+                    &format!(
+                        "the servers' max_payload of {} bytes less {FRAMING_RESERVE} kept for the header framing",
+                        self.inner.server_max_payload
+                    ),
+                ),
             });
         }
         let t = self.topic(topic).await?;
