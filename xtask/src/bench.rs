@@ -15,7 +15,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let single = args.iter().any(|a| a == "--single");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--single").collect();
     let size = if single { 1 } else { 3 };
-    eprintln!("xtask bench: starting a {size}-member etcd cluster and chronyd on loopback");
+    eprintln!(
+        "xtask bench: starting a {size}-member etcd cluster, a 3-node NATS cluster and chronyd on loopback"
+    );
     let services = Services::start_sized(&tools, size)?;
     let mut cmd = testrun::cargo_command();
     cmd.args([

@@ -104,9 +104,10 @@ impl Services {
         Services::start_with(tools, 0, 0)
     }
 
-    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`), no NATS.
+    /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`), for
+    /// `bench` (whose event scenarios need NATS too).
     pub(crate) fn start_sized(tools: &Tools, size: usize) -> Result<Services> {
-        Services::start_with(tools, size, 0)
+        Services::start_with(tools, size, nats::NODES)
     }
 
     /// `size` etcd members, `nats` NATS nodes and chronyd.
