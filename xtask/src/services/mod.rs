@@ -99,9 +99,10 @@ impl Services {
         Services::start_with(tools, MEMBERS, nats::NODES)
     }
 
-    /// Only chronyd, for `chaos` (whose scenarios start an etcd cluster of their own).
+    /// chronyd and the NATS nodes, for `chaos` (whose scenarios start an etcd cluster of
+    /// their own; `stream-nats` kills and restarts these NATS nodes).
     pub(crate) fn start_ntp(tools: &Tools) -> Result<Services> {
-        Services::start_with(tools, 0, 0)
+        Services::start_with(tools, 0, nats::NODES)
     }
 
     /// [`start`](Services::start) with `size` etcd members (1 for `bench --single`), for
