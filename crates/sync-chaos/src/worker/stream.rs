@@ -118,9 +118,12 @@ pub async fn subscribe(a: &Args) -> Result<(), String> {
 }
 
 /// `stream-member`: a member of the group; logs `got` (offset, number, the group) for every
-/// delivery, then acks it (`acked`, or `ack_failed`).
+/// delivery, works on it for `--work-ms` (default 5-30: so that a `kill -9` often lands while
+/// it holds a delivery, which must then come back to another member), then acks it (`acked`,
+/// or `ack_failed`).
 pub async fn member(a: &Args) -> Result<(), String> {
     let log = a.log()?;
+    let work = a.range_ms("work-ms", (5, 30))?;
     let events = events(a, &log).await?;
     let options = GroupOptions::new()
         .with_ack_wait(ACK_WAIT)
@@ -147,6 +150,7 @@ pub async fn member(a: &Args) -> Result<(), String> {
                 ev = ev.job(job);
             }
             log.write(ev);
+            tokio::time::sleep(pause(work)).await;
             match member.ack(&d).await {
                 Ok(()) => log.write(log.event("acked").token(d.event.offset)),
                 Err(e) => log.write(
