@@ -31,7 +31,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         Timing::EtcdDefaults => "etcd's default raft timing (heartbeat 100 ms, election 1000 ms)",
     };
     eprintln!(
-        "xtask bench: starting a {size}-member etcd cluster ({shown_timing}) and chronyd on loopback"
+        "xtask bench: starting a {size}-member etcd cluster ({shown_timing}), a 3-node NATS \
+         cluster and chronyd on loopback"
     );
     let services = Services::start_sized(&tools, size, timing)?;
     let mut cmd = testrun::cargo_command();

@@ -2,7 +2,8 @@
 //! its fault scenarios (`sync-chaos run`, see `crates/sync-chaos/src/scenario/`), which start an
 //! etcd cluster of their own on etcd's default timing, print a table and write
 //! `target/sync-chaos/report.json`. xtask adds chronyd on loopback as the `time` scenario's
-//! honest NTP server, and fails if any scenario counted a violation.
+//! honest NTP server and a 3-node NATS cluster for `stream-nats`, and fails if any scenario
+//! counted a violation.
 
 use std::path::Path;
 
@@ -37,7 +38,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<bool> {
     if !status.success() {
         return Err(format!("building sync-chaos failed ({status})"));
     }
-    eprintln!("xtask chaos: starting chronyd on loopback");
+    eprintln!("xtask chaos: starting chronyd and a 3-node NATS cluster on loopback");
     let ntp = Services::start_ntp(&tools)?;
     let mut cmd = std::process::Command::new(target.join("debug").join("sync-chaos"));
     cmd.arg("run")
@@ -45,6 +46,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<bool> {
         .arg("--out")
         .arg(target.join("sync-chaos"))
         .args(["--ntp", &ntp.ntp_server()])
+        // The `stream-nats` scenario's cluster (SYNC_NATS_URLS, SYNC_NATS_NODES, SYNC_NATS_DIR).
+        .envs(
+            ntp.env()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("SYNC_NATS")),
+        )
         .current_dir(root);
     let shown = testrun::describe(&cmd);
     eprintln!("xtask chaos: running {shown}");

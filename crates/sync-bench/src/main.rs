@@ -8,6 +8,7 @@
 //! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
 
 mod event;
+mod event_nats;
 mod family;
 mod leader;
 mod lock;

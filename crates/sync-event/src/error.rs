@@ -28,7 +28,7 @@ pub enum Error {
     },
     /// The event (payload plus headers) is larger than this backend accepts. Nothing was
     /// published.
-    #[error("event for topic {topic:?} is {size} bytes; the {backend} backend accepts at most {limit} bytes (payload plus headers); split it or store it elsewhere and publish a reference")]
+    #[error("event for topic {topic:?} is {size} bytes; the {backend} backend accepts at most {limit} bytes (payload plus headers; {limit_from}); split it or store it elsewhere and publish a reference")]
     TooLarge {
         /// The topic.
         topic: String,
@@ -38,6 +38,9 @@ pub enum Error {
         limit: usize,
         /// The backend (`"local"`, `"etcd"`, …).
         backend: &'static str,
+        /// Where the limit comes from (the backend's constant, the server's setting less what
+        /// is kept for framing, or [`EventOptions::with_max_event_bytes`](crate::EventOptions::with_max_event_bytes)).
+        limit_from: String,
     },
     /// The start asked for lies before the oldest event the topic still retains: the events in
     /// between were dropped by retention. Nothing is skipped silently: subscribe again from
@@ -128,5 +131,13 @@ impl Error {
             endpoint: endpoint.to_owned(),
             source: source.into(),
         }
+    }
+}
+
+/// Where a size limit comes from: the options when they set one, else the backend's `default`.
+pub(crate) fn limit_from(options: &crate::EventOptions, default: &str) -> String {
+    match options.max_event_bytes() {
+        Some(_) => "set by EventOptions::with_max_event_bytes".to_owned(),
+        None => default.to_owned(),
     }
 }

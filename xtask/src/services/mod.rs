@@ -96,7 +96,7 @@ pub(crate) struct Services {
     ntp_port: u16,
     ntp_cmdport: u16,
     chronyd: Option<Proc>,
-    /// The NATS nodes (none for `chaos`).
+    /// The NATS nodes.
     nats: Vec<NatsNode>,
     /// The etcd members' raft timing.
     timing: Timing,
@@ -111,14 +111,16 @@ impl Services {
         Services::start_with(tools, MEMBERS, nats::NODES, Timing::Fast)
     }
 
-    /// Only chronyd, for `chaos` (whose scenarios start an etcd cluster of their own).
+    /// chronyd and the NATS nodes, for `chaos` (whose scenarios start an etcd cluster of
+    /// their own; `stream-nats` kills and restarts these NATS nodes).
     pub(crate) fn start_ntp(tools: &Tools) -> Result<Services> {
-        Services::start_with(tools, 0, 0, Timing::Fast)
+        Services::start_with(tools, 0, nats::NODES, Timing::Fast)
     }
 
-    /// For `bench`: `size` etcd members (1 for `bench --single`) with `timing`, and no NATS.
+    /// For `bench`: `size` etcd members (1 for `bench --single`) with `timing`, and the NATS
+    /// nodes (the event scenarios need them).
     pub(crate) fn start_sized(tools: &Tools, size: usize, timing: Timing) -> Result<Services> {
-        Services::start_with(tools, size, 0, timing)
+        Services::start_with(tools, size, nats::NODES, timing)
     }
 
     /// `size` etcd members with `timing`, `nats` NATS nodes and chronyd.

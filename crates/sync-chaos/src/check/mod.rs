@@ -128,7 +128,7 @@ pub fn check(scenario: &str, events: &[Event], params: Params) -> Outcome {
         }
         "leader" => check_leader(&mut out, events, params, true),
         "task" => check_tasks(&mut out, events),
-        "stream" => check_stream(&mut out, events),
+        "stream" | "stream-nats" => check_stream(&mut out, events),
         "outage" => {
             check_mutex(&mut out, events, params);
             check_leader(&mut out, events, params, false);

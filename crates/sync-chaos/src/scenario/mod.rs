@@ -37,7 +37,7 @@ const TTL: Duration = Duration::from_millis(TTL_MS);
 const MARGIN: Duration = Duration::from_millis(TTL_MS + 7000);
 
 /// The scenarios, in order.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "raft-kills",
     "mutex",
     "semaphore",
@@ -45,6 +45,7 @@ pub const SCENARIOS: [&str; 11] = [
     "leader",
     "task",
     "stream",
+    "stream-nats",
     "outage",
     "time",
     "partition",
@@ -241,6 +242,7 @@ fn run_scenario(ctx: &mut Ctx, out: &Path, scenario: &str) -> Result<Outcome, St
         "leader" => script::leader(ctx, &mut workers, &common)?,
         "task" => script::task(ctx, &mut workers, &common)?,
         "stream" => stream::stream(ctx, &mut workers, &common)?,
+        "stream-nats" => stream::stream_nats(ctx, &mut workers, &common)?,
         "outage" => script::outage(ctx, &mut workers, &common)?,
         "time" => script::time(ctx, &mut workers)?,
         "partition" => script::partition(ctx, &mut workers, &common)?,

@@ -1,12 +1,15 @@
-//! The event stream's workers, on etcd: `stream-publish`, `stream-subscribe` and
-//! `stream-member`. They log what [`check_stream`](crate::check::check_stream) reads: the
+//! The event stream's workers: `stream-publish`, `stream-subscribe` and `stream-member`, on
+//! etcd, or on NATS JetStream when given `--nats URLS` (the `stream-nats` scenario). They log what [`check_stream`](crate::check::check_stream) reads: the
 //! offset of every acknowledged publish with the message's own number, every event a plain
 //! subscriber sees, every delivery to the group.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use sync_event::{EtcdEvents, EventOptions, EventStream, GroupOptions, Message, Start};
+use sync_event::{
+    EtcdEvents, EventOptions, EventStream, GroupOptions, Message, NatsConfig, NatsEvents, Start,
+};
 
 use super::{connect_retrying, pause, Args};
 use crate::event::Log;
@@ -19,12 +22,36 @@ pub const GROUP: &str = "g";
 /// (the TTL) or after this, whichever comes first.
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
 
-async fn events(a: &Args, log: &Log) -> Result<EtcdEvents, String> {
+/// The backend: NATS at `--nats` (comma-separated URLs) if given, else etcd at `--endpoints`;
+/// under `--prefix` either way.
+async fn events(a: &Args, log: &Log) -> Result<Arc<dyn EventStream>, String> {
+    if let Some(urls) = a.opt("nats") {
+        let cfg = NatsConfig::new(urls.split(','))
+            .with_prefix(nats_prefix(a.get("prefix")?))
+            .with_connect_timeout(Duration::from_secs(3));
+        let events = connect_retrying(log, || {
+            NatsEvents::connect(cfg.clone(), EventOptions::new())
+        })
+        .await;
+        return Ok(Arc::new(events));
+    }
     let cfg = a.config()?;
-    Ok(connect_retrying(log, || {
+    let events = connect_retrying(log, || {
         EtcdEvents::connect(cfg.clone(), EventOptions::new())
     })
-    .await)
+    .await;
+    Ok(Arc::new(events))
+}
+
+/// `prefix` as a NATS prefix accepts it: letters, digits and `-`, at most 32 (the scenario's
+/// prefix ends with its unique part, which is kept).
+fn nats_prefix(prefix: &str) -> String {
+    let clean: Vec<char> = prefix
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tail: String = clean[clean.len().saturating_sub(32)..].iter().collect();
+    tail.trim_start_matches('-').to_owned()
 }
 
 /// The message number of a payload written by [`publish`]: `<pid>-<n>` as `pid × 10⁹ + n`.
@@ -91,9 +118,12 @@ pub async fn subscribe(a: &Args) -> Result<(), String> {
 }
 
 /// `stream-member`: a member of the group; logs `got` (offset, number, the group) for every
-/// delivery, then acks it (`acked`, or `ack_failed`).
+/// delivery, works on it for `--work-ms` (default 5-30: so that a `kill -9` often lands while
+/// it holds a delivery, which must then come back to another member), then acks it (`acked`,
+/// or `ack_failed`).
 pub async fn member(a: &Args) -> Result<(), String> {
     let log = a.log()?;
+    let work = a.range_ms("work-ms", (5, 30))?;
     let events = events(a, &log).await?;
     let options = GroupOptions::new()
         .with_ack_wait(ACK_WAIT)
@@ -120,6 +150,7 @@ pub async fn member(a: &Args) -> Result<(), String> {
                 ev = ev.job(job);
             }
             log.write(ev);
+            tokio::time::sleep(pause(work)).await;
             match member.ack(&d).await {
                 Ok(()) => log.write(log.event("acked").token(d.event.offset)),
                 Err(e) => log.write(
@@ -135,6 +166,21 @@ pub async fn member(a: &Args) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nats_prefix_keeps_letters_digits_and_dashes() {
+        assert_eq!(
+            super::nats_prefix("chaos/stream-nats-12"),
+            "chaos-stream-nats-12"
+        );
+        let long = super::nats_prefix("chaos/stream-nats-1795735558203754685");
+        assert!(
+            long.len() <= 32 && long.ends_with("-nats-1795735558203754685"),
+            "{long}"
+        );
+        let cfg = sync_event::NatsConfig::new(["nats://127.0.0.1:4222"]).with_prefix(long);
+        assert!(cfg.validate().is_ok(), "{cfg:?}");
+    }
+
     #[test]
     fn message_numbers_are_unique_per_process_and_count() {
         assert_eq!(super::number(b"12-7"), Some(12_000_000_007));

@@ -51,7 +51,9 @@ pub async fn oversized_event_is_typed_and_names_limit(h: &dyn Harness) {
                 },
             ) => {
                 assert_eq!((*l, *s), (limit, size));
-                assert!(e.to_string().contains(&limit.to_string()), "{e}");
+                let text = e.to_string();
+                assert!(text.contains(&limit.to_string()), "names the limit: {text}");
+                assert!(text.contains(&size.to_string()), "names the size: {text}");
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{payloads, take, Harness, LONG};
 use crate::event::dead_letter;
-use crate::{Delivery, Error, EventOptions, GroupOptions, Member, Message, Start};
+use crate::{Delivery, Error, EventOptions, GroupOptions, Member, Message, Retention, Start};
 
 async fn next(m: &dyn Member) -> Delivery {
     sync_core::check::within("the next delivery", LONG, m.next())
@@ -251,4 +251,40 @@ pub async fn group_start_latest(h: &dyn Harness) {
     let d = next(m.as_ref()).await;
     assert_eq!(text(&d), "new");
     m.ack(&d).await.unwrap();
+}
+
+/// Events that retention drops before the group took them are reported to the group as
+/// `Truncated` (naming the first offset it missed and the first available one), never skipped
+/// silently; after it, the group goes on from the first available event, and the same loss is
+/// not reported again.
+pub async fn group_behind_retention_is_told_truncated(h: &dyn Harness) {
+    let ev = h
+        .events(EventOptions::new().with_retention(Retention::new().with_max_events(3)))
+        .await;
+    let m = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..8 {
+        offsets.push(ev.publish("t", Message::new(format!("{i}"))).await.unwrap());
+    }
+    sync_core::check::eventually("count retention applied", LONG, || async {
+        ev.first_available("t").await.unwrap() == offsets[5]
+    })
+    .await;
+    match sync_core::check::within("the group's next call", LONG, m.next()).await {
+        Err(Error::Truncated {
+            topic,
+            requested,
+            first_available,
+        }) => {
+            assert_eq!(topic, "t");
+            assert_eq!((requested, first_available), (offsets[0], offsets[5]));
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    for want in ["5", "6", "7"] {
+        let d = next(m.as_ref()).await;
+        assert_eq!((text(&d), d.attempt), (want.into(), 1));
+        m.ack(&d).await.unwrap();
+    }
+    nothing(m.as_ref()).await;
 }

@@ -131,6 +131,7 @@ macro_rules! event_conformance {
             group_late_ack_is_delivery_lost,
             groups_are_independent,
             group_start_latest,
+            group_behind_retention_is_told_truncated,
             bad_topic_names_are_typed,
             oversized_event_is_typed_and_names_limit,
             bad_options_are_typed,

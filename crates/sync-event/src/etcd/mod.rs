@@ -255,6 +255,10 @@ impl Inner {
                 size,
                 limit: self.max_bytes,
                 backend: "etcd",
+                limit_from: crate::error::limit_from(
+                    &self.options,
+                    "ETCD_MAX_EVENT_BYTES, which keeps the transaction below etcd's default request limit of 1.5 MiB",
+                ),
             });
         }
         let id: u128 = rand::random();

@@ -227,6 +227,7 @@ impl Inner {
                 size,
                 limit: self.max_bytes,
                 backend: "local",
+                limit_from: crate::error::limit_from(&self.options, "LOCAL_MAX_EVENT_BYTES"),
             });
         }
         Ok(())

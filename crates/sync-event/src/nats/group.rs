@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::{AckKind, Acker};
-use async_nats::jetstream::Message;
+use async_nats::jetstream::{stream, Message};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{event, names, retry, unavailable, NatsEvents, Topic};
+use super::{event, first_available, names, retry, unavailable, NatsEvents, Topic};
 use crate::event::dead_letter;
 use crate::{Delivery, Error, GroupOptions, Member, Result};
 
@@ -28,9 +28,23 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// `attempt`). The pull runs in a task of its own, so a `next()` dropped while it waits (a
 /// `select!`, a timeout) loses nothing: the event lands in the member's inbox for the next
 /// call.
+///
+/// JetStream's consumer steps over the events retention removed before it delivered them,
+/// without a word. So while the topic has a retention limit, a member compares, before each
+/// pull, the group's position (the consumer's last delivered offset) with the stream's first
+/// retained offset, and reports a gap between them as [`Error::Truncated`]; see
+/// [`check_gap`](NatsMember::check_gap) for what this check cannot see.
 pub(crate) struct NatsMember {
     rules: Arc<Rules>,
     consumer: PullConsumer,
+    /// The topic's stream, read by the gap check.
+    stream: stream::Stream,
+    /// Whether the topic has a retention limit (and so can drop events the group has not
+    /// taken): the gap check is made only then.
+    limited: bool,
+    /// The first available offset of the last gap this member reported: a loss is reported
+    /// once, and a later one from where the last ended.
+    reported: SyncMutex<u64>,
     pulls: Arc<Pulls>,
     /// Deliveries handed out and not yet acked or nacked, by tag (the consumer sequence).
     held: SyncMutex<HashMap<u64, Held>>,
@@ -103,7 +117,16 @@ impl NatsEvents {
                 .map_err(|e| unavailable("create a group", &self.endpoint(), e))?
             }
         };
+        let have = &stream.cached_info().config;
+        let retention = self.inner.options.retention_for(topic);
+        let limited = have.max_messages > 0
+            || !have.max_age.is_zero()
+            || retention.max_events().is_some()
+            || retention.max_age().is_some();
         Ok(NatsMember {
+            stream,
+            limited,
+            reported: SyncMutex::new(0),
             rules: Arc::new(Rules {
                 events: self.clone(),
                 topic: t,
@@ -133,6 +156,9 @@ impl NatsMember {
                 return Err(Error::Closed);
             }
             let Some((message, since)) = self.pulls.take() else {
+                if self.limited && !self.pulls.pulling.load(Ordering::SeqCst) {
+                    self.check_gap().await?;
+                }
                 self.pulls.start(&self.consumer, &self.rules.topic.topic);
                 arrived.await;
                 continue;
@@ -154,6 +180,45 @@ impl NatsMember {
             self.held().insert(tag, Held { acker, since });
             return Ok(Delivery::new(ev, attempt, tag));
         }
+    }
+
+    /// [`Error::Truncated`] if retention dropped events the group has not taken yet: the
+    /// consumer's next offset (its last delivered one plus one) lies before the stream's first
+    /// retained offset. Made before each pull, so the pull that would step over them comes
+    /// after the report.
+    ///
+    /// What it cannot see: events dropped in the round trip between this check and the pull
+    /// right after it (retention catching up with a group that is a few events from its
+    /// front), or between another member's check and pull. Each member checks, so several
+    /// members may each report the same loss.
+    async fn check_gap(&self) -> Result<()> {
+        let deadline = self.rules.events.deadline();
+        let (consumer, stream) = futures::future::join(
+            retry(deadline, || self.consumer.get_info()),
+            retry(deadline, || self.stream.get_info()),
+        )
+        .await;
+        let endpoint = || self.rules.events.endpoint();
+        let next = consumer
+            .map_err(|e| unavailable("read the group's position", &endpoint(), e))?
+            .delivered
+            .stream_sequence
+            + 1;
+        let state = stream
+            .map_err(|e| unavailable("read the topic's stream", &endpoint(), e))?
+            .state;
+        let first = first_available(state.messages, state.first_sequence, state.last_sequence);
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let requested = next.max(*reported);
+        if requested >= first {
+            return Ok(());
+        }
+        *reported = first;
+        Err(Error::Truncated {
+            topic: self.rules.topic.topic.clone(),
+            requested,
+            first_available: first,
+        })
     }
 
     /// Whether a delivery that arrived at `since` is past its ack wait (with a margin: the

@@ -13,8 +13,9 @@
 //!   replicas stored the event. Each publish carries a random `Nats-Msg-Id`; an attempt whose
 //!   acknowledgement is lost (its server died) is sent again with the same id, and JetStream
 //!   stores it once and answers with the first offset (its duplicate window, 2 minutes).
-//! - **Subscribers** read through an ordered pull consumer (ephemeral, 1 replica, recreated
-//!   from the last offset seen when its server goes away). The reader checks that each offset
+//! - **Subscribers** read through an ephemeral pull consumer each (1 replica, in memory, no
+//!   acks, a 2 s idle heartbeat), recreated from the next offset when it misses two heartbeats
+//!   (its server went away), fails or skips a delivery. The reader checks that each offset
 //!   follows the last: it drops what a recreated consumer delivers twice and reports a jump as
 //!   [`Error::Truncated`] (retention removed events it had not read yet).
 //! - A **consumer group** is a durable pull consumer `PREFIX_<encoded group>` on the topic's
@@ -73,6 +74,8 @@ struct Inner {
     options: EventOptions,
     /// The size limit enforced (payload plus headers, as [`Message::size`] counts).
     max_bytes: usize,
+    /// The servers' `max_payload` (a message with its headers).
+    server_max_payload: usize,
     /// Topics whose stream this handle created or found, by topic name.
     topics: Mutex<HashMap<String, Arc<Topic>>>,
 }
@@ -138,6 +141,7 @@ impl NatsEvents {
                 config,
                 options,
                 max_bytes,
+                server_max_payload: server_limit,
                 topics: Mutex::new(HashMap::new()),
             }),
         })
@@ -268,6 +272,13 @@ impl NatsEvents {
                 size,
                 limit: self.inner.max_bytes,
                 backend: "nats",
+                limit_from: crate::error::limit_from(
+                    &self.inner.options,
+                    &format!(
+                        "the servers' max_payload of {} bytes less {FRAMING_RESERVE} kept for the header framing",
+                        self.inner.server_max_payload
+                    ),
+                ),
             });
         }
         let t = self.topic(topic).await?;

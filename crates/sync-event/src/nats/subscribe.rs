@@ -1,8 +1,10 @@
-//! Plain subscribers: an ordered pull consumer read through a gap check.
+//! Plain subscribers: an ephemeral pull consumer read through a gap check, recreated from the
+//! next offset whenever it fails.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream;
 use futures::StreamExt;
 
 use super::{event, first_available, retry, unavailable, NatsEvents};
@@ -89,26 +91,26 @@ impl NatsEvents {
             .await
             .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
         let resolved = self.resolve(topic, &stream, start).await?;
-        let config = pull::OrderedConfig {
-            filter_subject: t.subject.clone(),
-            deliver_policy: resolved.policy,
-            ..Default::default()
-        };
-        let consumer = retry(deadline, || stream.create_consumer(config.clone()))
-            .await
-            .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
+        let consumer = retry(deadline, || {
+            stream.create_consumer(consumer_config(&t.subject, resolved.policy))
+        })
+        .await
+        .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
         // For a start by time, the server picked the first offset when it made the consumer:
         // the one after what its info calls delivered. Knowing it, a consumer recreated before
-        // the first event (which then starts from the beginning) is filtered too.
+        // the first event starts there too.
         let next = resolved
             .next
             .unwrap_or(consumer.cached_info().delivered.stream_sequence + 1);
-        let messages = retry(deadline, || consumer.clone().messages())
+        let messages = retry(deadline, || pull_messages(&consumer))
             .await
             .map_err(|e| unavailable("subscribe", &self.endpoint(), e))?;
         let reader = Reader {
             topic: t.topic.clone(),
-            messages,
+            subject: t.subject.clone(),
+            stream,
+            messages: Some(messages),
+            delivered: 0,
             next,
             // "The oldest retained event": if retention drops it before it is read, the next
             // oldest is what was asked for.
@@ -123,10 +125,56 @@ impl NatsEvents {
     }
 }
 
+/// How often the server sends a subscriber's consumer an idle heartbeat; two missed ones (4 s)
+/// and the reader recreates its consumer elsewhere. async-nats's own ordered consumer waits
+/// two missed heartbeats of 15 s: a subscriber whose consumer was on a killed node paused
+/// 63 s in `tests/nats_subscriber_failover.rs` (2.6–7 s with this).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long one pull request of a subscriber lasts at the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How long the server keeps a subscriber's consumer once nobody pulls from it (a dropped
+/// subscription, or one whose reader moved to a new consumer).
+const INACTIVE: Duration = Duration::from_secs(30);
+/// Pause before recreating a consumer that could not be made.
+const RECREATE_PAUSE: Duration = Duration::from_millis(200);
+
+/// A subscriber's consumer: ephemeral, 1 replica in memory, no acks (what an ordered
+/// consumer is), starting at `policy`.
+fn consumer_config(subject: &str, policy: DeliverPolicy) -> pull::Config {
+    pull::Config {
+        deliver_policy: policy,
+        ack_policy: AckPolicy::None,
+        max_deliver: 1,
+        filter_subject: subject.to_owned(),
+        inactive_threshold: INACTIVE,
+        num_replicas: 1,
+        memory_storage: true,
+        ..Default::default()
+    }
+}
+
+async fn pull_messages(
+    consumer: &PullConsumer,
+) -> Result<pull::Stream, async_nats::jetstream::consumer::StreamError> {
+    consumer
+        .stream()
+        .heartbeat(HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+}
+
 /// A subscriber's position.
 struct Reader {
     topic: String,
-    messages: pull::Ordered,
+    subject: String,
+    /// The topic's stream, where a failed consumer is recreated.
+    stream: stream::Stream,
+    /// The current consumer's messages; `None` once it failed (recreated on the next read).
+    messages: Option<pull::Stream>,
+    /// The current consumer's last delivery number (its consumer sequence; 0 for a new one):
+    /// they follow 1, 2, 3, … unless a delivery was lost in transit.
+    delivered: u64,
     /// The offset the next event must have.
     next: u64,
     /// Until the first event, accept a later offset than `next` (a start at `Earliest`).
@@ -141,16 +189,37 @@ impl Reader {
             return None;
         }
         loop {
-            let message = match self.messages.next().await? {
-                Ok(m) => m,
-                Err(e) => {
-                    // The ordered consumer recreates itself after its server went away.
-                    tracing::debug!(topic = %self.topic, error = %e, "subscriber's consumer recovering");
+            let Some(messages) = self.messages.as_mut() else {
+                self.recreate().await;
+                continue;
+            };
+            let message = match messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    // Its server went away (missed heartbeats), or it was deleted: a new
+                    // consumer from the next offset, wherever the cluster places it.
+                    tracing::debug!(topic = %self.topic, error = %e, "subscriber's consumer failed; recreating it");
+                    self.messages = None;
+                    continue;
+                }
+                None => {
+                    self.messages = None;
                     continue;
                 }
             };
             let ev = match event(&self.topic, &message) {
-                Ok((ev, _, _)) => ev,
+                Ok((ev, delivery, _)) => {
+                    if delivery != self.delivered + 1 {
+                        // A delivery of this consumer went missing (lost in a reconnect): the
+                        // offsets after it are no evidence of retention. Start again from
+                        // the next offset.
+                        tracing::debug!(topic = %self.topic, delivery, expected = self.delivered + 1, "subscriber's consumer skipped a delivery; recreating it");
+                        self.messages = None;
+                        continue;
+                    }
+                    self.delivered = delivery;
+                    ev
+                }
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
@@ -174,6 +243,35 @@ impl Reader {
             self.next = next + 1;
             self.any_first = false;
             return Some(Ok(ev));
+        }
+    }
+
+    /// Makes a new consumer from the next offset, trying until it works (as the ordered
+    /// consumer of async-nats does: a subscription has no deadline). The gap check sees an
+    /// offset retention removed meanwhile as a jump.
+    async fn recreate(&mut self) {
+        let config = consumer_config(
+            &self.subject,
+            DeliverPolicy::ByStartSequence {
+                start_sequence: self.next,
+            },
+        );
+        loop {
+            let made = match self.stream.create_consumer(config.clone()).await {
+                Ok(consumer) => pull_messages(&consumer).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match made {
+                Ok(messages) => {
+                    self.messages = Some(messages);
+                    self.delivered = 0;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "recreating the subscriber's consumer failed; retrying");
+                    tokio::time::sleep(RECREATE_PAUSE).await;
+                }
+            }
         }
     }
 }
