@@ -111,21 +111,26 @@ pub fn scheme(url: &str) -> &str {
 /// assert_eq!(shown, "etcd://u:<hidden>@h:1/p?password=<hidden>&ttl=5s");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let after = &url[scheme_end + 3..];
+    // Every `scheme://user:password@` (a list of server URLs has one per server).
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, after) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
         let auth_end = after.find(['/', '?']).unwrap_or(after.len());
-        if let Some(at) = after[..auth_end].rfind('@') {
-            if let Some(colon) = after[..at].find(':') {
-                out = format!(
-                    "{}{}:<hidden>{}",
-                    &url[..scheme_end + 3],
-                    &after[..colon],
-                    &after[at..]
-                );
+        let shown = after[..auth_end]
+            .rfind('@')
+            .and_then(|at| after[..at].find(':').map(|colon| (colon, at)));
+        match shown {
+            Some((colon, at)) => {
+                out.push_str(&after[..colon]);
+                out.push_str(":<hidden>");
+                rest = &after[at..];
             }
+            None => rest = after,
         }
     }
+    out.push_str(rest);
     const KEY: &str = "password=";
     let mut from = 0;
     while let Some(i) = out[from..].find(KEY) {
@@ -143,6 +148,10 @@ mod tests {
 
     #[test]
     fn redact_hides_every_password() {
+        let r = redact_url("nats://u:one@h:1,nats://v:two@h:2/p");
+        assert_eq!(r, "nats://u:<hidden>@h:1,nats://v:<hidden>@h:2/p");
+        assert_eq!(redact_url("local"), "local");
+        assert_eq!(redact_url("etcd://h:1,h:2/p"), "etcd://h:1,h:2/p");
         let r = redact_url("etcd://u:s3cret@h:1/p?password=other&x=1&password=third");
         assert!(
             !r.contains("s3cret") && !r.contains("other") && !r.contains("third"),

@@ -24,7 +24,10 @@ const MAX_LABEL_LEN: usize = 63;
 /// the port.
 pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Result<(&str, u16), String> {
     if s.is_empty() {
-        return Err("it is empty; write host:port, like 127.0.0.1:2379".to_owned());
+        return Err(
+            "it is empty; write host:port, like 127.0.0.1:2379 (etcd) or 127.0.0.1:4222 (NATS)"
+                .to_owned(),
+        );
     }
     if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
@@ -70,7 +73,7 @@ pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Result<(&str, u16)
     let port = match port {
         Some(p) => parse_port(p)?,
         None => default_port
-            .ok_or("the port is missing; write host:port, like 127.0.0.1:2379".to_owned())?,
+            .ok_or("the port is missing; write host:port, like 127.0.0.1:2379 (etcd) or 127.0.0.1:4222 (NATS)".to_owned())?,
     };
     Ok((host, port))
 }
@@ -78,7 +81,7 @@ pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Result<(&str, u16)
 /// Checks a host that is not a bracketed IPv6 address.
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
-        return Err("the host is empty; write host:port, like 127.0.0.1:2379".to_owned());
+        return Err("the host is empty; write host:port, like 127.0.0.1:2379 (etcd) or 127.0.0.1:4222 (NATS)".to_owned());
     }
     if let Some(c) = host
         .chars()
@@ -128,7 +131,7 @@ fn check_host(host: &str) -> Result<(), String> {
 /// Parses a port: decimal digits only, 1 to 65535.
 fn parse_port(p: &str) -> Result<u16, String> {
     if p.is_empty() {
-        return Err("the port after ':' is empty; write host:port, like 127.0.0.1:2379".to_owned());
+        return Err("the port after ':' is empty; write host:port, like 127.0.0.1:2379 (etcd) or 127.0.0.1:4222 (NATS)".to_owned());
     }
     if !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("port {p:?} is not a number from 1 to 65535"));

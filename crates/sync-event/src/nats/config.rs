@@ -10,6 +10,9 @@ use sync_core::endpoint::{parse_host_port, percent_decode};
 
 /// How to reach NATS (JetStream), built in code, deserialized (every field has a default) or
 /// parsed from `nats://[user:password@]host:port[,host:port…][/prefix][?replicas=3&connect_timeout=5s&request_timeout=5s]`.
+/// Each further server may repeat the scheme (`nats://h1:4222,nats://h2:4222`, the form of a
+/// list of server URLs such as `SYNC_NATS_URLS`); user and password come once, before the first
+/// server.
 ///
 /// ```
 /// # use std::time::Duration;
@@ -152,9 +155,16 @@ impl NatsConfig {
         let rest = url
             .strip_prefix("nats://")
             .ok_or_else(|| err("it must start with nats://"))?;
+        // `nats://a:1,nats://b:2` lists the same servers as `nats://a:1,b:2`.
+        let rest = &rest.replace(",nats://", ",");
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, _)) if u.contains(',') => {
+                return Err(err(
+                    "user and password go once, before the first server (nats://user:pw@h1:4222,h2:4222)",
+                ))
+            }
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
@@ -247,8 +257,18 @@ mod tests {
             (c.user.as_deref(), c.password.as_deref()),
             (Some("u@x"), Some("p:w"))
         );
+        // A list of server URLs, each with its scheme (as SYNC_NATS_URLS gives them).
+        let c = NatsConfig::from_url("nats://127.0.0.1:4222,nats://127.0.0.1:4223/app").unwrap();
+        assert_eq!(c.urls, ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]);
+        assert_eq!(c.prefix, "app");
+        let e = NatsConfig::from_url("nats://u:p@h1:1,nats://u:p@h2:2").unwrap_err();
+        assert!(e.contains("once, before the first server"), "{e}");
+        assert!(!e.contains(":p@"), "the password is not shown: {e}");
+        let e = NatsConfig::from_url("nats://h1").unwrap_err();
+        assert!(e.contains("4222"), "the example is a NATS port: {e}");
         for bad in [
             "nats://h1:0",
+            "nats://h1:1,https://h2:2",
             "nats://h 1:1",
             "nats://h1:1?request_timeout=%zz",
             "nats://u:%4@h1:1",
