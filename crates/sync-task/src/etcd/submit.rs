@@ -1,5 +1,6 @@
-//! Submitting: the transaction that creates a job (held until released), idempotency keys, and
-//! the guard that withdraws the job of a dropped or failed submit.
+//! Submitting: the transaction that creates a job (held until released; submit returns once the
+//! release landed), idempotency keys, and the guard that withdraws the job of a dropped or
+//! failed submit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,8 @@ use crate::exec::{Count, Counters};
 use crate::{Error, Job, Result};
 
 /// How long a job stays held (not claimable) unless the submit that created it releases it: a
-/// submit whose process died between its transaction and its return leaves a job that runs this
-/// much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
+/// submit whose process died between its transaction and its release leaves a job that runs
+/// this much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
 /// transaction, then one more transaction), and workers' clocks must agree within it.
 pub(crate) const SUBMIT_HOLD: Duration = Duration::from_secs(60);
 
