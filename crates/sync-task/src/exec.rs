@@ -165,9 +165,14 @@ pub(crate) enum Count {
     Succeeded,
     Failed,
     Retried,
+    // Only a distributed backend claims, loses or hands back jobs.
+    #[cfg(feature = "etcd")]
     Claimed,
+    #[cfg(feature = "etcd")]
     ClaimConflict,
+    #[cfg(feature = "etcd")]
     Lost,
+    #[cfg(feature = "etcd")]
     HandedBack,
 }
 
@@ -179,9 +184,13 @@ impl Count {
             Count::Succeeded => "succeeded",
             Count::Failed => "failed",
             Count::Retried => "retried",
+            #[cfg(feature = "etcd")]
             Count::Claimed => "claimed",
+            #[cfg(feature = "etcd")]
             Count::ClaimConflict => "claim_conflict",
+            #[cfg(feature = "etcd")]
             Count::Lost => "lost",
+            #[cfg(feature = "etcd")]
             Count::HandedBack => "handed_back",
         }
     }
@@ -195,9 +204,13 @@ impl Counters {
             Count::Succeeded => &self.succeeded,
             Count::Failed => &self.failed,
             Count::Retried => &self.retried,
+            #[cfg(feature = "etcd")]
             Count::Claimed => &self.claims,
+            #[cfg(feature = "etcd")]
             Count::ClaimConflict => &self.claim_conflicts,
+            #[cfg(feature = "etcd")]
             Count::Lost => &self.lost,
+            #[cfg(feature = "etcd")]
             Count::HandedBack => &self.handed_back,
         };
         c.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! SYNC_ETCD_ENDPOINTS=http://127.0.0.1:2379,… \
-//!   cargo run --release -p sync-task --features etcd --example etcd_throughput [JOBS] [IN_FLIGHT]
+//!   cargo run --release -p sync-task --features etcd --example task_throughput [JOBS] [IN_FLIGHT]
 //! ```
 //!
 //! The worker processes are this program run again with `worker PREFIX POOL`.
