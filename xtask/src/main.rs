@@ -48,12 +48,15 @@ commands:
                 (eval \"$(cargo xtask etcd up)\" sets them in your shell)
   etcd status   health of each etcd member, NATS node and of chronyd
   etcd down     stop them and remove their directory
-  bench [--quick] [--single] [--fast-timing] [--only SUBSTRING]
+  bench [--quick] [--single] [--fast-timing] [--only SUBSTRING] [--scaling]
         start the same services on etcd's default raft timing (--single: a
         one-member cluster; --fast-timing: heartbeat 50 ms, election 500 ms), run
         every benchmark scenario beside its baseline in at least 3 alternating
         rounds (the median ratio and its spread), print the table and write
-        target/sync-bench/report.json and report.svg
+        target/sync-bench/report.json and report.svg; --scaling: instead, lock
+        throughput and p99 wait against 1-64 clients (one name, distinct names)
+        and task throughput against 1-6 worker processes, each point beside its
+        baseline, into target/sync-bench/scaling.json and scaling.svg
   chaos [--quick] [--only SUBSTRING]
         build sync-chaos and run its fault scenarios (`sync-chaos run`: raft-leader
         kills, mutual exclusion, leader, task, whole-cluster outage, lying NTP server,

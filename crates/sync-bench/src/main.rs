@@ -5,13 +5,16 @@
 //!
 //! Usually started by `cargo xtask bench`, which starts etcd and chronyd and exports
 //! `SYNC_ETCD_ENDPOINTS` and `SYNC_NTP_SERVER`.
-//! Usage: `sync-bench [--quick] [--only SUBSTRING]`.
+//! Usage: `sync-bench [--quick] [--only SUBSTRING] [--scaling]`; `--scaling` runs the scaling
+//! series instead of the scenarios ([`scaling`]: how cost grows with clients and workers) and
+//! prints their points (objects with `series`, not `scenario`).
 
 mod event;
 mod event_nats;
 mod family;
 mod leader;
 mod lock;
+mod scaling;
 mod stats;
 mod task;
 mod time;
@@ -165,6 +168,10 @@ async fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    if args.iter().any(|a| a == "--scaling") {
+        let ok = scaling::run(quick, only.as_deref()).await;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let budget = if quick {
         Budget {
             samples: 100,

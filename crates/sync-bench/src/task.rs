@@ -35,10 +35,10 @@ const LOCAL_IN_FLIGHT: usize = 64;
 
 /// etcd scenario: worker processes, their pool size, and the jobs (baseline: puts) in flight.
 const WORKERS: usize = 3;
-const WORKER_POOL: usize = 16;
-const IN_FLIGHT: usize = 32;
+pub(crate) const WORKER_POOL: usize = 16;
+pub(crate) const IN_FLIGHT: usize = 32;
 /// How long finished jobs stay readable; only while their submitter waits, here.
-const RETENTION: Duration = Duration::from_secs(5);
+pub(crate) const RETENTION: Duration = Duration::from_secs(5);
 
 pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
@@ -188,7 +188,7 @@ async fn local_pool(b: Budget) -> Result<Row, String> {
     ))
 }
 
-fn etcd_config(prefix: &str) -> EtcdConfig {
+pub(crate) fn etcd_config(prefix: &str) -> EtcdConfig {
     let eps = std::env::var("SYNC_ETCD_ENDPOINTS").unwrap_or_default();
     EtcdConfig::new(eps.split(',').map(str::to_owned))
         .with_prefix(prefix)
@@ -228,11 +228,11 @@ pub(crate) async fn worker_main() -> ! {
 }
 
 /// Worker processes, killed (SIGKILL) and reaped when dropped, whatever happened.
-struct Workers(Vec<Child>);
+pub(crate) struct Workers(Vec<Child>);
 
 impl Workers {
     /// Starts `n` workers on `prefix` and returns once each has registered.
-    async fn start(n: usize, prefix: &str, pool: usize) -> Result<Workers, String> {
+    pub(crate) async fn start(n: usize, prefix: &str, pool: usize) -> Result<Workers, String> {
         let exe = std::env::current_exe().map_err(err)?;
         let mut workers = Workers(Vec::new());
         let mut outs = Vec::new();
@@ -280,7 +280,7 @@ impl Drop for Workers {
 
 /// Runs `loops` copies of `op` (given the loop's index) until the budget's duration has passed
 /// after a warm-up; returns completed operations per second.
-async fn throughput<F, Fut>(d: Duration, loops: usize, op: F) -> Result<f64, String>
+pub(crate) async fn throughput<F, Fut>(d: Duration, loops: usize, op: F) -> Result<f64, String>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
