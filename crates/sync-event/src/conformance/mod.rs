@@ -117,6 +117,7 @@ macro_rules! event_conformance {
             subscribers_see_one_order,
             slow_subscriber_loses_nothing,
             retention_by_count,
+            publishes_in_flight_beyond_count_retention,
             retention_by_age,
             offset_older_than_retention_is_truncated,
             time_older_than_retention_is_truncated,

@@ -33,6 +33,54 @@ pub async fn retention_by_count(h: &dyn Harness) {
     assert_eq!(take(&mut big, 6).await.len(), 6);
 }
 
+/// Many publishes in flight at once on a topic that keeps 2: each is acknowledged with its own
+/// offset (a backend that batches them must not write more than it keeps in one go), and the
+/// topic ends with the newest 2, which a live subscriber saw among all the others, in order.
+pub async fn publishes_in_flight_beyond_count_retention(h: &dyn Harness) {
+    let ev = h.events(count(2)).await;
+    let mut live = ev.subscribe("t", Start::Latest).await.unwrap();
+    let publishes = (0..32).map(|i| ev.publish("t", Message::new(format!("{i}"))));
+    let mut offsets: Vec<u64> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every publish is acknowledged"))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 32, "one offset each");
+    let last = *offsets.last().expect("32 offsets");
+    sync_core::check::eventually("count retention applied", LONG, || async {
+        ev.first_available("t").await.unwrap() == last - 1
+    })
+    .await;
+    // Live from before the first publish: every event in order without a gap, up to the last
+    // or up to a `Truncated` (retention overtook it), after which the stream ends.
+    let mut seen = Vec::new();
+    loop {
+        match sync_core::check::within("the live subscriber", LONG, live.next()).await {
+            Some(Ok(e)) => {
+                seen.push(e.offset);
+                if e.offset == last {
+                    break;
+                }
+            }
+            Some(Err(Error::Truncated { .. })) => {
+                let after = sync_core::check::within("the end", LONG, live.next()).await;
+                assert!(
+                    after.is_none(),
+                    "the stream ends after Truncated: {after:?}"
+                );
+                break;
+            }
+            other => panic!("live subscriber: {other:?}"),
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no gap: {seen:?}"
+    );
+}
+
 /// With an age limit, old events go and newer ones stay.
 pub async fn retention_by_age(h: &dyn Harness) {
     let age = Duration::from_millis(1500);

@@ -307,8 +307,26 @@ impl EtcdMember {
             return match g.first().and_then(|r| self.event_of(cursor, r)) {
                 Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
                 None => {
+                    // Retention removed it between the state read and the take: the group is
+                    // told, as when the state read sees it gone, never skipped silently.
                     self.forget(cursor).await?;
-                    Ok(Err(Some(Duration::ZERO)))
+                    let first = self.state().await?.first.max(cursor + 1);
+                    if first > cursor + 1 {
+                        // Past everything removed, unless another member moved it already.
+                        let txn = Txn::new()
+                            .when([Compare::value(
+                                self.gk.cursor(),
+                                CompareOp::Equal,
+                                (cursor + 1).to_string(),
+                            )])
+                            .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
+                        run(&self.inner, "move group cursor", txn).await?;
+                    }
+                    Err(Error::Truncated {
+                        topic: self.topic.clone(),
+                        requested: cursor,
+                        first_available: first,
+                    })
                 }
             };
         }

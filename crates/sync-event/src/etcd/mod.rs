@@ -86,12 +86,23 @@ struct Queue {
 async fn flush(inner: Arc<Inner>, topic: String, queue: Arc<Queue>) {
     use std::sync::atomic::Ordering;
     loop {
+        // A batch never holds more events than a count retention keeps: its transaction puts
+        // them and deletes what falls out, and etcd refuses a transaction that puts a key it
+        // also deletes ("duplicate key"); so every event is stored, and seen by those
+        // following the topic, before retention removes it.
+        let most = inner
+            .options
+            .retention_for(&topic)
+            .max_events()
+            .map_or(BATCH_EVENTS, |max| {
+                BATCH_EVENTS.min(usize::try_from(max).unwrap_or(usize::MAX).max(1))
+            });
         let batch: Vec<Queued> = {
             let mut items = queue.items.lock().unwrap_or_else(|p| p.into_inner());
             let mut bytes = 0;
             let mut take = 0;
             for q in items.iter() {
-                if take > 0 && (take == BATCH_EVENTS || bytes + q.value.len() > BATCH_BYTES) {
+                if take > 0 && (take == most || bytes + q.value.len() > BATCH_BYTES) {
                     break;
                 }
                 bytes += q.value.len();
