@@ -334,9 +334,13 @@ struct Loss {
 }
 
 impl Loss {
+    /// Fires what is held on the lease first, then the lease's own signal: whoever sees the
+    /// lease (a session) lost sees everything held in it lost already. (The other order let a
+    /// task woken by the session's signal find a lock in it not yet lost.) The dependents' lock
+    /// makes concurrent calls and [`attach`](Loss::attach) wait for the whole of it.
     fn fire(&self, reason: LossReason) -> bool {
         let mut deps = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.trigger.fire(reason.clone()) {
+        if self.trigger.is_fired() {
             return false;
         }
         for d in deps.drain(..) {
@@ -344,7 +348,7 @@ impl Loss {
                 t.fire(reason.clone());
             }
         }
-        true
+        self.trigger.fire(reason)
     }
 
     /// What is held on the lease, for warnings: `lock "a" (token 5), leader "g" (token 9)`.
