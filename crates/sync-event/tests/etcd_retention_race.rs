@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use sync_etcd::testing;
-use sync_event::{
-    Error, EtcdEvents, EventOptions, EventStream, GroupOptions, Member, Message, Retention,
-};
+use sync_event::{Error, EtcdEvents, EventOptions, EventStream, GroupOptions, Message, Retention};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs etcd: run `cargo xtask test`"]
@@ -63,7 +63,6 @@ async fn retention_never_makes_a_group_skip_silently() {
     }
     let mut last = 0;
     let mut pending = futures::stream::FuturesUnordered::new();
-    use futures::StreamExt;
     for i in 0..EVENTS {
         let ev = ev.clone();
         pending.push(async move { ev.publish("t", Message::new(format!("{i}"))).await.unwrap() });
