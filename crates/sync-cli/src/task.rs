@@ -166,8 +166,7 @@ pub(crate) async fn run(c: &Connect, cmd: TaskCmd, out: Output) -> Result<u8, Fa
             let handle = task.submit(job).await?;
             let id = handle.id().clone();
             if !wait {
-                // The etcd backend's submit returns once the job is claimable, so exiting now
-                // does not hold it back.
+                linger_for_release(&*task, &id).await;
                 out.answer(&json!({ "id": id.as_str() }), || id.to_string());
                 return Ok(exit::OK);
             }
@@ -190,6 +189,25 @@ pub(crate) async fn run(c: &Connect, cmd: TaskCmd, out: Output) -> Result<u8, Fa
             argv,
         } => worker(c, command, pool, argv, out).await,
     }
+}
+
+/// Keeps this process alive until the library's release of a just-submitted job has almost
+/// certainly reached etcd.
+///
+/// The etcd backend's `submit` returns once the job is written *held* (not claimable) and
+/// hands the transaction that releases it to a background batcher. A process that exits at
+/// once drops that transaction, and the job then waits out the library's 60 s submit hold
+/// before any worker may run it (measured: 5 of 5 jobs held when syncctl exited right after
+/// submit). Nothing in the public API tells a held job from a released one (both show as
+/// `pending`), so this cannot wait for the event itself: it measures one round trip to etcd
+/// (a status read, sent after the release) and lingers four more, between 50 ms and 2 s.
+/// With `--wait` none of this is needed: the process stays until the job has run.
+async fn linger_for_release(task: &dyn Task, id: &JobId) {
+    let started = tokio::time::Instant::now();
+    let _ = task.status(id).await;
+    let round_trip = started.elapsed();
+    tokio::time::sleep((round_trip * 4).clamp(Duration::from_millis(50), Duration::from_secs(2)))
+        .await;
 }
 
 async fn print_outcome(task: &dyn Task, id: &JobId, out: Output) -> Result<u8, Failure> {

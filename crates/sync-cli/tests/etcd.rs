@@ -963,8 +963,8 @@ fn lock_try_on_a_free_lock_passes_increasing_tokens_and_the_childs_status() {
 #[test]
 #[ignore = "needs etcd: run `cargo xtask test`"]
 fn a_job_submitted_by_an_exiting_syncctl_runs_at_once() {
-    // The library used to release a submitted job in a background transaction after submit
-    // returned; a syncctl that exited before it landed left the job held for 60 s.
+    // The library releases a submitted job in a background transaction; a syncctl that exited
+    // before it landed left the job held for the library's 60 s submit hold.
     let url = etcd_url("task-release", "ttl=3s");
     let worker = Proc::spawn(
         "worker",

@@ -1,6 +1,5 @@
-//! Submitting: the transaction that creates a job (held until released; submit returns once the
-//! release landed), idempotency keys, and the guard that withdraws the job of a dropped or
-//! failed submit.
+//! Submitting: the transaction that creates a job (held until released), idempotency keys, and
+//! the guard that withdraws the job of a dropped or failed submit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +17,8 @@ use crate::exec::{Count, Counters};
 use crate::{Error, Job, Result};
 
 /// How long a job stays held (not claimable) unless the submit that created it releases it: a
-/// submit whose process died between its transaction and its release leaves a job that runs
-/// this much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
+/// submit whose process died between its transaction and its return leaves a job that runs this
+/// much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
 /// transaction, then one more transaction), and workers' clocks must agree within it.
 pub(crate) const SUBMIT_HOLD: Duration = Duration::from_secs(60);
 
@@ -51,37 +50,18 @@ struct SubmitGuard {
     pending: Option<batch::Pending>,
     /// The transaction failed: it may have landed, or may still land late.
     unsure: bool,
-    /// The job was created at this revision and its release sent, without an answer yet.
-    releasing: Option<i64>,
 }
 
 impl Drop for SubmitGuard {
     fn drop(&mut self) {
         let pending = self.pending.take();
-        let releasing = self.releasing.take();
-        if pending.is_none() && !self.unsure && releasing.is_none() {
+        if pending.is_none() && !self.unsure {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (s, id, idem) = (self.submitter.clone(), self.id.clone(), self.idem.take());
-        if let Some(created) = releasing {
-            // The release is in flight and may land: withdraw the job at once, if it is still
-            // the one this submit created and no worker claimed it (a claim rewrites the job,
-            // so its version passes 2, and puts its claim key). Sent now, this nearly always
-            // lands before any claim: a worker claims only after it saw the release.
-            rt.spawn(async move {
-                let job_key = s.keys.job(&id);
-                let unclaimed = vec![
-                    Compare::create_revision(job_key.clone(), CompareOp::Equal, created),
-                    Compare::version(job_key, CompareOp::Less, 3),
-                    Compare::create_revision(s.keys.claim(&id), CompareOp::Equal, 0),
-                ];
-                s.withdraw_if(&id, idem.as_deref(), unclaimed).await;
-            });
-            return;
-        }
         rt.spawn(async move {
             let created = match pending {
                 Some(p) => p.await.map(|out| out.succeeded.then_some(out.revision)),
@@ -134,15 +114,12 @@ impl Submitter {
     /// runs.
     ///
     /// The transaction that creates the job marks it *held* (not claimable before
-    /// [`SUBMIT_HOLD`] from now). When its reply comes, the submit sends a release, which makes
-    /// the job claimable, and returns the id once the release landed: so once it returned, the
-    /// job is claimable even if this process exits at once. If the future is dropped (or fails)
-    /// before the release was sent, its guard waits on the runtime for the transaction's
-    /// outcome and withdraws the job if it was created: no worker claims a held job, so the
-    /// withdrawal always wins. If it is dropped while the release is in flight, the guard
-    /// withdraws the job at once unless a worker already claimed it (see `docs/task.md`). If
-    /// the submitting process dies before the release, the job is not lost: it runs once its
-    /// hold ends.
+    /// [`SUBMIT_HOLD`] from now). When its reply comes, in the same poll that returns the id
+    /// (so no drop can come in between), the submit hands a release to the batcher, which makes
+    /// the job claimable at once. If the future is dropped (or fails) before that, its guard
+    /// waits on the runtime for the transaction's outcome and withdraws the job if it was
+    /// created: no worker claims a held job, so the withdrawal always wins. If the submitting
+    /// process dies in between, the job is not lost: it runs once its hold ends.
     pub(crate) async fn submit(self: &Arc<Self>, job: Job) -> Result<String> {
         let payload = job.validate()?;
         let name = job.command().to_owned();
@@ -192,7 +169,6 @@ impl Submitter {
                 idem: idem.clone(),
                 pending: Some(self.batcher.send("submit job", &id, txn, payload.len())),
                 unsure: false,
-                releasing: None,
             };
             let out = match guard.pending.as_mut() {
                 Some(p) => p.await,
@@ -208,8 +184,8 @@ impl Submitter {
                 }
             };
             if out.succeeded {
-                // Release it, and return once the release landed: from then on the job is
-                // claimable whatever happens to this process.
+                // The point of no return: release it (the batcher applies it whether or not
+                // anyone waits) and return the id, in this poll.
                 record.held = false;
                 record.not_before_ms = 0;
                 let release = Txn::new()
@@ -219,26 +195,7 @@ impl Submitter {
                         out.revision,
                     )])
                     .and_then([TxnOp::put(job_key, to_json(&record), None)]);
-                let released = self.batcher.send("release job", &id, release, 0);
-                guard.releasing = Some(out.revision);
-                match released.await {
-                    Ok(r) if r.succeeded => {}
-                    Ok(_) => {
-                        // Only this submit writes a held job; nothing else can have changed it.
-                        guard.releasing = None;
-                        return Err(Error::Backend {
-                            subject: name,
-                            retryable: false,
-                            source: format!("job {id} changed before its submit released it")
-                                .into(),
-                        });
-                    }
-                    Err(e) => {
-                        // It may have landed: the guard withdraws the job unless it was claimed.
-                        return Err(Error::backend(&name, e));
-                    }
-                }
-                guard.releasing = None;
+                drop(self.batcher.send("release job", &id, release, 0));
                 self.waiter.keep(id.clone(), sub);
                 self.counters.bump(Count::Submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
@@ -318,11 +275,6 @@ impl Submitter {
 
     /// Deletes a held job (its key, payload and idempotency key) if `guard` holds.
     async fn withdraw(&self, id: &str, idem: Option<&str>, guard: Compare) {
-        self.withdraw_if(id, idem, vec![guard]).await;
-    }
-
-    /// Deletes a job (its key, payload and idempotency key) if the comparisons `when` hold.
-    async fn withdraw_if(&self, id: &str, idem: Option<&str>, when: Vec<Compare>) {
         let keys = &self.keys;
         let mut ops = vec![
             TxnOp::delete(keys.job(id), None),
@@ -335,7 +287,7 @@ impl Submitter {
                     .and_then([TxnOp::delete(idem, None)]),
             ));
         }
-        let txn = Txn::new().when(when).and_then(ops);
+        let txn = Txn::new().when([guard]).and_then(ops);
         match self.batcher.txn("withdraw job", id, txn, 0).await {
             Ok(out) if out.succeeded => {
                 tracing::debug!(job = %id, "job of a dropped or failed submit withdrawn");
