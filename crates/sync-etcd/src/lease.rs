@@ -445,3 +445,44 @@ impl LeasePool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whoever wakes on the lease's signal finds everything attached to it lost already: each
+    /// round, a waiter on another thread checks the dependents the moment the lease's signal
+    /// fires (with the dependents fired after the lease, it saw them pending in some rounds).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dependents_are_lost_before_the_lease_says_so() {
+        for round in 0..20 {
+            let (trigger, signal) = loss_signal();
+            let loss = Loss {
+                trigger,
+                dependents: Default::default(),
+            };
+            // Many, so that firing them takes long enough for the waiter to wake meanwhile.
+            let deps: Vec<Arc<LossTrigger>> =
+                (0..20_000).map(|_| Arc::new(loss_signal().0)).collect();
+            for d in &deps {
+                loss.attach(d);
+            }
+            let seen: Vec<LossSignal> = deps.iter().map(|d| d.signal()).collect();
+            let waiter = tokio::spawn(async move {
+                signal.fired().await;
+                seen.iter().all(LossSignal::is_fired)
+            });
+            tokio::task::yield_now().await;
+            assert!(loss.fire(LossReason::LeaseExpired));
+            assert!(!loss.fire(LossReason::Revoked), "fires once");
+            assert!(
+                waiter.await.unwrap(),
+                "round {round}: the lease was lost before what it holds"
+            );
+            // Attached after the loss: told at once, with the lease's reason.
+            let late = Arc::new(loss_signal().0);
+            loss.attach(&late);
+            assert_eq!(late.signal().reason(), Some(LossReason::LeaseExpired));
+        }
+    }
+}

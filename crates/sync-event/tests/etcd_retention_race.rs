@@ -4,6 +4,7 @@
 //! offset is either delivered or inside a reported gap. Needs the harness's etcd.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,18 +28,22 @@ async fn retention_never_makes_a_group_skip_silently() {
     );
     // Joined before the first publish, from the start: every offset is the group's to account for.
     let seen = Arc::new(Mutex::new((BTreeSet::new(), Vec::new())));
+    let published = Arc::new(AtomicBool::new(false));
     let mut members = Vec::new();
     for _ in 0..2 {
         let peer = EtcdEvents::connect(cfg.clone(), options.clone())
             .await
             .unwrap();
         let m = peer.join("t", "g", GroupOptions::new()).await.unwrap();
-        let seen = seen.clone();
+        let (seen, published) = (seen.clone(), published.clone());
         members.push(tokio::spawn(async move {
             let _peer = peer;
             loop {
                 match tokio::time::timeout(Duration::from_secs(3), m.next()).await {
-                    Err(_) => return, // quiet: the publisher is done and everything is taken
+                    // Quiet after the last publish: everything is taken. (Quiet before it is a
+                    // stalled machine, not the end.)
+                    Err(_) if published.load(Ordering::SeqCst) => return,
+                    Err(_) => {}
                     Ok(Ok(d)) => {
                         seen.lock().unwrap().0.insert(d.event.offset);
                         // Slow enough that retention overtakes the group now and then.
@@ -73,6 +78,7 @@ async fn retention_never_makes_a_group_skip_silently() {
     while let Some(o) = pending.next().await {
         last = last.max(o);
     }
+    published.store(true, Ordering::SeqCst);
     for m in members {
         m.await.unwrap();
     }
