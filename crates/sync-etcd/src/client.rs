@@ -23,7 +23,35 @@ struct Inner {
     config: EtcdConfig,
     endpoints: String,
     keyspace: Keyspace,
+    /// Requests go first to the raft leader, when it is one of the configured endpoints.
+    leader: LeaderRoute,
 }
+
+/// A second connection, to the raft leader alone.
+///
+/// A write sent to a follower is forwarded to the leader, and the follower answers only once it
+/// has heard that the entry committed and applied it: a hop and a wait more than at the leader,
+/// whose answer follows its own apply. A linearizable read at a follower asks the leader for its
+/// read index first. So each request is tried first on the leader; the balanced connection
+/// takes every retry, and a failed attempt at the leader drops the route until the next check
+/// finds the (possibly new) leader. Only a leader whose advertised client URL is one of the
+/// configured endpoints is used, so a cluster reached through proxies or addresses of its own
+/// is never dialled at addresses the user did not give. Correctness never depends on the
+/// route: any member serves any request.
+struct LeaderRoute {
+    current: std::sync::RwLock<Option<Pinned>>,
+    recheck: Arc<tokio::sync::Notify>,
+    opts: ConnectOptions,
+    urls: Vec<String>,
+}
+
+struct Pinned {
+    url: String,
+    client: Client,
+}
+
+/// How often the route checks who leads.
+const LEADER_CHECK: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for EtcdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +155,12 @@ impl EtcdClient {
                 config,
                 endpoints: endpoints.clone(),
                 keyspace,
+                leader: LeaderRoute {
+                    current: std::sync::RwLock::new(None),
+                    recheck: Arc::new(tokio::sync::Notify::new()),
+                    opts,
+                    urls,
+                },
             }),
         };
         // The channel connects lazily: probe it, so a wrong address, TLS setting or password is
@@ -143,7 +177,10 @@ impl EtcdClient {
             })
             .await;
         match probed {
-            Ok(_) => Ok(this),
+            Ok(_) => {
+                tokio::spawn(follow_leader(Arc::downgrade(&this.inner)));
+                Ok(this)
+            }
             Err(Error::Auth {
                 endpoints,
                 op,
@@ -179,6 +216,24 @@ impl EtcdClient {
         &self.inner.endpoints
     }
 
+    /// The endpoint that requests are sent to first: the raft leader's, once a check has found
+    /// that the leader advertises one of the configured endpoints (checked at connect and every
+    /// few seconds after). `None` while it is unknown, or when the leader is reached through
+    /// addresses that were not configured: then requests are balanced over the endpoints.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sync_etcd::{EtcdClient, EtcdConfig};
+    /// let etcd = EtcdClient::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;
+    /// println!("leader first: {:?}", etcd.leader_endpoint());
+    /// # Ok(()) }
+    /// ```
+    pub fn leader_endpoint(&self) -> Option<String> {
+        let current = self.inner.leader.current.read();
+        let current = current.unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|p| p.url.clone())
+    }
+
     /// A clone of the raw client (cheap: it shares the connection).
     pub fn raw(&self) -> Client {
         self.inner.client.clone()
@@ -197,6 +252,7 @@ impl EtcdClient {
         // lands on another one than the member that just failed.
         let mut backoff = Duration::ZERO;
         let mut last: Option<etcd_client::Error> = None;
+        let mut last_failed = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -210,7 +266,15 @@ impl EtcdClient {
                 });
             }
             let attempt_end = deadline.min(now + self.inner.config.request_timeout);
-            match tokio::time::timeout_at(attempt_end, f(self.inner.client.clone())).await {
+            // The first attempt goes to the leader when known; retries to the balanced client.
+            let leader = if last_failed {
+                None
+            } else {
+                self.inner.leader.client()
+            };
+            let at_leader = leader.is_some();
+            let client = leader.unwrap_or_else(|| self.inner.client.clone());
+            match tokio::time::timeout_at(attempt_end, f(client)).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => match classify(&e) {
                     Class::Transient => {
@@ -223,6 +287,10 @@ impl EtcdClient {
                     tracing::debug!(op, "etcd request timed out, retrying");
                     last = None;
                 }
+            }
+            last_failed = true;
+            if at_leader {
+                self.inner.leader.forget();
             }
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
             if !pause.is_zero() {
@@ -239,6 +307,95 @@ impl EtcdClient {
     pub fn default_budget(&self) -> Duration {
         self.inner.config.request_timeout * 3
     }
+}
+
+impl LeaderRoute {
+    /// The leader's connection, if known.
+    fn client(&self) -> Option<Client> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|p| p.client.clone())
+    }
+
+    /// Stops using the leader's connection until the next check finds the leader again.
+    fn forget(&self) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.take().is_some() {
+            self.recheck.notify_one();
+        }
+    }
+}
+
+/// Keeps `inner`'s leader route current: checks who leads every [`LEADER_CHECK`], or at once
+/// after an attempt at the leader failed; ends with the client.
+async fn follow_leader(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let found = find_leader(&strong).await;
+        let route = &strong.leader;
+        match found {
+            Some(url) => {
+                let same = route
+                    .current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(|p| p.url == url);
+                if !same {
+                    let connect = Client::connect([url.as_str()], Some(route.opts.clone()));
+                    match tokio::time::timeout(strong.config.connect_timeout, connect).await {
+                        Ok(Ok(client)) => {
+                            tracing::debug!(%url, "requests go to the raft leader first");
+                            *route.current.write().unwrap_or_else(|p| p.into_inner()) =
+                                Some(Pinned { url, client });
+                        }
+                        _ => route.forget(),
+                    }
+                }
+            }
+            None => route.forget(),
+        }
+        // Wait without keeping the client alive.
+        let recheck = strong.leader.recheck.clone();
+        drop(strong);
+        // A forget() between the check above and here is not lost: Notify keeps one permit.
+        let notified = tokio::time::timeout(LEADER_CHECK, recheck.notified()).await;
+        if notified.is_ok() {
+            // Do not spin while the cluster has no leader.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The configured endpoint URL of the raft leader, if it advertises one of them.
+async fn find_leader(inner: &Inner) -> Option<String> {
+    let mut c = inner.client.clone();
+    let check = async {
+        let status = c.status().await.ok()?;
+        let leader = status.leader();
+        let members = c.member_list().await.ok()?;
+        let member = members.members().iter().find(|m| m.id() == leader)?;
+        member.client_urls().iter().find_map(|advertised| {
+            let a = strip_url(advertised);
+            inner
+                .leader
+                .urls
+                .iter()
+                .find(|u| strip_url(u) == a)
+                .cloned()
+        })
+    };
+    tokio::time::timeout(inner.config.request_timeout, check)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `host:port` of a URL, for comparing advertised and configured addresses.
+fn strip_url(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.trim_end_matches('/')
 }
 
 /// Says so when the server wants credentials and none were configured: etcd itself only
