@@ -6,11 +6,15 @@
 //! the waiter wakes up late. One watch created once and kept open is never behind. Waiters
 //! register interest in single keys ([`WatchHub::subscribe`]) and get their delete events.
 //!
-//! No event is missed: the hub records the highest revision it has dispatched. A waiter that read
-//! its predecessor at revision `r` and subscribes afterwards is told to re-read if the hub already
-//! dispatched past `r` (the delete may have gone by before it subscribed); otherwise every delete
-//! after `r` reaches it. After a reconnect or a compaction the hub tells every subscriber to
-//! re-read ([`KeyEvent::Recheck`]).
+//! No event is missed: the hub records the highest revision it has dispatched, and keeps the last
+//! [`HISTORY`] deletes it dispatched. A waiter that read its predecessor at revision `r` and
+//! subscribes afterwards gets, at once and in order, the deletes of its keys after `r` that the
+//! hub already dispatched (from that history), then every later one. Only when `r` is older than
+//! the history (or than the watch's last restart) is it told to re-read instead. After a
+//! reconnect or a compaction the hub tells every subscriber to re-read ([`KeyEvent::Recheck`]).
+//!
+//! The history saves the waiter a read under contention: without it, every release that landed
+//! between a join's read and its subscription sent the joiner back to etcd.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +50,59 @@ struct State {
     subs: HashMap<Arc<[u8]>, Subscribers>,
     triggers: HashMap<Arc<[u8]>, Triggers>,
     dispatched: i64,
+    /// The last deletes dispatched, oldest first: every delete with a revision above
+    /// `history_from` (and at most `dispatched`) is in it.
+    history: std::collections::VecDeque<(i64, Arc<[u8]>)>,
+    history_from: i64,
     next_id: u64,
+}
+
+/// How many dispatched deletes a hub remembers for late subscribers.
+const HISTORY: usize = 4096;
+
+impl State {
+    /// Records a dispatched delete.
+    fn remember(&mut self, revision: i64, key: Arc<[u8]>) {
+        if self.history.len() == HISTORY {
+            if let Some((oldest, _)) = self.history.pop_front() {
+                // Deletes at or below it may now be missing from the history.
+                self.history_from = self.history_from.max(oldest);
+            }
+        }
+        self.history.push_back((revision, key));
+    }
+
+    /// For a subscriber of `keys` that read them at `read_rev`: sends it the deletes of its keys
+    /// after `read_rev` already dispatched, oldest first, and returns `false`; or returns `true`
+    /// (read again) when some of them may be missing from the history.
+    fn catch_up(
+        &self,
+        keys: &[Arc<[u8]>],
+        read_rev: i64,
+        tx: &mpsc::UnboundedSender<Delivery>,
+    ) -> bool {
+        if self.dispatched <= read_rev {
+            return false;
+        }
+        if read_rev < self.history_from {
+            return true;
+        }
+        let start = self.history.partition_point(|(rev, _)| *rev <= read_rev);
+        for (revision, key) in self.history.range(start..) {
+            if let Some(k) = keys.iter().find(|k| k[..] == key[..]) {
+                let revision = *revision;
+                let _ = tx.send((Some(k.clone()), KeyEvent::Deleted { revision }));
+            }
+        }
+        false
+    }
+
+    /// The watch (re)started at `rev`: deletes before it were not all seen.
+    fn restarted_at(&mut self, rev: i64) {
+        self.dispatched = self.dispatched.max(rev);
+        self.history.clear();
+        self.history_from = self.dispatched;
+    }
 }
 
 #[derive(Default, Debug)]
@@ -167,7 +223,7 @@ impl WatchHub {
         self.task
             .get_or_try_init(|| async {
                 let (rev, stream) = open(&self.client, &self.range).await?;
-                self.shared.lock().dispatched = rev;
+                self.shared.lock().restarted_at(rev);
                 Ok(tokio::spawn(run(
                     self.client.clone(),
                     self.range.clone(),
@@ -211,8 +267,10 @@ impl WatchHub {
     }
 
     /// Subscribes to deletes of `key`, which the caller saw existing at revision `read_rev`.
-    /// Returns the subscription and whether the caller must read the key again (a delete after
-    /// `read_rev` may have been dispatched before it subscribed).
+    /// Returns the subscription and whether the caller must read the key again: only when a
+    /// delete after `read_rev` may have been dispatched before it subscribed and is no longer in
+    /// the hub's history. Deletes after `read_rev` that the history holds are delivered on the
+    /// subscription at once, in order, before any later one.
     pub async fn subscribe(&self, key: &str, read_rev: i64) -> Result<(KeySubscription, bool)> {
         self.subscribe_many([key], read_rev).await
     }
@@ -237,7 +295,7 @@ impl WatchHub {
                 .or_default()
                 .push((id, tx.clone()));
         }
-        let recheck = st.dispatched > read_rev;
+        let recheck = st.catch_up(&keys, read_rev, &tx);
         drop(st);
         Ok((
             KeySubscription {
@@ -311,6 +369,12 @@ async fn run(
                         let Some(kv) = ev.kv() else { continue };
                         let revision = kv.mod_revision();
                         st.dispatched = st.dispatched.max(revision);
+                        let stored = st
+                            .subs
+                            .get_key_value(kv.key())
+                            .map(|(k, _)| k.clone())
+                            .unwrap_or_else(|| Arc::from(kv.key()));
+                        st.remember(revision, stored);
                         if let Some(triggers) = st.triggers.get(kv.key()) {
                             for (_, t, _) in triggers {
                                 if let Some(t) = t.upgrade() {
@@ -343,7 +407,7 @@ async fn run(
                 Ok((rev, s)) => {
                     stream = s;
                     let mut st = shared.lock();
-                    st.dispatched = st.dispatched.max(rev);
+                    st.restarted_at(rev);
                     for subs in st.subs.values() {
                         for (_, tx) in subs {
                             let _ = tx.send((None, KeyEvent::Recheck));
@@ -399,5 +463,74 @@ async fn recheck_held(
                 tracing::warn!(key = %String::from_utf8_lossy(&key), "held key gone after a watch restart: loss reported");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> Arc<[u8]> {
+        Arc::from(s.as_bytes())
+    }
+
+    fn dispatch(st: &mut State, rev: i64, k: &str) {
+        st.dispatched = st.dispatched.max(rev);
+        st.remember(rev, key(k));
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        while let Ok((k, ev)) = rx.try_recv() {
+            let KeyEvent::Deleted { revision } = ev else {
+                panic!("unexpected {ev:?}")
+            };
+            out.push((String::from_utf8(k.unwrap().to_vec()).unwrap(), revision));
+        }
+        out
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_what_went_by_in_order_and_only_its_keys() {
+        let mut st = State::default();
+        st.restarted_at(10);
+        dispatch(&mut st, 11, "a");
+        dispatch(&mut st, 12, "b");
+        dispatch(&mut st, 13, "c");
+        dispatch(&mut st, 13, "a2");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Read at 11: the delete of "a" at 11 was seen by the read; "c" and "a2" came after.
+        let recheck = st.catch_up(&[key("a"), key("c"), key("a2")], 11, &tx);
+        assert!(!recheck);
+        assert_eq!(drain(&mut rx), [("c".into(), 13), ("a2".into(), 13)]);
+        // Up to date: nothing to replay, no read.
+        assert!(!st.catch_up(&[key("a")], 13, &tx));
+        assert!(drain(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn a_read_older_than_the_history_or_the_last_restart_must_read_again() {
+        let mut st = State::default();
+        st.restarted_at(10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        dispatch(&mut st, 11, "a");
+        assert!(
+            st.catch_up(&[key("a")], 9, &tx),
+            "read before the watch started"
+        );
+        for i in 0..HISTORY as i64 {
+            dispatch(&mut st, 12 + i, "x");
+        }
+        // The delete at 11 fell out of the history: a read at 11 is still complete (11 itself
+        // was seen by the read), a read at 10 is not.
+        assert!(!st.catch_up(&[key("a")], 11, &tx));
+        assert!(st.catch_up(&[key("a")], 10, &tx));
+        assert!(drain(&mut rx).is_empty());
+        st.restarted_at(20_000);
+        assert!(
+            st.catch_up(&[key("x")], 19_999, &tx),
+            "deletes across a restart were missed"
+        );
+        assert!(!st.catch_up(&[key("x")], 20_000, &tx));
     }
 }

@@ -319,9 +319,18 @@ impl Queue {
             client: self.client.clone(),
             armed: true,
         };
-        let (own, recheck) = hub.subscribe(&entry.key, entry.revision).await?;
+        let (mut own, mut recheck) = hub.subscribe(&entry.key, entry.revision).await?;
+        // The hub replays a deletion of our key that it dispatched before we subscribed.
+        let deleted = match own.try_next() {
+            Some(KeyEvent::Deleted { .. }) => true,
+            Some(KeyEvent::Recheck) => {
+                recheck = true;
+                false
+            }
+            None => false,
+        };
         entry.own = Some(own);
-        if recheck && !self.still_ours(&entry.key, entry.revision).await? {
+        if deleted || (recheck && !self.still_ours(&entry.key, entry.revision).await?) {
             // Deleted (by someone else, or with its lease) before we could watch it: the
             // deletion went by unseen, so report it here rather than hand out a dead grant.
             return Err(Error::Unavailable {
