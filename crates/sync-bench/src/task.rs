@@ -335,6 +335,97 @@ where
     Ok(rate)
 }
 
+/// What the etcd cluster did, summed over its members (from each member's `/metrics`): gRPC
+/// requests by method, raft proposals committed (per member), and watch events sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClusterCounts {
+    txn: f64,
+    range: f64,
+    put: f64,
+    lease_grant: f64,
+    /// Watch events sent to clients, all members.
+    events: f64,
+    /// Raft proposals committed, the highest of the members.
+    proposals: f64,
+}
+
+impl ClusterCounts {
+    /// Reads every member's counters. Only loopback `http://` endpoints (the harness's).
+    async fn read(endpoints: &[String]) -> Result<ClusterCounts, String> {
+        let mut c = ClusterCounts::default();
+        for ep in endpoints {
+            let addr = ep
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
+            let body = metrics(&addr).await?;
+            for line in body.lines().filter(|l| !l.starts_with('#')) {
+                let Some((name, value)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let Ok(v) = value.parse::<f64>() else {
+                    continue;
+                };
+                if name.starts_with("grpc_server_started_total{") {
+                    let method = |m: &str| name.contains(&format!("grpc_method=\"{m}\""));
+                    if method("Txn") {
+                        c.txn += v;
+                    } else if method("Range") {
+                        c.range += v;
+                    } else if method("Put") {
+                        c.put += v;
+                    } else if method("LeaseGrant") {
+                        c.lease_grant += v;
+                    }
+                } else if name == "etcd_debugging_mvcc_events_total" {
+                    c.events += v;
+                } else if name == "etcd_server_proposals_committed_total" {
+                    c.proposals = c.proposals.max(v);
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// `self - before`, each divided by `n`.
+    fn per(self, before: ClusterCounts, n: f64) -> String {
+        format!(
+            "{:.2} txn, {:.2} range, {:.2} put, {:.3} lease grants, {:.2} raft entries, {:.1} watch events",
+            (self.txn - before.txn) / n,
+            (self.range - before.range) / n,
+            (self.put - before.put) / n,
+            (self.lease_grant - before.lease_grant) / n,
+            (self.proposals - before.proposals) / n,
+            (self.events - before.events) / n,
+        )
+    }
+}
+
+/// `GET /metrics` from an etcd member at `addr` (host:port), over plain HTTP/1.0.
+async fn metrics(addr: &str) -> Result<String, String> {
+    use std::io::Write;
+    let addr = addr.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let fail = |e: std::io::Error| format!("metrics of {addr}: {e}");
+        let mut s = std::net::TcpStream::connect(&addr).map_err(fail)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(fail)?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(fail)?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).map_err(fail)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+    .await
+    .map_err(err)?
+}
+
+/// The cluster's revision now.
+async fn revision(c: &Client, key: &str) -> Result<i64, String> {
+    let r = c.clone().get(key, None).await.map_err(err)?;
+    Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+}
+
 /// Jobs through the etcd backend with 3 worker processes ([`IN_FLIGHT`] submit+wait loops in
 /// this process) against raw puts at the same concurrency, ÷ 3 (a job is at least three writes:
 /// submit, claim, result).
@@ -359,10 +450,11 @@ async fn etcd_workers(b: Budget) -> Result<Row, String> {
         );
     }
     // One job: submit, wait for its output, check it. One baseline operation: a put.
+    let done = Arc::new(AtomicU64::new(0));
     let job = {
-        let s = submitter.clone();
+        let (s, done) = (submitter.clone(), done.clone());
         move |i: usize, n: u64| {
-            let s = s.clone();
+            let (s, done) = (s.clone(), done.clone());
             async move {
                 let job = Job::new("bench", (i, n)).with_retention(RETENTION);
                 let handle = s.submit(job).await.map_err(err)?;
@@ -370,6 +462,7 @@ async fn etcd_workers(b: Budget) -> Result<Row, String> {
                 if out != serde_json::json!([i, n]) {
                     return Err(format!("job ({i}, {n}) returned {out}"));
                 }
+                done.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -387,8 +480,39 @@ async fn etcd_workers(b: Budget) -> Result<Row, String> {
     };
     let result = async {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
+        let endpoints: Vec<String> = std::env::var("SYNC_ETCD_ENDPOINTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
         for _ in 0..b.rounds {
+            // What one job costs the cluster (jobs still in flight at the end count as not
+            // done: a slight overestimate).
+            let (c0, r0, d0) = (
+                ClusterCounts::read(&endpoints).await,
+                revision(&raws[0], &prefix).await?,
+                done.load(Ordering::Relaxed),
+            );
             ours.push(throughput(b.duration, IN_FLIGHT, job.clone()).await?);
+            let (c1, r1, d1) = (
+                ClusterCounts::read(&endpoints).await,
+                revision(&raws[0], &prefix).await?,
+                done.load(Ordering::Relaxed),
+            );
+            let n = (d1 - d0).max(1) as f64;
+            match (c0, c1) {
+                (Ok(c0), Ok(c1)) => eprintln!(
+                    "  per job ({n} jobs): {:.2} revisions; {} (requests summed over the members)",
+                    (r1 - r0) as f64 / n,
+                    c1.per(c0, n)
+                ),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!(
+                        "  per job ({n} jobs): {:.2} revisions; no metrics: {e}",
+                        (r1 - r0) as f64 / n
+                    )
+                }
+            }
             base.push(throughput(b.duration, IN_FLIGHT, put.clone()).await?);
         }
         // For the record: one at a time, how many sequential puts a job takes.
