@@ -74,6 +74,14 @@ pub async fn sticky_reacquire_without_waiter(h: &dyn Harness) {
             "a dropped sticky guard was not parked"
         );
     }
+    // Another task of the same handle does not share the held lock (its try counts as a
+    // contender: the key is not parked again).
+    assert!(
+        a.try_acquire(name, sticky(h)).await.unwrap().is_none(),
+        "a second sticky guard of one handle while the first held"
+    );
+    g.release().await.unwrap();
+    let g = a.acquire(name, sticky(h)).await.unwrap();
     g.release().await.unwrap();
     drop(a);
     eventually(
