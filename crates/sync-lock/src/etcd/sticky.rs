@@ -6,8 +6,8 @@
 //! - the slot owns the key's [`Held`] for its whole life, while a guard holds it and while it is
 //!   parked; a guard of a sticky key is only a handle on the slot with a loss signal of its own
 //!   (one per hold, so a worker told "released" at a park is not told "held" again);
-//! - the keeper watches the queue for contenders (puts of keys created after ours, from our
-//!   key's create revision on, so none is missed) and relays the key's loss to the guard that
+//! - the keeper watches the queue for contenders (keys created after ours: a watch from now on
+//!   and one read for those that came before it, so none is missed) and relays the key's loss to the guard that
 //!   holds it. When it sees a contender, the key is never parked again: if parked, the keeper
 //!   deletes it at once; if held, the guard's release deletes it.
 //!
@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
-use sync_etcd::etcd_client::{EventType, WatchFilterType, WatchOptions};
+use sync_etcd::etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions};
 use sync_etcd::{EtcdClient, Held};
 
 use crate::{Error, Fence, LockGuard, RawGuard, Result};
@@ -283,18 +283,37 @@ async fn keep(
     }
 }
 
-/// Resolves when a key created after `revision` (a contender behind ours) is put in `dir`, or
-/// when the watch for them fails (then nobody can say there is none). The watch starts at
-/// `revision + 1`, so a contender that joined before the watch was created is seen too.
+/// Resolves when a key created after `revision` (a contender behind ours) is in `dir`, or when
+/// the watch for them fails (then nobody can say there is none).
+///
+/// The watch starts at the current revision `r` (a watch asked to start in the past is served
+/// by etcd's catch-up loop, up to 100 ms late); one read then finds the contenders that joined
+/// between our key's creation and `r`, and the watch every one after.
 async fn first_contender(client: &EtcdClient, dir: &str, revision: i64) -> &'static str {
     let options = WatchOptions::new()
         .with_prefix()
-        .with_start_revision(revision + 1)
         .with_filters([WatchFilterType::NoDelete]);
-    let mut stream = match client.raw().watch(dir, Some(options)).await {
+    let mut raw = client.raw();
+    let mut stream = match raw.watch(dir, Some(options)).await {
         Ok(s) => s,
         Err(_) => return "the contender watch could not be created",
     };
+    match stream.message().await {
+        Ok(Some(m)) if m.created() && !m.canceled() => {}
+        _ => return "the contender watch could not be created",
+    }
+    // Keys only, not a count: etcd counts before it applies the revision filter.
+    let behind = GetOptions::new()
+        .with_prefix()
+        .with_min_create_revision(revision + 1)
+        .with_keys_only();
+    match raw.get(dir, Some(behind)).await {
+        Ok(r) if r.kvs().iter().any(|kv| kv.create_revision() > revision) => {
+            return "a contender joined before the watch started"
+        }
+        Ok(_) => {}
+        Err(_) => return "could not read the queue for contenders",
+    }
     loop {
         match stream.message().await {
             Ok(Some(resp)) => {
