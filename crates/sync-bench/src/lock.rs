@@ -410,7 +410,10 @@ async fn etcd_sticky_reacquire(b: Budget) -> Result<Row, String> {
     let plain = {
         let t = Instant::now();
         for _ in 0..20 {
-            let g = locks.acquire("p", AcquireOptions::new()).await.map_err(err)?;
+            let g = locks
+                .acquire("p", AcquireOptions::new())
+                .await
+                .map_err(err)?;
             g.release().await.map_err(err)?;
         }
         t.elapsed().as_secs_f64() * 1e3 / 20.0
@@ -444,10 +447,7 @@ async fn etcd_sticky_handoff(b: Budget) -> Result<Row, String> {
         .watch("sync-bench-sticky-handoff", Some(WatchOptions::new()))
         .await
         .map_err(err)?;
-    stream.message().await.map_err(err)?; // created
-    // Warm up both clients' watches of the queue.
-    for _ in 0..5 {
-        c.acquire("sh", AcquireOptions::new())
+XX, AcquireOptions::new())
             .await
             .map_err(err)?
             .release()
