@@ -447,7 +447,11 @@ async fn etcd_sticky_handoff(b: Budget) -> Result<Row, String> {
         .watch("sync-bench-sticky-handoff", Some(WatchOptions::new()))
         .await
         .map_err(err)?;
-XX, AcquireOptions::new())
+    stream.message().await.map_err(err)?; // created
+
+    // Warm up both clients' watches of the queue.
+    for _ in 0..5 {
+        c.acquire("sh", AcquireOptions::new())
             .await
             .map_err(err)?
             .release()
