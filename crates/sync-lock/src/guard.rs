@@ -125,7 +125,9 @@ impl LockGuard {
         &self.name
     }
 
-    /// A number that strictly increases from one holder of this lock to the next.
+    /// A number that strictly increases from one holder of this lock to the next. A sticky
+    /// take-back of a parked lock ([`AcquireOptions::with_sticky`](crate::AcquireOptions::with_sticky))
+    /// keeps the token of the hold before it: nobody else held the lock in between.
     pub fn fencing_token(&self) -> u64 {
         self.token
     }

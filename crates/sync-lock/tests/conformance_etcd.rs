@@ -99,6 +99,10 @@ impl Harness for EtcdHarness {
     fn loss_bound(&self) -> Duration {
         Duration::from_secs(5)
     }
+
+    fn parks_sticky_locks(&self) -> bool {
+        true
+    }
 }
 
 sync_lock::lock_conformance!(

@@ -278,3 +278,101 @@ async fn locks_in_a_session_end_with_it_and_refuse_a_ttl_of_their_own() {
     let g = lock.acquire("a", AcquireOptions::new()).await.unwrap();
     g.release().await.unwrap();
 }
+
+/// A parked sticky key deleted behind its holder's back (by an administrator, say) is not handed
+/// out again once the deletion is heard: at most one take-back in the moment before, which then
+/// reports the loss; the next acquire makes a new key.
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn sticky_parked_key_deleted_is_not_taken_back() {
+    let (lock, admin, _cfg) = setup("lock_sticky_deleted").await;
+    let sticky = AcquireOptions::new().with_sticky(true);
+    let g = lock.acquire("a", sticky.clone()).await.unwrap();
+    let (t0, fence) = (g.fencing_token(), g.fence().expect("an etcd fence"));
+    g.release().await.unwrap();
+    let keys = keys_under(&admin, admin.keyspace().root()).await;
+    assert_eq!(keys.len(), 1, "not parked: {keys:?}");
+    assert_eq!(
+        (keys[0].0.as_str(), keys[0].1),
+        (fence.key.as_str(), fence.create_revision)
+    );
+    let mut raw = admin.raw();
+    assert_eq!(
+        raw.delete(fence.key.clone(), None).await.unwrap().deleted(),
+        1
+    );
+    let mut stale = 0;
+    let fresh = loop {
+        let g = tokio::time::timeout(Duration::from_secs(5), lock.acquire("a", sticky.clone()))
+            .await
+            .expect("a sticky acquire of a free lock")
+            .unwrap();
+        if g.fencing_token() != t0 {
+            break g;
+        }
+        stale += 1;
+        assert_eq!(
+            stale, 1,
+            "the deleted key was handed out again after its loss was heard"
+        );
+        let reason = tokio::time::timeout(Duration::from_secs(5), g.lost())
+            .await
+            .expect("a stale take-back reports the deletion");
+        assert_eq!(reason, LossReason::Revoked);
+    };
+    assert!(fresh.fencing_token() > t0);
+    fresh.release().await.unwrap();
+    let keys = keys_under(&admin, admin.keyspace().root()).await;
+    assert_eq!(keys.len(), 1, "the new key is parked: {keys:?}");
+    drop(lock);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !keys_under(&admin, admin.keyspace().root()).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "dropping the lock left its parked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A sticky key parked in a session goes when the session ends, and is not taken back.
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn sticky_parked_key_ends_with_its_session() {
+    let (lock, admin, _cfg) = setup("lock_sticky_session").await;
+    let session = lock
+        .connection()
+        .session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let in_session = lock.with_session(&session);
+    let sticky = AcquireOptions::new().with_sticky(true);
+    let g = in_session.acquire("a", sticky.clone()).await.unwrap();
+    let t0 = g.fencing_token();
+    g.release().await.unwrap();
+    let g = in_session.acquire("a", sticky.clone()).await.unwrap();
+    assert_eq!(g.fencing_token(), t0, "not taken back from the parked key");
+    g.release().await.unwrap();
+    // The handle without the session has its own keys: it waits like anyone.
+    assert!(lock
+        .try_acquire("a", sticky.clone())
+        .await
+        .unwrap()
+        .is_none());
+    // Its try was a contender: the parked key goes, and the next acquire makes a new one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !keys_under(&admin, admin.keyspace().root()).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a contender's try left the parked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let g = in_session.acquire("a", sticky.clone()).await.unwrap();
+    assert!(g.fencing_token() > t0);
+    g.release().await.unwrap();
+    session.close().await.unwrap();
+    let err = in_session.acquire("a", sticky.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err:?}");
+    assert!(keys_under(&admin, admin.keyspace().root()).await.is_empty());
+}

@@ -5,7 +5,8 @@ use super::{ms, nanos, Outcome, Params};
 use crate::event::Event;
 
 /// Mutual exclusion over `enter`/`exit`: no two critical sections overlap, tokens strictly
-/// increase from one section to the next, and no client waits longer than TTL + margin while
+/// increase from one section to the next (a process may enter again with its own token: a
+/// sticky take-back of its parked lock, with nobody between), and no client waits longer than TTL + margin while
 /// the lock is free (outside whole-cluster outages).
 pub fn check_mutex(out: &mut Outcome, events: &[Event], p: Params) {
     let sections = intervals(events, "enter", &["exit"]);
@@ -31,7 +32,8 @@ pub fn check_mutex(out: &mut Outcome, events: &[Event], p: Params) {
                 ));
             }
             if let (Some(a), Some(b)) = (prev.token, s.token) {
-                if b <= a {
+                // Equal only for a sticky take-back: the same process, nobody between.
+                if b < a || (b == a && s.pid != prev.pid) {
                     out.violation(format!(
                         "fencing token did not increase: {} (pid {}) entered with {b} after {a}",
                         s.who, s.pid

@@ -64,6 +64,29 @@ fn mutex_counts_token_going_back() {
 }
 
 #[test]
+fn mutex_allows_an_equal_token_only_to_the_same_process() {
+    let log = |who: u32, token: u64| {
+        vec![
+            ev(90, 10, "want"),
+            ev(100, 10, "enter").token(5),
+            ev(200, 10, "exit").token(5).ok(true),
+            ev(205, who, "want"),
+            ev(210, who, "enter").token(token),
+            ev(250, who, "exit").token(token).ok(true),
+        ]
+    };
+    // A sticky take-back: the same process, its own token.
+    let o = run("mutex", log(10, 5));
+    assert_eq!(o.violations, 0, "{o:?}");
+    // Another process with that token, or the same one with a lower token: violations.
+    for (who, token) in [(20, 5), (10, 4)] {
+        let o = run("mutex", log(who, token));
+        assert_eq!(o.violations, 1, "pid {who} token {token}: {o:?}");
+        assert!(o.details[0].contains("fencing token"), "{o:?}");
+    }
+}
+
+#[test]
 fn mutex_counts_stuck_client() {
     // Free from 200 ms to 200 + TTL + margin + 1 s while worker 20 waited.
     let o = run("mutex", mutex_log(200 + 6_000, 6));

@@ -88,15 +88,17 @@ pub(crate) fn raft_kills(
     pause(Duration::from_secs(1))
 }
 
-/// 5 processes × many acquisitions of one lock; holders killed, members (the raft leader too)
-/// killed and restarted.
+/// 5 processes × many acquisitions of one lock, every other one with sticky acquires (its
+/// released lock parked while nobody waits, taken back with the same token); holders killed,
+/// members (the raft leader too) killed and restarted.
 pub(crate) fn mutex(ctx: &mut Ctx, w: &mut Workers, common: &Common<'_>) -> Result<(), String> {
+    let sticky = |n: usize| if n % 2 == 0 { "1" } else { "0" };
     let mut n = 0;
     for _ in 0..5 {
         n += 1;
         w.spawn(
             &format!("lock-{n}"),
-            &common(&["lock", "--hold-ms", "5-50"]),
+            &common(&["lock", "--hold-ms", "5-50", "--sticky", sticky(n)]),
         )?;
     }
     let end = Instant::now() + secs(ctx.quick, 35, 150);
@@ -111,7 +113,7 @@ pub(crate) fn mutex(ctx: &mut Ctx, w: &mut Workers, common: &Common<'_>) -> Resu
                 n += 1;
                 w.spawn(
                     &format!("lock-{n}"),
-                    &common(&["lock", "--hold-ms", "5-50"]),
+                    &common(&["lock", "--hold-ms", "5-50", "--sticky", sticky(n)]),
                 )?;
             }
             1 => {

@@ -138,15 +138,18 @@ where
     }
 }
 
-/// `lock`: acquires one lock over and over; logs `want`, `enter` (token), `exit` (ok = false
-/// when the lock was lost, at the moment `lost()` fired), `error`.
+/// `lock`: acquires one lock over and over (sticky acquires with `--sticky 1`: a released lock
+/// stays parked while nobody waits); logs `want`, `enter` (token), `exit` (ok = false when the
+/// lock was lost, at the moment `lost()` fired), `error`.
 pub async fn lock(a: &Args) -> Result<(), String> {
     let log = a.log()?;
     let cfg = a.config()?;
     let name = a.or("name", "chaos").to_owned();
     let hold = a.range_ms("hold-ms", (5, 50))?;
     let locks = connect_retrying(&log, || EtcdLock::connect(cfg.clone())).await;
-    let options = AcquireOptions::new().with_max_wait(Duration::from_secs(60));
+    let options = AcquireOptions::new()
+        .with_max_wait(Duration::from_secs(60))
+        .with_sticky(a.num("sticky", 0)? == 1);
     loop {
         log.ev("want");
         match locks.acquire(&name, options.clone()).await {

@@ -41,6 +41,13 @@ pub trait Harness: Send + Sync {
     fn crash_bound(&self, ttl: Duration) -> Duration;
     /// How long a loss may take to be reported after a revocation.
     fn loss_bound(&self) -> Duration;
+    /// Whether a sticky release with nobody waiting keeps the lock's place (etcd: its key stays
+    /// parked, counted by [`entries`](Self::entries), and a take-back keeps the fencing token).
+    /// Backends whose acquire costs no round trip anyway (local) leave it `false`: their sticky
+    /// acquires behave as plain ones, and the sticky cases check that.
+    fn parks_sticky_locks(&self) -> bool {
+        false
+    }
 }
 
 mod api;
@@ -51,6 +58,7 @@ mod rwlock;
 mod rwlock_faults;
 mod semaphore;
 mod semaphore_faults;
+mod sticky;
 
 pub use api::*;
 pub use cancel::*;
@@ -60,6 +68,7 @@ pub use rwlock::*;
 pub use rwlock_faults::*;
 pub use semaphore::*;
 pub use semaphore_faults::*;
+pub use sticky::*;
 
 fn opts(h: &dyn Harness) -> AcquireOptions {
     AcquireOptions::new().with_ttl(h.ttl())
@@ -97,6 +106,11 @@ macro_rules! lock_conformance {
             contended_acquire_cancelled_at_every_poll,
             try_acquire_cancelled_at_every_poll,
             abandoned_acquires_leave_no_ghost,
+            sticky_reacquire_without_waiter,
+            sticky_contender_gets_parked_lock,
+            sticky_exclusion_under_races,
+            sticky_lost_lock_not_taken_back,
+            sticky_acquire_cancelled_at_every_poll,
         );
     };
 }

@@ -13,6 +13,7 @@ use sync_etcd::{Claim, ContendError, Contender, EtcdConfig, EtcdConnection, Held
 use crate::{check_name, AcquireOptions, Error, Fence, Lock, LockGuard, RawGuard, Result};
 
 mod semaphore;
+mod sticky;
 
 pub use semaphore::{EtcdRwLock, EtcdSemaphore};
 
@@ -41,6 +42,8 @@ pub struct EtcdLock {
 pub(crate) struct Queues {
     contender: Contender,
     owner: Arc<[u8]>,
+    /// The parked and held keys of sticky acquires, shared by clones.
+    sticky: Arc<sticky::StickyKeys>,
 }
 
 impl Queues {
@@ -48,6 +51,7 @@ impl Queues {
         Queues {
             contender: Contender::new(connection, kind),
             owner: format!("pid={}", std::process::id()).into_bytes().into(),
+            sticky: Default::default(),
         }
     }
 
@@ -55,6 +59,9 @@ impl Queues {
         Queues {
             contender: self.contender.in_session(session),
             owner: self.owner.clone(),
+            // Keys on another lease: parked keys of the handle without the session are not
+            // taken back through this one.
+            sticky: Default::default(),
         }
     }
 
@@ -81,7 +88,7 @@ impl Queues {
                 )
                 .await
                 .map_err(|e| contend_error(name, e))?;
-            Ok(guard(name, held))
+            Ok(self.grant(claim, name, &options, held))
         };
         telemetry::acquire(ask("acquire", claim, name), wait).await
     }
@@ -99,9 +106,32 @@ impl Queues {
                 .try_contend_for(claim, name, self.owner.to_vec(), options.ttl())
                 .await
                 .map_err(|e| contend_error(name, e))?;
-            Ok(held.map(|h| guard(name, h)))
+            Ok(held.map(|h| self.grant(claim, name, &options, h)))
         };
         telemetry::try_acquire(ask("try_acquire", claim, name), wait).await
+    }
+}
+
+impl Queues {
+    /// A guard for `held`: a sticky one (its key parked at release) for a sticky lock acquire.
+    fn grant(&self, claim: Claim, name: &str, options: &AcquireOptions, held: Held) -> LockGuard {
+        if claim == Claim::Exclusive && options.sticky() {
+            let dir = self.contender.dir(name);
+            self.sticky.insert(name, options.ttl(), held, dir)
+        } else {
+            guard(name, held)
+        }
+    }
+
+    /// A sticky lock acquire's fast path: `name`'s parked key taken back in memory, if this
+    /// handle has one that is still ours and nobody else waits for.
+    fn reclaim(&self, name: &str, options: &AcquireOptions) -> Option<LockGuard> {
+        if !options.sticky() || check(Claim::Exclusive, name, options).is_err() {
+            return None;
+        }
+        let granted = self.sticky.reclaim(name, options.ttl())?;
+        telemetry::granted_now(ask("acquire", Claim::Exclusive, name), &granted);
+        Some(granted)
     }
 }
 
@@ -239,7 +269,13 @@ impl Lock for EtcdLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<LockGuard>> {
-        self.queues.acquire(Claim::Exclusive, name, options).boxed()
+        async move {
+            if let Some(granted) = self.queues.reclaim(name, &options) {
+                return Ok(granted);
+            }
+            self.queues.acquire(Claim::Exclusive, name, options).await
+        }
+        .boxed()
     }
 
     fn try_acquire<'a>(
@@ -247,9 +283,15 @@ impl Lock for EtcdLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        self.queues
-            .try_acquire(Claim::Exclusive, name, options)
-            .boxed()
+        async move {
+            if let Some(granted) = self.queues.reclaim(name, &options) {
+                return Ok(Some(granted));
+            }
+            self.queues
+                .try_acquire(Claim::Exclusive, name, options)
+                .await
+        }
+        .boxed()
     }
 }
 
