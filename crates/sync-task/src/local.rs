@@ -2,8 +2,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -171,14 +174,7 @@ impl Inner {
     }
 
     fn new_id(&self) -> JobId {
-        use std::io::Write;
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Formatted on the stack: one allocation per id.
-        let mut buf = [0u8; 32];
-        let mut w = &mut buf[..];
-        let _ = write!(w, "local-{n:x}");
-        let len = 32 - w.len();
-        JobId::from(std::str::from_utf8(&buf[..len]).unwrap_or("local"))
+        local_id(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Drops the records of jobs finished longer than their retention ago.
@@ -200,6 +196,24 @@ impl Inner {
             }
         }
     }
+}
+
+/// The id of the `n`th local job: `local-` and `n` in lower-case hex. Formatted by hand on the
+/// stack (one allocation, for the id itself): `write!` cost more than the rest of a short job.
+fn local_id(n: u64) -> JobId {
+    const PREFIX: &[u8] = b"local-";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; PREFIX.len() + 16];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    // Hex digits of `n`, at least one.
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf[PREFIX.len()..PREFIX.len() + digits]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    JobId::from(std::str::from_utf8(&buf[..PREFIX.len() + digits]).unwrap_or("local"))
 }
 
 impl LocalTask {
@@ -323,12 +337,26 @@ impl LocalTask {
         record: Option<Arc<Record>>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> tokio::task::JoinHandle<Result<Value>> {
+        tokio::spawn(self.job(command, id, payload, spec, record, permit))
+    }
+
+    /// The job as a future that ends with its outcome, counted by the shutdown tracker from
+    /// now until it is dropped.
+    fn job(
+        &self,
+        command: Command,
+        id: JobId,
+        payload: Value,
+        spec: Spec,
+        record: Option<Arc<Record>>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> impl Future<Output = Result<Value>> + Send + 'static {
         let tracked = self.inner.tracker.enter();
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        async move {
             let _tracked = tracked;
             drive(inner, command, id, payload, spec, record, permit).await
-        })
+        }
     }
 }
 
@@ -545,11 +573,25 @@ impl Task for LocalTask {
             let id = self.inner.new_id();
             let name = command.name_arc();
             let spec = Spec::default_run();
-            match self
-                .spawn(command, id, Value::Null, spec, None, Some(permit))
-                .await
-            {
-                Ok(r) => r,
+            let mut job = Box::pin(self.job(command, id, Value::Null, spec, None, Some(permit)));
+            // The job's first poll runs here, in the caller's task, holding its slot: a job that
+            // finishes in it (a short one) costs no task of its own and no wake-up. One that
+            // does not is handed to the pool as a task, so that it runs on, as any spawned job,
+            // if this future is dropped; the task's first poll registers its own wakers.
+            // A panic outside the command (which `drive` catches) ends it as a failed spawned
+            // task would.
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    job.as_mut().poll(cx)
+                })))
+            })
+            .await;
+            match first {
+                Ok(Poll::Ready(r)) => r,
+                Ok(Poll::Pending) => match tokio::spawn(job).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::shut_down(&name)),
+                },
                 Err(_) => Err(Error::shut_down(&name)),
             }
         }
@@ -584,5 +626,140 @@ impl Task for LocalTask {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use futures::StreamExt;
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn ids_are_local_and_hex() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            0xdead_beef,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let id = local_id(n);
+            assert_eq!(id.as_str(), format!("local-{n:x}"));
+            assert!(id.is_well_formed(), "{id}");
+        }
+    }
+
+    /// A command that counts its starts, waits for `gate`, then counts its ends in `done`.
+    fn gated(
+        name: &str,
+        gate: &Arc<Notify>,
+        started: &Arc<AtomicUsize>,
+        done: &Arc<watch::Sender<usize>>,
+    ) -> Command {
+        let (g, s, d) = (gate.clone(), started.clone(), done.clone());
+        Command::new(name, move |_| {
+            let (g, s, d) = (g.clone(), s.clone(), d.clone());
+            async move {
+                s.fetch_add(1, SeqCst);
+                g.notified().await;
+                d.send_modify(|n| *n += 1);
+                Ok(())
+            }
+        })
+    }
+
+    /// A `run` whose job does not finish in the poll that starts it hands the job to the pool:
+    /// dropping the caller's future then leaves the job running to its end, and its slot is
+    /// given back.
+    #[tokio::test]
+    async fn run_dropped_after_its_job_started_leaves_the_job_running() {
+        let t = LocalTask::new(TaskOptions::new().with_pool(1)).unwrap();
+        let (gate, started) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let done = Arc::new(watch::Sender::new(0));
+        let mut ended = done.subscribe();
+        {
+            let mut run = t.run(gated("slow", &gate, &started, &done));
+            assert!(futures::poll!(&mut run).is_pending());
+            assert_eq!(started.load(SeqCst), 1, "the job started in the first poll");
+        }
+        gate.notify_one();
+        tokio::time::timeout(LIMIT, ended.wait_for(|n| *n == 1))
+            .await
+            .expect("the dropped run's job finished")
+            .unwrap();
+        let next = tokio::time::timeout(LIMIT, t.run(Command::new("next", |_| async { Ok(3) })))
+            .await
+            .expect("the pool's only slot was given back");
+        assert_eq!(next.unwrap(), json!(3));
+        assert_eq!(t.running(), 0);
+    }
+
+    /// `shutdown` waits for a `run` job that moved from its caller to the pool.
+    #[tokio::test]
+    async fn shutdown_waits_for_a_run_job_on_the_pool() {
+        let t = LocalTask::new(TaskOptions::new().with_pool(2)).unwrap();
+        let (gate, started) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let done = Arc::new(watch::Sender::new(0));
+        let mut run = t.run(gated("slow", &gate, &started, &done));
+        assert!(futures::poll!(&mut run).is_pending());
+        drop(run);
+        gate.notify_one();
+        tokio::time::timeout(LIMIT, t.shutdown())
+            .await
+            .expect("shutdown ended")
+            .unwrap();
+        assert_eq!(*done.borrow(), 1, "shutdown returned before the job ended");
+    }
+
+    /// Jobs that finish in their first poll (in the caller) and jobs that move to the pool
+    /// share one bound: never more than `pool` attempts at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_keeps_the_pool_bound_in_the_caller_and_on_the_pool() {
+        const POOL: usize = 3;
+        let t = LocalTask::new(TaskOptions::new().with_pool(POOL)).unwrap();
+        let (now, most, moved) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (n, m, v) = (now.clone(), most.clone(), moved.clone());
+        let cmd = Command::new("count", move |input| {
+            let (n, m, v) = (n.clone(), m.clone(), v.clone());
+            async move {
+                let c = n.fetch_add(1, SeqCst) + 1;
+                m.fetch_max(c, SeqCst);
+                // Every other job is not done in its first poll, so it moves to the pool.
+                if input.fencing_token() % 2 == 0 {
+                    v.fetch_add(1, SeqCst);
+                    tokio::task::yield_now().await;
+                }
+                n.fetch_sub(1, SeqCst);
+                Ok(())
+            }
+        });
+        let runs: Vec<_> = futures::stream::iter(0..400)
+            .map(|_| t.run(cmd.clone()))
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        assert!(runs.iter().all(Result::is_ok), "{runs:?}");
+        assert_eq!(moved.load(SeqCst), 200);
+        let most = most.load(SeqCst);
+        assert!((1..=POOL).contains(&most), "{most} attempts ran at once");
+        assert_eq!(t.running(), 0);
     }
 }
