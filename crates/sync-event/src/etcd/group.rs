@@ -109,6 +109,7 @@ pub(super) async fn join(
         session,
         watch: tokio::sync::Mutex::new(None),
         cached: std::sync::Mutex::new(None),
+        won: Arc::default(),
         left: AtomicBool::new(false),
     }))
 }
@@ -139,6 +140,9 @@ struct EtcdMember {
     /// The state the member's last ack, nack or lost take read, and when: its next step uses
     /// it instead of reading again.
     cached: std::sync::Mutex<Option<(State, std::time::Instant)>>,
+    /// Take transactions whose `next()` was dropped before their answer came: (cursor, last
+    /// offset tried, response); the next step hands out what they won.
+    won: Arc<std::sync::Mutex<Vec<(u64, u64, TxnResponse)>>>,
     left: AtomicBool,
 }
 
@@ -305,6 +309,10 @@ impl EtcdMember {
 
     /// One step: a delivery, an error to report, or how long to wait (None: until a change).
     async fn step(&self) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        let won = self.won.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some((cursor, last, resp)) = won {
+            return self.took(cursor, last, resp).await;
+        }
         let s = self.state().await?;
         let now = now_ms();
         // Redeliveries first, oldest offset first: a pending event nobody holds (a nack, a
@@ -370,49 +378,24 @@ impl EtcdMember {
         }
         if cursor <= s.seq {
             let last = s.seq.min(cursor + TAKE_CHAIN - 1);
-            let resp = run(&self.inner, "take event", self.take_txn(cursor, last)).await?;
-            let tag = resp.header().map_or(0, |h| h.revision()) as u64;
-            // Down the chain to the branch that ran: offset `cursor + depth`.
-            let (mut resp, mut depth) = (resp, 0u64);
-            while !resp.succeeded() {
-                let Some(TxnOpResponse::Txn(inner)) = resp.op_responses().into_iter().next() else {
-                    return Ok(Err(Some(Duration::ZERO)));
-                };
-                if cursor + depth == last {
-                    // The cursor was past the chain: the innermost branch read the state.
-                    self.keep(self.parse_state(&gets(inner)));
-                    return Ok(Err(Some(Duration::ZERO)));
+            // The take runs on a task of its own: if this `next()` is dropped meanwhile, the
+            // event it may have won is kept for the member's next call rather than left
+            // claimed until the ack wait ends.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (inner, txn, won) = (
+                self.inner.clone(),
+                self.take_txn(cursor, last),
+                self.won.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(Ok(resp)) = tx.send(run(&inner, "take event", txn).await) {
+                    won.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((cursor, last, resp));
                 }
-                resp = inner;
-                depth += 1;
-            }
-            let cursor = cursor + depth;
-            let g = gets(resp);
-            return match g.first().and_then(|r| self.event_of(cursor, r)) {
-                Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
-                None => {
-                    // Retention removed it between the state read and the take: the group is
-                    // told, as when the state read sees it gone, never skipped silently.
-                    self.forget(cursor).await?;
-                    let first = self.state().await?.first.max(cursor + 1);
-                    if first > cursor + 1 {
-                        // Past everything removed, unless another member moved it already.
-                        let txn = Txn::new()
-                            .when([Compare::value(
-                                self.gk.cursor(),
-                                CompareOp::Equal,
-                                (cursor + 1).to_string(),
-                            )])
-                            .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
-                        run(&self.inner, "move group cursor", txn).await?;
-                    }
-                    Err(Error::Truncated {
-                        topic: self.topic.clone(),
-                        requested: cursor,
-                        first_available: first,
-                    })
-                }
-            };
+            });
+            let resp = rx.await.map_err(|_| Error::Closed)??;
+            return self.took(cursor, last, resp).await;
         }
         let wake = s
             .claims
@@ -422,6 +405,57 @@ impl EtcdMember {
             .min()
             .map(|u| Duration::from_millis(u - now + 1));
         Ok(Err(wake))
+    }
+
+    /// What a take transaction over `cursor..=last` got: the delivery, or how long to wait.
+    async fn took(
+        &self,
+        cursor: u64,
+        last: u64,
+        resp: TxnResponse,
+    ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        let tag = resp.header().map_or(0, |h| h.revision()) as u64;
+        // Down the chain to the branch that ran: offset `cursor + depth`.
+        let (mut resp, mut depth) = (resp, 0u64);
+        while !resp.succeeded() {
+            let Some(TxnOpResponse::Txn(inner)) = resp.op_responses().into_iter().next() else {
+                return Ok(Err(Some(Duration::ZERO)));
+            };
+            if cursor + depth == last {
+                // The cursor was past the chain: the innermost branch read the state.
+                self.keep(self.parse_state(&gets(inner)));
+                return Ok(Err(Some(Duration::ZERO)));
+            }
+            resp = inner;
+            depth += 1;
+        }
+        let cursor = cursor + depth;
+        let g = gets(resp);
+        return match g.first().and_then(|r| self.event_of(cursor, r)) {
+            Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
+            None => {
+                // Retention removed it between the state read and the take: the group is
+                // told, as when the state read sees it gone, never skipped silently.
+                self.forget(cursor).await?;
+                let first = self.state().await?.first.max(cursor + 1);
+                if first > cursor + 1 {
+                    // Past everything removed, unless another member moved it already.
+                    let txn = Txn::new()
+                        .when([Compare::value(
+                            self.gk.cursor(),
+                            CompareOp::Equal,
+                            (cursor + 1).to_string(),
+                        )])
+                        .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
+                    run(&self.inner, "move group cursor", txn).await?;
+                }
+                Err(Error::Truncated {
+                    topic: self.topic.clone(),
+                    requested: cursor,
+                    first_available: first,
+                })
+            }
+        };
     }
 
     /// Drops the group's record of an event that retention removed.
