@@ -431,7 +431,7 @@ impl EtcdMember {
         }
         let cursor = cursor + depth;
         let g = gets(resp);
-        return match g.first().and_then(|r| self.event_of(cursor, r)) {
+        match g.first().and_then(|r| self.event_of(cursor, r)) {
             Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
             None => {
                 // Retention removed it between the state read and the take: the group is
@@ -455,7 +455,7 @@ impl EtcdMember {
                     first_available: first,
                 })
             }
-        };
+        }
     }
 
     /// Drops the group's record of an event that retention removed.
