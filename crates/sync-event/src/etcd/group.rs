@@ -43,6 +43,19 @@ impl GroupKeys {
     }
 }
 
+/// How old a state read by an earlier transaction may be for a step to use it instead of
+/// reading again. Every move is guarded by what it read, so an older state never breaks a
+/// guarantee; this bounds how late it notices an event due for redelivery.
+const FRESH: Duration = Duration::from_millis(50);
+
+/// Offsets one take transaction tries in turn (see [`EtcdMember::take_txn`]). One: with a
+/// longer chain, members racing for the cursor all win, and a `next()` dropped as another
+/// one's result is picked (a `select!` over members) leaves its won event claimed until the
+/// ack wait ends, redelivered as attempt 2 (the conformance test
+/// `group_each_event_to_one_member` shows it). A lost race costs one transaction, which
+/// reads the state for the next try.
+const TAKE_CHAIN: u64 = 1;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,6 +108,8 @@ pub(super) async fn join(
         options,
         session,
         watch: tokio::sync::Mutex::new(None),
+        cached: std::sync::Mutex::new(None),
+        won: Arc::default(),
         left: AtomicBool::new(false),
     }))
 }
@@ -122,6 +137,12 @@ struct EtcdMember {
     /// A watch over the topic's keys: wakes the member on a publish, an ack, a nack or a lost
     /// lease.
     watch: tokio::sync::Mutex<Option<RangeWatch>>,
+    /// The state the member's last ack, nack or lost take read, and when: its next step uses
+    /// it instead of reading again.
+    cached: std::sync::Mutex<Option<(State, std::time::Instant)>>,
+    /// Take transactions whose `next()` was dropped before their answer came: (cursor, last
+    /// offset tried, response); the next step hands out what they won.
+    won: Arc<std::sync::Mutex<Vec<(u64, u64, TxnResponse)>>>,
     left: AtomicBool,
 }
 
@@ -157,9 +178,12 @@ fn gets(resp: TxnResponse) -> Vec<etcd_client::GetResponse> {
 }
 
 impl EtcdMember {
-    async fn state(&self) -> Result<State> {
+    /// The reads that make up a [`State`]: the group's keys, the sequence, the first event.
+    /// They go into every transaction whose response the next step can use, so that a step
+    /// after an ack (or after a lost race for the cursor) needs no read of its own.
+    fn state_ops(&self) -> [TxnOp; 3] {
         let ev = self.keys.events();
-        let txn = Txn::new().and_then([
+        [
             TxnOp::get(
                 self.gk.dir.clone(),
                 Some(GetOptions::new().with_range(prefix_end(self.gk.dir.as_bytes()))),
@@ -174,11 +198,18 @@ impl EtcdMember {
                         .with_keys_only(),
                 ),
             ),
-        ]);
-        let g = gets(run(&self.inner, "read group", txn).await?);
+        ]
+    }
+
+    /// The state in the last three gets of `g` (as [`EtcdMember::state_ops`] puts them).
+    fn parse_state(&self, g: &[etcd_client::GetResponse]) -> Option<State> {
+        let [dir, seq, first] = g.get(g.len().checked_sub(3)?..)? else {
+            return None;
+        };
         let mut s = State::default();
-        for kv in g[0].kvs() {
-            if kv.key() == self.gk.cursor().as_bytes() {
+        let cursor_key = self.gk.cursor();
+        for kv in dir.kvs() {
+            if kv.key() == cursor_key.as_bytes() {
                 s.cursor = (parse_u64(kv.value()), kv.mod_revision());
                 continue;
             }
@@ -202,13 +233,63 @@ impl EtcdMember {
                 _ => {}
             }
         }
-        s.seq = g[1].kvs().first().map_or(0, |kv| parse_u64(kv.value()));
-        s.first = g[2]
+        s.seq = seq.kvs().first().map_or(0, |kv| parse_u64(kv.value()));
+        s.first = first
             .kvs()
             .first()
             .and_then(|kv| self.keys.offset_of(kv.key()))
             .unwrap_or(s.seq + 1);
-        Ok(s)
+        Some(s)
+    }
+
+    /// Keeps `s` (read by the transaction just run) for the next step, if it is taken soon.
+    fn keep(&self, s: Option<State>) {
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) =
+            s.map(|s| (s, std::time::Instant::now()));
+    }
+
+    /// The group's state: the one the last transaction read, if it is fresh (at most
+    /// [`FRESH`] old, and used once), else read now at one revision.
+    async fn state(&self) -> Result<State> {
+        let kept = self.cached.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((s, at)) = kept {
+            if at.elapsed() <= FRESH {
+                return Ok(s);
+            }
+        }
+        let txn = Txn::new().and_then(self.state_ops());
+        let g = gets(run(&self.inner, "read group", txn).await?);
+        self.parse_state(&g).ok_or_else(|| Error::Unavailable {
+            op: "read group",
+            endpoint: self.inner.client.endpoints().to_owned(),
+            source: "etcd answered a read of the group with fewer results than asked for".into(),
+        })
+    }
+
+    /// One transaction that takes the first of `cursor..=last` the group's cursor is at:
+    /// "if the cursor is `cursor`, take it; else if it is `cursor + 1`, take that; …", each
+    /// branch as the single take was (move the cursor past it, record it pending, claim it,
+    /// read it). Members that read the same cursor and race for it then take consecutive
+    /// events in one round trip each, instead of all but one failing and trying again. When
+    /// the cursor is past `last`, the innermost branch reads the state for the next step.
+    fn take_txn(&self, cursor: u64, last: u64) -> Txn {
+        let mut txn = Txn::new().and_then(self.state_ops());
+        for o in (cursor..=last).rev() {
+            txn = Txn::new()
+                .when([Compare::value(
+                    self.gk.cursor(),
+                    CompareOp::Equal,
+                    o.to_string(),
+                )])
+                .and_then([
+                    TxnOp::put(self.gk.cursor(), (o + 1).to_string(), None),
+                    TxnOp::put(self.gk.pending(o), "1", None),
+                    self.claim_op(o),
+                    TxnOp::get(self.keys.event(o), None),
+                ])
+                .or_else([TxnOp::txn(txn)]);
+        }
+        txn
     }
 
     fn claim_op(&self, o: u64) -> TxnOp {
@@ -228,6 +309,10 @@ impl EtcdMember {
 
     /// One step: a delivery, an error to report, or how long to wait (None: until a change).
     async fn step(&self) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        let won = self.won.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some((cursor, last, resp)) = won {
+            return self.took(cursor, last, resp).await;
+        }
         let s = self.state().await?;
         let now = now_ms();
         // Redeliveries first, oldest offset first: a pending event nobody holds (a nack, a
@@ -272,8 +357,8 @@ impl EtcdMember {
             };
         }
         let (cursor, c_rev) = s.cursor;
-        let guard = Compare::mod_revision(self.gk.cursor(), CompareOp::Equal, c_rev);
         if cursor < s.first {
+            let guard = Compare::mod_revision(self.gk.cursor(), CompareOp::Equal, c_rev);
             let txn = Txn::new().when([guard]).and_then([TxnOp::put(
                 self.gk.cursor(),
                 s.first.to_string(),
@@ -292,43 +377,25 @@ impl EtcdMember {
             return Ok(Err(Some(Duration::ZERO)));
         }
         if cursor <= s.seq {
-            let txn = Txn::new().when([guard]).and_then([
-                TxnOp::put(self.gk.cursor(), (cursor + 1).to_string(), None),
-                TxnOp::put(self.gk.pending(cursor), "1", None),
-                self.claim_op(cursor),
-                TxnOp::get(self.keys.event(cursor), None),
-            ]);
-            let resp = run(&self.inner, "take event", txn).await?;
-            if !resp.succeeded() {
-                return Ok(Err(Some(Duration::ZERO)));
-            }
-            let tag = resp.header().map_or(0, |h| h.revision()) as u64;
-            let g = gets(resp);
-            return match g.first().and_then(|r| self.event_of(cursor, r)) {
-                Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
-                None => {
-                    // Retention removed it between the state read and the take: the group is
-                    // told, as when the state read sees it gone, never skipped silently.
-                    self.forget(cursor).await?;
-                    let first = self.state().await?.first.max(cursor + 1);
-                    if first > cursor + 1 {
-                        // Past everything removed, unless another member moved it already.
-                        let txn = Txn::new()
-                            .when([Compare::value(
-                                self.gk.cursor(),
-                                CompareOp::Equal,
-                                (cursor + 1).to_string(),
-                            )])
-                            .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
-                        run(&self.inner, "move group cursor", txn).await?;
-                    }
-                    Err(Error::Truncated {
-                        topic: self.topic.clone(),
-                        requested: cursor,
-                        first_available: first,
-                    })
+            let last = s.seq.min(cursor + TAKE_CHAIN - 1);
+            // The take runs on a task of its own: if this `next()` is dropped meanwhile, the
+            // event it may have won is kept for the member's next call rather than left
+            // claimed until the ack wait ends.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (inner, txn, won) = (
+                self.inner.clone(),
+                self.take_txn(cursor, last),
+                self.won.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(Ok(resp)) = tx.send(run(&inner, "take event", txn).await) {
+                    won.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((cursor, last, resp));
                 }
-            };
+            });
+            let resp = rx.await.map_err(|_| Error::Closed)??;
+            return self.took(cursor, last, resp).await;
         }
         let wake = s
             .claims
@@ -338,6 +405,57 @@ impl EtcdMember {
             .min()
             .map(|u| Duration::from_millis(u - now + 1));
         Ok(Err(wake))
+    }
+
+    /// What a take transaction over `cursor..=last` got: the delivery, or how long to wait.
+    async fn took(
+        &self,
+        cursor: u64,
+        last: u64,
+        resp: TxnResponse,
+    ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        let tag = resp.header().map_or(0, |h| h.revision()) as u64;
+        // Down the chain to the branch that ran: offset `cursor + depth`.
+        let (mut resp, mut depth) = (resp, 0u64);
+        while !resp.succeeded() {
+            let Some(TxnOpResponse::Txn(inner)) = resp.op_responses().into_iter().next() else {
+                return Ok(Err(Some(Duration::ZERO)));
+            };
+            if cursor + depth == last {
+                // The cursor was past the chain: the innermost branch read the state.
+                self.keep(self.parse_state(&gets(inner)));
+                return Ok(Err(Some(Duration::ZERO)));
+            }
+            resp = inner;
+            depth += 1;
+        }
+        let cursor = cursor + depth;
+        let g = gets(resp);
+        match g.first().and_then(|r| self.event_of(cursor, r)) {
+            Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
+            None => {
+                // Retention removed it between the state read and the take: the group is
+                // told, as when the state read sees it gone, never skipped silently.
+                self.forget(cursor).await?;
+                let first = self.state().await?.first.max(cursor + 1);
+                if first > cursor + 1 {
+                    // Past everything removed, unless another member moved it already.
+                    let txn = Txn::new()
+                        .when([Compare::value(
+                            self.gk.cursor(),
+                            CompareOp::Equal,
+                            (cursor + 1).to_string(),
+                        )])
+                        .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
+                    run(&self.inner, "move group cursor", txn).await?;
+                }
+                Err(Error::Truncated {
+                    topic: self.topic.clone(),
+                    requested: cursor,
+                    first_available: first,
+                })
+            }
+        }
     }
 
     /// Drops the group's record of an event that retention removed.
@@ -423,6 +541,9 @@ impl EtcdMember {
         if ack {
             ops.push(TxnOp::delete(self.gk.pending(o), None));
         }
+        // The state after it, for the member's next step (most callers ask for the next
+        // event at once).
+        ops.extend(self.state_ops());
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 self.gk.claim(o),
@@ -430,10 +551,9 @@ impl EtcdMember {
                 d.tag as i64,
             )])
             .and_then(ops);
-        if run(&self.inner, if ack { "ack" } else { "nack" }, txn)
-            .await?
-            .succeeded()
-        {
+        let resp = run(&self.inner, if ack { "ack" } else { "nack" }, txn).await?;
+        if resp.succeeded() {
+            self.keep(self.parse_state(&gets(resp)));
             Ok(())
         } else {
             Err(Error::DeliveryLost {

@@ -16,6 +16,7 @@ mod group;
 mod subscribe;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,6 @@ struct Queue {
 
 /// Writes a topic's queued publishes in batches until the queue is empty.
 async fn flush(inner: Arc<Inner>, topic: String, queue: Arc<Queue>) {
-    use std::sync::atomic::Ordering;
     loop {
         // A batch never holds more events than a count retention keeps: its transaction puts
         // them and deletes what falls out, and etcd refuses a transaction that puts a key it
@@ -137,6 +137,47 @@ async fn flush(inner: Arc<Inner>, topic: String, queue: Arc<Queue>) {
                         endpoint: inner.client.endpoints().to_owned(),
                         source: msg.clone().into(),
                     }));
+                }
+            }
+        }
+    }
+}
+
+/// A publish writing its own event (see [`Inner::publish`]): when it ends or is dropped, the
+/// topic's queue is free again, and what queued meanwhile goes to a flush task.
+struct Turn<'a> {
+    inner: Arc<Inner>,
+    topic: &'a str,
+    queue: &'a Arc<Queue>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.queue.running.store(false, Ordering::SeqCst);
+        let more = !self
+            .queue
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if more && !self.queue.running.swap(true, Ordering::SeqCst) {
+            let (inner, topic, queue) = (
+                self.inner.clone(),
+                self.topic.to_owned(),
+                self.queue.clone(),
+            );
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(flush(inner, topic, queue));
+                }
+                // No runtime to write them on (the publish was dropped as the runtime shut
+                // down): their publishers see `Closed`, as with a flush task the runtime drops.
+                Err(_) => {
+                    let items = std::mem::take(
+                        &mut *self.queue.items.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    drop(items);
+                    self.queue.running.store(false, Ordering::SeqCst);
                 }
             }
         }
@@ -274,20 +315,37 @@ impl Inner {
         }
         let id: u128 = rand::random();
         let value = codec::encode(std::time::SystemTime::now(), id, &message);
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let queue = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            queues.entry(topic.to_owned()).or_default().clone()
+            match queues.get(topic) {
+                Some(q) => q.clone(),
+                None => queues.entry(topic.to_owned()).or_default().clone(),
+            }
         };
-        queue
-            .items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Queued { value, id, tx });
-        if !queue
-            .running
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        // Nothing queued and no write running: this publish writes its event itself, without
+        // a task and two wake-ups between it and etcd (what one publish at a time costs).
+        // Publishes that come meanwhile queue behind it; the turn hands them to a flush task
+        // when this write ends or is dropped. A dropped publish is still whole, once, or not
+        // at all: its write is one transaction.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = {
+            let mut items = queue.items.lock().unwrap_or_else(|p| p.into_inner());
+            if items.is_empty() && !queue.running.swap(true, Ordering::SeqCst) {
+                Some(value)
+            } else {
+                items.push(Queued { value, id, tx });
+                None
+            }
+        };
+        if let Some(value) = queued {
+            let _turn = Turn {
+                inner: self.clone(),
+                topic,
+                queue: &queue,
+            };
+            return self.write_batch(topic, &[(value, id)]).await;
+        }
+        if !queue.running.swap(true, Ordering::SeqCst) {
             tokio::spawn(flush(self.clone(), topic.to_owned(), queue));
         }
         rx.await.map_err(|_| Error::Closed)?

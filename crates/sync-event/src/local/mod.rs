@@ -102,16 +102,16 @@ impl Topic {
 
     fn prune(&mut self) {
         let max = self.retention.max_events().unwrap_or(u64::MAX);
-        let now = SystemTime::now();
+        // The clock is read only when an age limit needs it.
+        let now = self.retention.max_age().map(|a| (a, SystemTime::now()));
         loop {
             let Some(front) = self.events.front() else {
                 return;
             };
             let too_many = self.events.len() as u64 > max;
-            let too_old = self
-                .retention
-                .max_age()
-                .is_some_and(|a| now.duration_since(front.published_at).is_ok_and(|d| d > a));
+            let too_old = now.is_some_and(|(a, now)| {
+                now.duration_since(front.published_at).is_ok_and(|d| d > a)
+            });
             if !(too_many || too_old) {
                 return;
             }
@@ -210,13 +210,15 @@ impl Inner {
     }
 
     fn topic<'m>(&self, topics: &'m mut HashMap<String, Topic>, name: &str) -> &'m mut Topic {
-        topics.entry(name.to_owned()).or_insert_with(|| {
+        // Looked up by `&str` first: the key is allocated only when the topic is new.
+        if !topics.contains_key(name) {
             let mut r = self.options.retention_for(name);
             if r.max_events().is_none() {
                 r = r.with_max_events(LOCAL_DEFAULT_MAX_EVENTS);
             }
-            Topic::new(r)
-        })
+            topics.insert(name.to_owned(), Topic::new(r));
+        }
+        topics.get_mut(name).expect("inserted above")
     }
 
     fn check_size(&self, topic: &str, message: &Message) -> Result<()> {
@@ -263,6 +265,7 @@ impl EventStream for LocalEvents {
                 next,
                 rx,
                 done: false,
+                ahead: VecDeque::new(),
             };
             Ok(Subscription::new(
                 futures::stream::unfold(state, |mut s| async move {
@@ -330,10 +333,19 @@ struct Reader {
     next: u64,
     rx: watch::Receiver<u64>,
     done: bool,
+    /// Events copied out under the lock and not yet returned, in offset order (at most
+    /// [`READ_AHEAD`]): one lock per run of retained events instead of one per event.
+    ahead: VecDeque<Event>,
 }
+
+/// Most events a subscriber copies out of its topic at a time.
+const READ_AHEAD: usize = 64;
 
 impl Reader {
     async fn read(&mut self) -> Option<Result<Event>> {
+        if let Some(e) = self.ahead.pop_front() {
+            return Some(Ok(e));
+        }
         loop {
             if self.done {
                 return None;
@@ -353,8 +365,12 @@ impl Reader {
                     }));
                 }
                 if let Some(e) = t.get(self.next) {
-                    self.next += 1;
-                    return Some(Ok(e.clone()));
+                    let e = e.clone();
+                    let from = (self.next + 1 - first) as usize;
+                    self.ahead
+                        .extend(t.events.range(from..).take(READ_AHEAD - 1).cloned());
+                    self.next += 1 + self.ahead.len() as u64;
+                    return Some(Ok(e));
                 }
             }
             if self.rx.changed().await.is_err() {
