@@ -376,26 +376,16 @@ async fn find_leader(inner: &Inner) -> Option<String> {
         let leader = status.leader();
         let members = c.member_list().await.ok()?;
         let member = members.members().iter().find(|m| m.id() == leader)?;
+        // Configured endpoints are normalised to `scheme://host:port` (`endpoint_urls`).
         member.client_urls().iter().find_map(|advertised| {
-            let a = strip_url(advertised);
-            inner
-                .leader
-                .urls
-                .iter()
-                .find(|u| strip_url(u) == a)
-                .cloned()
+            let advertised = advertised.trim_end_matches('/');
+            inner.leader.urls.iter().find(|u| *u == advertised).cloned()
         })
     };
     tokio::time::timeout(inner.config.request_timeout, check)
         .await
         .ok()
         .flatten()
-}
-
-/// `host:port` of a URL, for comparing advertised and configured addresses.
-fn strip_url(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.trim_end_matches('/')
 }
 
 /// Says so when the server wants credentials and none were configured: etcd itself only

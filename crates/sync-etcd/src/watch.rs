@@ -62,7 +62,8 @@ const HISTORY: usize = 4096;
 
 impl State {
     /// Records a dispatched delete.
-    fn remember(&mut self, revision: i64, key: Arc<[u8]>) {
+    fn dispatch(&mut self, revision: i64, key: Arc<[u8]>) {
+        self.dispatched = self.dispatched.max(revision);
         if self.history.len() == HISTORY {
             if let Some((oldest, _)) = self.history.pop_front() {
                 // Deletes at or below it may now be missing from the history.
@@ -368,13 +369,12 @@ async fn run(
                         }
                         let Some(kv) = ev.kv() else { continue };
                         let revision = kv.mod_revision();
-                        st.dispatched = st.dispatched.max(revision);
                         let stored = st
                             .subs
                             .get_key_value(kv.key())
                             .map(|(k, _)| k.clone())
                             .unwrap_or_else(|| Arc::from(kv.key()));
-                        st.remember(revision, stored);
+                        st.dispatch(revision, stored);
                         if let Some(triggers) = st.triggers.get(kv.key()) {
                             for (_, t, _) in triggers {
                                 if let Some(t) = t.upgrade() {
@@ -475,8 +475,7 @@ mod tests {
     }
 
     fn dispatch(st: &mut State, rev: i64, k: &str) {
-        st.dispatched = st.dispatched.max(rev);
-        st.remember(rev, key(k));
+        st.dispatch(rev, key(k));
     }
 
     fn drain(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<(String, i64)> {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use sync_core::check::eventually;
 use sync_etcd::{testing, EtcdClient};
 use sync_lock::{AcquireOptions, Error, EtcdConfig, EtcdLock, Lock, LossReason};
 
@@ -325,14 +326,12 @@ async fn sticky_parked_key_deleted_is_not_taken_back() {
     let keys = keys_under(&admin, admin.keyspace().root()).await;
     assert_eq!(keys.len(), 1, "the new key is parked: {keys:?}");
     drop(lock);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !keys_under(&admin, admin.keyspace().root()).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "dropping the lock left its parked key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "dropping the lock to remove its parked key",
+        Duration::from_secs(5),
+        || async { keys_under(&admin, admin.keyspace().root()).await.is_empty() },
+    )
+    .await;
 }
 
 /// A sticky key parked in a session goes when the session ends, and is not taken back.
@@ -360,14 +359,12 @@ async fn sticky_parked_key_ends_with_its_session() {
         .unwrap()
         .is_none());
     // Its try was a contender: the parked key goes, and the next acquire makes a new one.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !keys_under(&admin, admin.keyspace().root()).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "a contender's try left the parked key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "a contender's try to remove the parked key",
+        Duration::from_secs(5),
+        || async { keys_under(&admin, admin.keyspace().root()).await.is_empty() },
+    )
+    .await;
     let g = in_session.acquire("a", sticky.clone()).await.unwrap();
     assert!(g.fencing_token() > t0);
     g.release().await.unwrap();

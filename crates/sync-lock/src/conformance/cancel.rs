@@ -41,11 +41,17 @@ pub async fn cancelled_acquire_leaves_nothing(h: &dyn Harness) {
 }
 
 /// The most polls a cancel-at-every-poll sweep may take before it must have completed or parked.
-const MAX_POLLS: usize = 2_000;
+pub(super) const MAX_POLLS: usize = 2_000;
 
 /// After a dropped operation on `name`: eventually only `held` entries are left (the dropped
 /// one's key is gone), and, when the lock is free, a fresh client gets it at once.
-async fn nothing_left(h: &dyn Harness, name: &str, held: usize, what: &str, polls: usize) {
+pub(super) async fn nothing_left(
+    h: &dyn Harness,
+    name: &str,
+    held: usize,
+    what: &str,
+    polls: usize,
+) {
     eventually(
         &format!("{what} dropped after {polls} polls left its entry"),
         LONG,

@@ -328,7 +328,7 @@ pub async fn sticky_acquire_cancelled_at_every_poll(h: &dyn Harness) {
     };
     let sweep = cancel_at_every_poll(
         "sticky acquire + release + take-back + release",
-        2_000,
+        super::cancel::MAX_POLLS,
         || {
             let (b, o) = (b.clone(), sticky(h));
             async move {
@@ -353,19 +353,12 @@ pub async fn sticky_acquire_cancelled_at_every_poll(h: &dyn Harness) {
     let g = a.acquire(name, opts(h)).await.unwrap();
     let sweep = cancel_at_every_poll(
         "contended sticky acquire",
-        2_000,
+        super::cancel::MAX_POLLS,
         || {
             let (b, o) = (b.clone(), sticky(h));
             async move { b.acquire(name, o).await }
         },
-        |polls| async move {
-            eventually(
-                &format!("a contended sticky acquire dropped after {polls} polls left its key"),
-                LONG,
-                || async { h.entries(name).await == 1 },
-            )
-            .await;
-        },
+        |polls| super::cancel::nothing_left(h, name, 1, "a contended sticky acquire", polls),
     )
     .await;
     assert!(
