@@ -288,3 +288,47 @@ pub async fn group_behind_retention_is_told_truncated(h: &dyn Harness) {
     }
     nothing(m.as_ref()).await;
 }
+
+/// A member waiting in `next()` on a caught-up group is woken by a publish: it gets the event
+/// well before any ack wait could have passed.
+pub async fn group_waiting_member_is_woken_by_publish(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_secs(120));
+    let m = ev.join("t", "g", opts).await.unwrap();
+    for round in 0..3 {
+        let (d, o) = tokio::join!(next(m.as_ref()), async {
+            // Long enough for the member to find nothing and wait.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ev.publish("t", Message::new(format!("{round}")))
+                .await
+                .unwrap()
+        });
+        assert_eq!(
+            (d.event.offset, d.attempt, text(&d)),
+            (o, 1, round.to_string())
+        );
+        m.ack(&d).await.unwrap();
+    }
+}
+
+/// A member waiting in `next()` is woken by another member's nack: it gets the nacked event as
+/// attempt 2 at once, not after the ack wait (two minutes here, longer than the test may take).
+pub async fn group_waiting_member_is_woken_by_nack(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let other = h.peer(&ev).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_secs(120));
+    let a = ev.join("t", "g", opts.clone()).await.unwrap();
+    let b = other.join("t", "g", opts).await.unwrap();
+    let o = ev.publish("t", Message::new("x")).await.unwrap();
+    let first = next(a.as_ref()).await;
+    assert_eq!((first.event.offset, first.attempt), (o, 1));
+    let (again, ()) = tokio::join!(next(b.as_ref()), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.nack(&first).await.unwrap();
+    });
+    assert_eq!(
+        (again.event.offset, again.attempt, text(&again)),
+        (o, 2, "x".into())
+    );
+    b.ack(&again).await.unwrap();
+}

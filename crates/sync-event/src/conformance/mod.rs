@@ -133,6 +133,8 @@ macro_rules! event_conformance {
             groups_are_independent,
             group_start_latest,
             group_behind_retention_is_told_truncated,
+            group_waiting_member_is_woken_by_publish,
+            group_waiting_member_is_woken_by_nack,
             bad_topic_names_are_typed,
             oversized_event_is_typed_and_names_limit,
             bad_options_are_typed,

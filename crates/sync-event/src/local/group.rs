@@ -44,13 +44,14 @@ impl LocalMember {
         let mut topics = self.inner.lock();
         let t = self.inner.topic(&mut topics, &self.topic);
         t.prune();
-        let rx = t.changed.subscribe();
         let first = t.first_available();
         let now = Instant::now();
         let Topic {
             events,
             groups,
             next,
+            changed,
+            waiting,
             ..
         } = t;
         let g = groups.get_mut(&self.group).expect("joined group exists");
@@ -124,7 +125,9 @@ impl LocalMember {
             .values()
             .filter_map(|p| p.holder.map(|h| h.until))
             .min();
-        Step::Wait(wake, rx)
+        // Nothing to take: the next change wakes this member (see `Topic::waiting`).
+        *waiting = true;
+        Step::Wait(wake, changed.subscribe())
     }
 
     fn release_holds(&self) {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
+use hashbrown::HashMap as FastMap;
 use tokio::sync::watch;
 
 use crate::{
@@ -40,7 +41,8 @@ pub struct LocalEvents {
 struct Inner {
     options: EventOptions,
     max_bytes: usize,
-    topics: Mutex<HashMap<String, Topic>>,
+    /// Topics by name (hashbrown's foldhash: one cheap probe per publish or read).
+    topics: Mutex<FastMap<String, Topic>>,
     ids: AtomicU64,
 }
 
@@ -52,8 +54,14 @@ struct Topic {
     /// Publish time of the newest event retention dropped.
     dropped_until: Option<SystemTime>,
     retention: Retention,
-    /// Bumped on every change readers or members may wait for.
+    /// Bumped on a change readers or members may wait for, when one may wait (`waiting`).
     changed: watch::Sender<u64>,
+    /// Set (under the lock) by a reader or member that found nothing to do and is about to wait
+    /// on `changed`; the next change bumps `changed` and clears it. A publish nobody waits for
+    /// thus wakes nothing (tokio's `watch` notifies its waiter lists on every send). A reader
+    /// that stops waiting leaves it set: one needless bump, never a missed one, as every waiter
+    /// checks the state and sets it under the same lock as the change that clears it.
+    waiting: bool,
     groups: HashMap<String, Group>,
 }
 
@@ -84,6 +92,7 @@ impl Topic {
             dropped_until: None,
             retention,
             changed: watch::Sender::new(0),
+            waiting: false,
             groups: HashMap::new(),
         }
     }
@@ -120,8 +129,11 @@ impl Topic {
         }
     }
 
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    /// Wakes the waiters, if any may wait.
+    fn bump(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     fn append(&mut self, name: &str, message: Message) -> u64 {
@@ -189,7 +201,7 @@ impl LocalEvents {
             inner: Arc::new(Inner {
                 options,
                 max_bytes,
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(FastMap::new()),
                 ids: AtomicU64::new(1),
             }),
         })
@@ -205,20 +217,19 @@ impl LocalEvents {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<String, Topic>> {
         self.topics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn topic<'m>(&self, topics: &'m mut HashMap<String, Topic>, name: &str) -> &'m mut Topic {
-        // Looked up by `&str` first: the key is allocated only when the topic is new.
-        if !topics.contains_key(name) {
+    fn topic<'m>(&self, topics: &'m mut FastMap<String, Topic>, name: &str) -> &'m mut Topic {
+        // One probe by `&str`: the key is allocated only when the topic is new.
+        topics.entry_ref(name).or_insert_with(|| {
             let mut r = self.options.retention_for(name);
             if r.max_events().is_none() {
                 r = r.with_max_events(LOCAL_DEFAULT_MAX_EVENTS);
             }
-            topics.insert(name.to_owned(), Topic::new(r));
-        }
-        topics.get_mut(name).expect("inserted above")
+            Topic::new(r)
+        })
     }
 
     fn check_size(&self, topic: &str, message: &Message) -> Result<()> {
@@ -258,22 +269,15 @@ impl EventStream for LocalEvents {
             let t = self.inner.topic(&mut topics, topic);
             t.prune();
             let next = t.resolve(topic, start)?;
-            let rx = t.changed.subscribe();
-            let state = Reader {
+            let reader = Reader {
                 inner: self.inner.clone(),
                 topic: topic.to_owned(),
                 next,
-                rx,
+                wait: None,
                 done: false,
                 ahead: VecDeque::new(),
             };
-            Ok(Subscription::new(
-                futures::stream::unfold(state, |mut s| async move {
-                    let item = s.read().await?;
-                    Some((item, s))
-                })
-                .boxed(),
-            ))
+            Ok(Subscription::new(Box::pin(reader)))
         })();
         futures::future::ready(r).boxed()
     }
@@ -326,12 +330,14 @@ impl EventStream for LocalEvents {
     }
 }
 
-/// A subscriber's position.
+/// A subscriber's position, a stream of its events.
 struct Reader {
     inner: Arc<Inner>,
     topic: String,
     next: u64,
-    rx: watch::Receiver<u64>,
+    /// While caught up: a wait for the topic's next change (see [`Topic::waiting`]), made only
+    /// when there was nothing to read.
+    wait: Option<BoxFuture<'static, bool>>,
     done: bool,
     /// Events copied out under the lock and not yet returned, in offset order (at most
     /// [`READ_AHEAD`]): one lock per run of retained events instead of one per event.
@@ -342,39 +348,68 @@ struct Reader {
 const READ_AHEAD: usize = 64;
 
 impl Reader {
-    async fn read(&mut self) -> Option<Result<Event>> {
-        if let Some(e) = self.ahead.pop_front() {
-            return Some(Ok(e));
+    /// The next event, an error that ends the stream, or a receiver of the topic's next
+    /// change when there is nothing to read yet.
+    fn read(&mut self) -> std::result::Result<Result<Event>, watch::Receiver<u64>> {
+        let mut topics = self.inner.lock();
+        let t = self.inner.topic(&mut topics, &self.topic);
+        t.prune();
+        let first = t.first_available();
+        if self.next < first {
+            self.done = true;
+            return Ok(Err(Error::Truncated {
+                topic: self.topic.clone(),
+                requested: self.next,
+                first_available: first,
+            }));
+        }
+        if let Some(e) = t.get(self.next) {
+            let e = e.clone();
+            let from = (self.next + 1 - first) as usize;
+            self.ahead
+                .extend(t.events.range(from..).take(READ_AHEAD - 1).cloned());
+            self.next += 1 + self.ahead.len() as u64;
+            return Ok(Ok(e));
+        }
+        // Nothing yet: the next publish bumps `changed`, which this receiver has not seen.
+        t.waiting = true;
+        Err(t.changed.subscribe())
+    }
+}
+
+impl futures::Stream for Reader {
+    type Item = Result<Event>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Event>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(e) = this.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(e)));
         }
         loop {
-            if self.done {
-                return None;
+            if this.done {
+                return Poll::Ready(None);
             }
-            {
-                let mut topics = self.inner.lock();
-                let t = self.inner.topic(&mut topics, &self.topic);
-                t.prune();
-                self.rx.borrow_and_update();
-                let first = t.first_available();
-                if self.next < first {
-                    self.done = true;
-                    return Some(Err(Error::Truncated {
-                        topic: self.topic.clone(),
-                        requested: self.next,
-                        first_available: first,
-                    }));
-                }
-                if let Some(e) = t.get(self.next) {
-                    let e = e.clone();
-                    let from = (self.next + 1 - first) as usize;
-                    self.ahead
-                        .extend(t.events.range(from..).take(READ_AHEAD - 1).cloned());
-                    self.next += 1 + self.ahead.len() as u64;
-                    return Some(Ok(e));
+            if let Some(wait) = this.wait.as_mut() {
+                match wait.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(open) => {
+                        this.wait = None;
+                        if !open {
+                            this.done = true;
+                            return Poll::Ready(None);
+                        }
+                    }
                 }
             }
-            if self.rx.changed().await.is_err() {
-                return None;
+            match this.read() {
+                Ok(item) => return Poll::Ready(Some(item)),
+                Err(mut rx) => {
+                    this.wait = Some(async move { rx.changed().await.is_ok() }.boxed());
+                }
             }
         }
     }
