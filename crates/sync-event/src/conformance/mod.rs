@@ -140,6 +140,7 @@ macro_rules! event_conformance {
             cancelled_publish_at_every_poll,
             cancelled_ack_at_every_poll,
             cancelled_next_loses_nothing,
+            cancelled_next_keeps_redelivery,
         );
     };
 }
