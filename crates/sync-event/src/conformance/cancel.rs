@@ -5,7 +5,7 @@ use std::time::Duration;
 use sync_core::check::{cancel_at_every_poll, Sweep};
 
 use super::{assert_contiguous, take, Harness, LONG};
-use crate::{EventOptions, GroupOptions, Message, Start};
+use crate::{EventOptions, EventStream, GroupOptions, Member, Message, Start};
 
 /// A publish dropped after 1, 2, … polls is either published whole, once, or not at all;
 /// readers see contiguous offsets, and the next publish gets a larger offset.
@@ -96,4 +96,58 @@ pub async fn cancelled_next_loses_nothing(h: &dyn Harness) {
         m2.ack(&d).await.unwrap();
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["0", "1", "2"]);
+}
+
+/// Publishes an event, takes it (attempt 1) and nacks it; its offset.
+async fn nacked(ev: &dyn EventStream, m: &dyn Member) -> u64 {
+    let o = ev.publish("t", Message::new("x")).await.unwrap();
+    let d = sync_core::check::within("a new event", LONG, m.next())
+        .await
+        .unwrap();
+    assert_eq!((d.event.offset, d.attempt), (o, 1));
+    m.nack(&d).await.unwrap();
+    o
+}
+
+/// A `next` dropped after 1, 2, … polls while a nacked event is due again does not keep that
+/// event from the member: its next call gets it as attempt 2 well within the ack wait (a
+/// redelivery claimed by the dropped call is handed out, not left claimed until the ack
+/// wait ends).
+pub async fn cancelled_next_keeps_redelivery(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let opts = GroupOptions::new().with_ack_wait(Duration::from_secs(60));
+    let m = ev.join("t", "g", opts).await.unwrap();
+    let due = std::cell::Cell::new(nacked(ev.as_ref(), m.as_ref()).await);
+    let (ev, m) = (ev.as_ref(), m.as_ref());
+    // A sweep ends at the first call that completes, which timing decides: several sweeps.
+    for _ in 0..5 {
+        let sweep = cancel_at_every_poll(
+            "next",
+            50,
+            || m.next(),
+            |_| {
+                let due = &due;
+                async move {
+                    let d = sync_core::check::within(
+                        "the redelivery, well within the ack wait",
+                        Duration::from_secs(10),
+                        m.next(),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!((d.event.offset, d.attempt), (due.get(), 2));
+                    m.ack(&d).await.unwrap();
+                    due.set(nacked(ev, m).await);
+                }
+            },
+        )
+        .await;
+        // A call that completed holds the redelivery: it must be the one due.
+        if let Sweep::Completed { output, .. } = sweep {
+            let d = output.unwrap();
+            assert_eq!((d.event.offset, d.attempt), (due.get(), 2));
+            m.ack(&d).await.unwrap();
+            due.set(nacked(ev, m).await);
+        }
+    }
 }

@@ -61,6 +61,45 @@ pub async fn group_each_event_to_one_member(h: &dyn Harness) {
     nothing(b.as_ref()).await;
 }
 
+/// Redeliveries raced for by two members, whose losing `next()` is dropped each time (a
+/// `select!`), each come once as attempt 2: a redelivery won by a dropped call is not left
+/// claimed until the ack wait ends.
+pub async fn group_redeliveries_to_racing_members_once_each(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let other = h.peer(&ev).await;
+    let a = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    let b = other.join("t", "g", GroupOptions::new()).await.unwrap();
+    let n = 12;
+    for i in 0..n {
+        ev.publish("t", Message::new(format!("{i}"))).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(next(a.as_ref()).await);
+    }
+    for d in &held {
+        a.nack(d).await.unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < n {
+        let (d, who) = tokio::select! {
+            d = a.next() => (d.unwrap(), 0),
+            d = b.next() => (d.unwrap(), 1),
+            _ = tokio::time::sleep(LONG) => panic!("redeliveries stopped at {}", seen.len()),
+        };
+        assert_eq!(d.attempt, 2, "offset {}", d.event.offset);
+        assert!(
+            seen.insert(d.event.offset),
+            "offset {} twice",
+            d.event.offset
+        );
+        let m = if who == 0 { &a } else { &b };
+        m.ack(&d).await.unwrap();
+    }
+    nothing(a.as_ref()).await;
+    nothing(b.as_ref()).await;
+}
+
 /// An event not acked within the ack wait goes to another member, as attempt 2.
 pub async fn group_ack_wait_redelivers_to_another_member(h: &dyn Harness) {
     let ev = h.events(EventOptions::new()).await;

@@ -123,6 +123,7 @@ macro_rules! event_conformance {
             time_older_than_retention_is_truncated,
             lagging_subscriber_is_told_truncated,
             group_each_event_to_one_member,
+            group_redeliveries_to_racing_members_once_each,
             group_ack_wait_redelivers_to_another_member,
             group_nack_redelivers,
             group_dead_letter_after_retry_limit,
@@ -141,6 +142,7 @@ macro_rules! event_conformance {
             cancelled_publish_at_every_poll,
             cancelled_ack_at_every_poll,
             cancelled_next_loses_nothing,
+            cancelled_next_keeps_redelivery,
         );
     };
 }

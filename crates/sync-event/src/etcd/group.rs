@@ -48,13 +48,13 @@ impl GroupKeys {
 /// guarantee; this bounds how late it notices an event due for redelivery.
 const FRESH: Duration = Duration::from_millis(50);
 
-/// Offsets one take transaction tries in turn (see [`EtcdMember::take_txn`]). One: with a
-/// longer chain, members racing for the cursor all win, and a `next()` dropped as another
-/// one's result is picked (a `select!` over members) leaves its won event claimed until the
-/// ack wait ends, redelivered as attempt 2 (the conformance test
-/// `group_each_event_to_one_member` shows it). A lost race costs one transaction, which
-/// reads the state for the next try.
-const TAKE_CHAIN: u64 = 1;
+/// Offsets one take transaction tries in turn (see [`EtcdMember::take_txn`]): members that
+/// read the same cursor all win, one event each, instead of all but one losing a transaction
+/// and trying again. Safe against a `next()` dropped while its take is in flight (a
+/// `select!` over members, as the conformance test `group_each_event_to_one_member` does)
+/// because what a take wins is kept by the member until a step hands it out (see
+/// [`EtcdMember::claim`]).
+const TAKE_CHAIN: u64 = 8;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -109,7 +109,7 @@ pub(super) async fn join(
         session,
         watch: tokio::sync::Mutex::new(None),
         cached: std::sync::Mutex::new(None),
-        won: Arc::default(),
+        won: Arc::new(tokio::sync::Mutex::new(Vec::new())),
         left: AtomicBool::new(false),
     }))
 }
@@ -140,9 +140,10 @@ struct EtcdMember {
     /// The state the member's last ack, nack or lost take read, and when: its next step uses
     /// it instead of reading again.
     cached: std::sync::Mutex<Option<(State, std::time::Instant)>>,
-    /// Take transactions whose `next()` was dropped before their answer came: (cursor, last
-    /// offset tried, response); the next step hands out what they won.
-    won: Arc<std::sync::Mutex<Vec<(u64, u64, TxnResponse)>>>,
+    /// Answers of claiming transactions (takes, reclaims) not handed out yet: a `next()`
+    /// dropped before it picked its answer up leaves it here for the member's next step. A
+    /// transaction in flight holds the lock until its answer is stored.
+    won: Arc<tokio::sync::Mutex<Vec<Won>>>,
     left: AtomicBool,
 }
 
@@ -154,6 +155,24 @@ impl std::fmt::Debug for EtcdMember {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
+}
+
+/// The answer of a transaction that may have claimed an event for the member.
+enum Won {
+    /// A take over `cursor..=last` (see [`EtcdMember::take_txn`]).
+    Take {
+        cursor: u64,
+        last: u64,
+        resp: TxnResponse,
+    },
+    /// A reclaim of offset `o`, delivered `attempts` times before; `first` is the first
+    /// offset retention kept when the member read the state.
+    Reclaim {
+        o: u64,
+        attempts: u32,
+        first: u64,
+        resp: TxnResponse,
+    },
 }
 
 #[derive(Default)]
@@ -309,9 +328,11 @@ impl EtcdMember {
 
     /// One step: a delivery, an error to report, or how long to wait (None: until a change).
     async fn step(&self) -> Result<std::result::Result<Delivery, Option<Duration>>> {
-        let won = self.won.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some((cursor, last, resp)) = won {
-            return self.took(cursor, last, resp).await;
+        // What an earlier, dropped `next()` won comes first (waiting for a claim in flight),
+        // so the member's deliveries keep the order it claimed them in.
+        let won = self.won.lock().await.pop();
+        if let Some(w) = won {
+            return self.hand_out(w).await;
         }
         let s = self.state().await?;
         let now = now_ms();
@@ -338,23 +359,15 @@ impl EtcdMember {
                 self.claim_op(o),
                 TxnOp::get(self.keys.event(o), None),
             ]);
-            let resp = run(&self.inner, "reclaim event", txn).await?;
-            if !resp.succeeded() {
-                return Ok(Err(Some(Duration::ZERO)));
-            }
-            let tag = resp.header().map_or(0, |h| h.revision()) as u64;
-            let g = gets(resp);
-            return match g.first().and_then(|r| self.event_of(o, r)) {
-                Some(e) => Ok(Ok(Delivery::new(e, attempts + 1, tag))),
-                None => {
-                    self.forget(o).await?;
-                    Err(Error::Truncated {
-                        topic: self.topic.clone(),
-                        requested: o,
-                        first_available: s.first,
-                    })
-                }
-            };
+            let first = s.first;
+            return self
+                .claim("reclaim event", txn, move |resp| Won::Reclaim {
+                    o,
+                    attempts,
+                    first,
+                    resp,
+                })
+                .await;
         }
         let (cursor, c_rev) = s.cursor;
         if cursor < s.first {
@@ -378,24 +391,14 @@ impl EtcdMember {
         }
         if cursor <= s.seq {
             let last = s.seq.min(cursor + TAKE_CHAIN - 1);
-            // The take runs on a task of its own: if this `next()` is dropped meanwhile, the
-            // event it may have won is kept for the member's next call rather than left
-            // claimed until the ack wait ends.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let (inner, txn, won) = (
-                self.inner.clone(),
-                self.take_txn(cursor, last),
-                self.won.clone(),
-            );
-            tokio::spawn(async move {
-                if let Err(Ok(resp)) = tx.send(run(&inner, "take event", txn).await) {
-                    won.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((cursor, last, resp));
-                }
-            });
-            let resp = rx.await.map_err(|_| Error::Closed)??;
-            return self.took(cursor, last, resp).await;
+            let txn = self.take_txn(cursor, last);
+            return self
+                .claim("take event", txn, move |resp| Won::Take {
+                    cursor,
+                    last,
+                    resp,
+                })
+                .await;
         }
         let wake = s
             .claims
@@ -405,6 +408,61 @@ impl EtcdMember {
             .min()
             .map(|u| Duration::from_millis(u - now + 1));
         Ok(Err(wake))
+    }
+
+    /// Runs a transaction that may claim an event, on a task of its own that holds the
+    /// member's `won` lock until it has stored the answer there, then hands out an answer.
+    /// If this `next()` is dropped meanwhile, what it won waits for the member's next step
+    /// (which takes the lock first) instead of staying claimed until the ack wait ends.
+    async fn claim(
+        &self,
+        op: &'static str,
+        txn: Txn,
+        won: impl FnOnce(TxnResponse) -> Won + Send + 'static,
+    ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        let mut slot = self.won.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let resp = run(&inner, op, txn).await?;
+            slot.push(won(resp));
+            Ok::<(), Error>(())
+        });
+        task.await.map_err(|_| Error::Closed)??;
+        let won = self.won.lock().await.pop();
+        match won {
+            Some(w) => self.hand_out(w).await,
+            // Another `next()` of this member handed it out.
+            None => Ok(Err(Some(Duration::ZERO))),
+        }
+    }
+
+    async fn hand_out(&self, w: Won) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        match w {
+            Won::Take { cursor, last, resp } => self.took(cursor, last, resp).await,
+            Won::Reclaim {
+                o,
+                attempts,
+                first,
+                resp,
+            } => {
+                if !resp.succeeded() {
+                    return Ok(Err(Some(Duration::ZERO)));
+                }
+                let tag = resp.header().map_or(0, |h| h.revision()) as u64;
+                let g = gets(resp);
+                match g.first().and_then(|r| self.event_of(o, r)) {
+                    Some(e) => Ok(Ok(Delivery::new(e, attempts + 1, tag))),
+                    None => {
+                        self.forget(o).await?;
+                        Err(Error::Truncated {
+                            topic: self.topic.clone(),
+                            requested: o,
+                            first_available: first,
+                        })
+                    }
+                }
+            }
+        }
     }
 
     /// What a take transaction over `cursor..=last` got: the delivery, or how long to wait.
