@@ -504,6 +504,62 @@ mod etcd {
         }
     }
 
+    /// The submitter's `wait` takes a job's end from the result watch: outputs small and large
+    /// (above the 64 KiB a watch event's result is kept in memory for, then read), failures,
+    /// and jobs waited for long after they ended (their result event kept meanwhile) all come
+    /// back exactly; a wait from another handle (no subscription of its own) agrees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+    async fn waits_get_outputs_of_every_size_from_the_result_watch() {
+        let env = Env::new().await;
+        let w = env.task(TaskOptions::new().with_pool(4)).await;
+        w.register(Command::typed("sized", |n: usize| async move {
+            if n == 0 {
+                return Err(sync_task::CommandError::permanent("zero"));
+            }
+            Ok("x".repeat(n))
+        }))
+        .await
+        .unwrap();
+        let submitter = env.task(TaskOptions::new()).await;
+        let sizes = [1usize, 1000, 64 * 1024 - 100, 64 * 1024 + 1, 300_000];
+        for &n in &sizes {
+            let job = submitter.submit(Job::new("sized", n)).await.unwrap();
+            let out: String = within("sized job", LONG, job.wait_as()).await.unwrap();
+            assert_eq!(out.len(), n, "output of {n} bytes");
+        }
+        // Submitted together, waited for once all ended: the events were kept until then.
+        let mut jobs = Vec::new();
+        for &n in &sizes {
+            jobs.push((n, submitter.submit(Job::new("sized", n)).await.unwrap()));
+        }
+        let last = submitter.submit(Job::new("sized", 0usize)).await.unwrap();
+        for (_, job) in &jobs {
+            within("job ends", LONG, async {
+                while !job.status().await.unwrap().is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+        for (n, job) in &jobs {
+            let out: String = within("ended job", LONG, job.wait_as()).await.unwrap();
+            assert_eq!(out.len(), *n, "output of {n} bytes, waited for late");
+            let other: String = within("other handle", LONG, w.wait(job.id()))
+                .await
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(other, out);
+        }
+        let err = within("failed job", LONG, last.wait()).await.unwrap_err();
+        assert!(
+            matches!(err, sync_task::Error::Failed { .. }),
+            "a permanent error comes back typed: {err:?}"
+        );
+    }
+
     /// What a finished job leaves in etcd: only its result and idempotency key, on an expiring
     /// lease; a shut-down worker leaves nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,8 @@
 //!
 //! - [`submit`]: creating jobs (held until released), idempotency keys, withdrawing the job of
 //!   a dropped submit; its transactions go through the group-commit [`batch`]er.
-//! - [`waiter`]: a job's status, and waiting for its end (a watch of job deletions).
+//! - [`waiter`]: a job's status, and waiting for its end (a watch of job deletions; for jobs
+//!   this handle submitted, the [`results`] watch, whose event carries the result).
 //! - [`view`]: the worker's window over the pending jobs (a paged range watch), which tells it
 //!   what it may claim and when (and why idle workers do not all race for each job).
 //! - [`worker`]: the claim → run → finish path: [`claim`] (the claim transaction and its
@@ -19,6 +20,7 @@ mod claim;
 mod finish;
 mod records;
 mod registry;
+mod results;
 mod retention;
 mod submit;
 mod view;

@@ -141,7 +141,7 @@ impl Submitter {
             let job_key = keys.job(&id);
             let sub = self
                 .waiter
-                .subscribe(&id)
+                .subscribe_fresh(&id)
                 .await
                 .map_err(|e| Error::backend(&name, e))?;
             let mut when = Vec::new();

@@ -1,5 +1,7 @@
 //! Reading a job and waiting for its end: its record, claim and result read at one revision,
-//! and the deletion of its key (in the transaction that writes its result) watched.
+//! and the deletion of its key (in the transaction that writes its result) watched. A job this
+//! handle submitted is waited for on the result watch instead ([`ResultWatch`]): its end comes
+//! with its result, no read needed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use sync_etcd::{EtcdClient, KeySubscription, WatchHub};
 use tokio::time::Instant;
 
 use super::records::{ClaimRecord, JobRecord, Keys, ResultRecord};
+use super::results::{ResultEvent, ResultSubscription, ResultWatch};
 use crate::{Error, JobId, JobStatus, Result};
 
 /// Status reads and waits; holds the watch of job ends.
@@ -19,15 +22,17 @@ pub(crate) struct Waiter {
     keys: Keys,
     /// Deletions of `q/jobs/<id>`: how waiters learn that a job ended.
     ends: WatchHub,
-    /// Subscriptions to the end of jobs this handle submitted, taken before the job existed,
-    /// so that the first `wait` needs no read before waiting. Bounded; an evicted one only
-    /// costs that read.
+    /// Result puts: how a `wait` on a job this handle submitted learns its end and result.
+    results: ResultWatch,
+    /// Subscriptions to the result of jobs this handle submitted, taken before the job existed,
+    /// so that the first `wait` needs no read, before or after waiting. Bounded; an evicted one
+    /// only costs those reads.
     fresh: Mutex<Fresh>,
 }
 
 #[derive(Default)]
 struct Fresh {
-    subs: HashMap<String, KeySubscription>,
+    subs: HashMap<String, ResultSubscription>,
     order: VecDeque<(Instant, String)>,
 }
 
@@ -35,7 +40,7 @@ impl Fresh {
     const MAX: usize = 10_000;
     const AGE: Duration = Duration::from_secs(60);
 
-    fn insert(&mut self, id: String, sub: KeySubscription) {
+    fn insert(&mut self, id: String, sub: ResultSubscription) {
         let now = Instant::now();
         while let Some((at, old)) = self.order.front() {
             if self.order.len() < Self::MAX && now.duration_since(*at) < Self::AGE {
@@ -53,19 +58,25 @@ impl Waiter {
     pub(crate) fn new(client: EtcdClient, keys: Keys) -> Self {
         Waiter {
             ends: WatchHub::new(client.clone(), keys.jobs()),
+            results: ResultWatch::new(client.clone(), keys.results()),
             client,
             keys,
             fresh: Default::default(),
         }
     }
 
-    /// Subscribes to the end of job `id` (which may not exist yet).
-    pub(crate) async fn subscribe(&self, id: &str) -> sync_etcd::Result<KeySubscription> {
+    /// Subscribes to the result of job `id`, before the job exists (so no end can be missed).
+    pub(crate) async fn subscribe_fresh(&self, id: &str) -> sync_etcd::Result<ResultSubscription> {
+        self.results.subscribe(&self.keys.result(id)).await
+    }
+
+    /// Subscribes to the end of job `id` (which may exist already: read it afterwards).
+    async fn subscribe(&self, id: &str) -> sync_etcd::Result<KeySubscription> {
         Ok(self.ends.subscribe(&self.keys.job(id), i64::MAX).await?.0)
     }
 
     /// Keeps `sub`, taken before job `id` existed, for its first `wait`.
-    pub(crate) fn keep(&self, id: String, sub: KeySubscription) {
+    pub(crate) fn keep(&self, id: String, sub: ResultSubscription) {
         self.fresh
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -137,31 +148,57 @@ impl Waiter {
             .unwrap_or_else(|p| p.into_inner())
             .subs
             .remove(id.as_str());
-        let mut sub = match fresh {
-            Some(mut sub) => {
-                // Subscribed before the job existed: nothing can have been missed, so wait
-                // for its end (or a recheck) before reading.
-                let _ = sub.next().await;
-                sub
-            }
-            // Subscribe first, then read: a deletion after the subscription reaches us, one
-            // before it shows in the read. (The job's key is deleted in the transaction that
-            // writes its result.)
-            None => self
-                .subscribe(id.as_str())
-                .await
-                .map_err(|e| Error::backend(id.as_str(), e))?,
-        };
+        if let Some(sub) = fresh {
+            return self.wait_fresh(id, sub).await;
+        }
+        // Subscribe first, then read: a deletion after the subscription reaches us, one before
+        // it shows in the read. (The job's key is deleted in the transaction that writes its
+        // result.)
+        let mut sub = self
+            .subscribe(id.as_str())
+            .await
+            .map_err(|e| Error::backend(id.as_str(), e))?;
         loop {
-            let (command, status) = self
-                .read(id)
-                .await?
-                .ok_or_else(|| Error::NotFound { job: id.clone() })?;
-            if let Some(outcome) = status.outcome(&command, id) {
+            if let Some(outcome) = self.read_outcome(id).await? {
                 return outcome;
             }
             // Deleted: read the result. Recheck: the watch was re-created, read again.
             let _ = sub.next().await;
         }
+    }
+
+    /// Waits for the end of job `id`, submitted by this handle, on `sub`, taken before the job
+    /// existed: nothing can have been missed, so it waits before reading, and the event that
+    /// ends the job carries its result. (A submitted job can end only with a result: only a
+    /// submit that did not return withdraws its job.)
+    async fn wait_fresh(&self, id: &JobId, mut sub: ResultSubscription) -> Result<Value> {
+        loop {
+            match sub.next().await {
+                ResultEvent::Ended(value) => match serde_json::from_slice::<ResultRecord>(&value) {
+                    Ok(r) => {
+                        let command = r.command.clone();
+                        if let Some(outcome) = r.status().outcome(&command, id) {
+                            return outcome;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "a result record in a watch event does not parse; reading it");
+                    }
+                },
+                ResultEvent::EndedRead | ResultEvent::Recheck => {}
+            }
+            if let Some(outcome) = self.read_outcome(id).await? {
+                return outcome;
+            }
+        }
+    }
+
+    /// Reads job `id`: its outcome if it ended.
+    async fn read_outcome(&self, id: &JobId) -> Result<Option<Result<Value>>> {
+        let (command, status) = self
+            .read(id)
+            .await?
+            .ok_or_else(|| Error::NotFound { job: id.clone() })?;
+        Ok(status.outcome(&command, id))
     }
 }
