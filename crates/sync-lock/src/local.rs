@@ -98,25 +98,18 @@ impl LocalLock {
     /// g.release().await?;
     /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
     /// ```
-    pub fn acquire<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> impl Future<Output = Result<LockGuard>> + Send + 'a {
-        async move {
-            // Uncontended: granted at the first poll by a future that stays small, with no
-            // loss signal made until someone asks. The waiting path's future is boxed apart,
-            // only when needed; bad input goes there too, to be refused and recorded in one
-            // place.
-            if check_name(name).is_ok() && options.validate(name).is_ok() {
-                if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
-                    let granted = bare_guard(hold);
-                    telemetry::granted_now(ask("acquire", name), &granted);
-                    return Ok(granted);
-                }
+    pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
+        // Uncontended: granted at the first poll by a future that stays small, with no loss
+        // signal made until someone asks. The waiting path's future is boxed apart, only when
+        // needed; bad input goes there too, to be refused and recorded in one place.
+        if check_name(name).is_ok() && options.validate(name).is_ok() {
+            if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
+                let granted = bare_guard(hold);
+                telemetry::granted_now(ask("acquire", name), &granted);
+                return Ok(granted);
             }
-            Box::pin(self.acquire_inner(name, options)).await
         }
+        Box::pin(self.acquire_inner(name, options)).await
     }
 
     /// [`Lock::try_acquire`] on the concrete type, with its future unboxed (it is ready at
