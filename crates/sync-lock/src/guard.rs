@@ -27,8 +27,13 @@ pub trait RawGuard: Send + Sync + fmt::Debug {
 /// boxed.
 #[derive(Debug)]
 pub(crate) enum Raw {
+    /// The local hold: it keeps the name, released in place by [`LockGuard::release`].
     Local(crate::local::LocalRawGuard),
-    Boxed(Box<dyn RawGuard>),
+    /// Another backend's: `None` once released.
+    Boxed {
+        name: std::sync::Arc<str>,
+        raw: Option<Box<dyn RawGuard>>,
+    },
 }
 
 /// Exclusive ownership of a named lock, until [`release`](LockGuard::release), drop, or loss.
@@ -50,19 +55,21 @@ pub(crate) enum Raw {
 /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
 /// ```
 pub struct LockGuard {
-    name: std::sync::Arc<str>,
     token: u64,
     ttl: Option<Duration>,
     /// Set at the grant, except for the local backend's uncontended path, where it is made
     /// when first asked for (see [`LockGuard::signal`]).
     signal: OnceLock<LossSignal>,
-    raw: Option<Raw>,
+    /// The backend's guard, and the name (the local hold keeps it: no second reference to
+    /// count on the hot path).
+    raw: Raw,
+    released: bool,
 }
 
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("fencing_token", &self.token)
             .field("ttl", &self.ttl)
             .field("lost", &self.signal().reason())
@@ -80,39 +87,41 @@ impl LockGuard {
         raw: Box<dyn RawGuard>,
     ) -> Self {
         LockGuard {
-            name: name.into(),
             token: fencing_token,
             ttl,
             signal: OnceLock::from(signal),
-            raw: Some(Raw::Boxed(raw)),
+            raw: Raw::Boxed {
+                name: name.into(),
+                raw: Some(raw),
+            },
+            released: false,
         }
     }
 
     /// A local guard, with its loss signal if one was made at the grant (otherwise it is made
     /// from the hold when first asked for).
     pub(crate) fn new_local(
-        name: std::sync::Arc<str>,
         fencing_token: u64,
         signal: Option<LossSignal>,
         raw: crate::local::LocalRawGuard,
     ) -> Self {
         LockGuard {
-            name,
             token: fencing_token,
             ttl: None,
             signal: signal.map_or_else(OnceLock::new, OnceLock::from),
-            raw: Some(Raw::Local(raw)),
+            raw: Raw::Local(raw),
+            released: false,
         }
     }
 
     /// The loss signal, made from the local hold on first use if the grant made none.
     fn signal(&self) -> &LossSignal {
         self.signal.get_or_init(|| match &self.raw {
-            Some(Raw::Local(g)) => g.0.loss_signal(),
-            // Every other guard has its signal from the start, and `raw` is only taken by
-            // `release`, which consumes the guard: not reached, but a released signal is the
-            // truthful answer if it were.
-            _ => {
+            // Asked after the release (only `release` itself can), the hold answers `Released`.
+            Raw::Local(g) => g.0.loss_signal(),
+            // Every other guard has its signal from the start: not reached, but a released
+            // signal is the truthful answer if it were.
+            Raw::Boxed { .. } => {
                 let (t, s) = sync_core::signal::loss_signal();
                 t.fire(LossReason::Released);
                 s
@@ -122,7 +131,10 @@ impl LockGuard {
 
     /// The lock's name.
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.raw {
+            Raw::Local(g) => g.0.name(),
+            Raw::Boxed { name, .. } => name,
+        }
     }
 
     /// A number that strictly increases from one holder of this lock to the next. A sticky
@@ -153,9 +165,9 @@ impl LockGuard {
     /// The key and create revision to make writes of your own conditional on still holding
     /// (etcd); `None` on backends without one. See [`Fence`](crate::Fence).
     pub fn fence(&self) -> Option<crate::Fence> {
-        match self.raw.as_ref()? {
+        match &self.raw {
             Raw::Local(_) => None,
-            Raw::Boxed(raw) => raw.fence(),
+            Raw::Boxed { raw, .. } => raw.as_ref()?.fence(),
         }
     }
 
@@ -169,18 +181,23 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<()> {
         // A signal nobody asked for has not fired: a loss shows in `still_held` then.
         let lost_before = self.signal.get().and_then(LossSignal::reason);
-        let still_held = match self.raw.take().expect("a guard is released once") {
+        self.released = true;
+        let still_held = match &mut self.raw {
             Raw::Local(g) => g.release_now(),
-            Raw::Boxed(raw) => raw.release().await?,
+            Raw::Boxed { raw, .. } => match raw.take() {
+                Some(raw) => raw.release().await?,
+                // `release` consumes the guard, so it runs once.
+                None => false,
+            },
         };
-        tracing::debug!(lock = %self.name, token = self.token, "lock released");
+        tracing::debug!(lock = %self.name(), token = self.token, "lock released");
         match lost_before {
             Some(reason) => Err(Error::Lost {
-                name: self.name.to_string(),
+                name: self.name().to_owned(),
                 reason,
             }),
             None if !still_held => Err(Error::Lost {
-                name: self.name.to_string(),
+                name: self.name().to_owned(),
                 reason: self
                     .signal
                     .get()
@@ -194,8 +211,8 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.raw.is_some() {
-            tracing::debug!(lock = %self.name, token = self.token, "lock guard dropped: releasing in the background");
+        if !self.released {
+            tracing::debug!(lock = %self.name(), token = self.token, "lock guard dropped: releasing in the background");
         }
         // Dropping the raw guard releases in the background.
     }

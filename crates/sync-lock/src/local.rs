@@ -1,5 +1,7 @@
 //! The in-process backend: a thin layer over [`sync_core::local_queue`].
 
+use std::future::Future;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sync_core::local_queue::{Hold, LocalQueue, WaitError};
@@ -53,9 +55,10 @@ pub struct LockStatus {
 pub(crate) struct LocalRawGuard(pub(crate) Hold);
 
 impl LocalRawGuard {
-    /// Releases at once (nothing to wait for in-process); whether it was still held.
-    pub(crate) fn release_now(self) -> bool {
-        self.0.release()
+    /// Releases at once (nothing to wait for in-process); whether it was still held. The hold
+    /// stays readable (its name) until the guard drops.
+    pub(crate) fn release_now(&mut self) -> bool {
+        self.0.end()
     }
 }
 
@@ -81,6 +84,46 @@ impl LocalLock {
             tracing::info!(lock = %name, "lock revoked");
         }
         revoked
+    }
+
+    /// [`Lock::acquire`] on the concrete type, with its future unboxed: an uncontended acquire
+    /// and its release allocate nothing (once the name is known). Through the trait (or
+    /// `Arc<dyn Lock>`) the same future is boxed, one small allocation.
+    ///
+    /// ```
+    /// use sync_lock::{AcquireOptions, LocalLock};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let locks = LocalLock::new();
+    /// let g = locks.acquire("a", AcquireOptions::new()).await?;
+    /// g.release().await?;
+    /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
+    /// ```
+    pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
+        // Uncontended: granted at the first poll by a future that stays small, with no loss
+        // signal made until someone asks. The waiting path's future is boxed apart, only when
+        // needed; bad input goes there too, to be refused and recorded in one place.
+        if check_name(name).is_ok() && options.validate(name).is_ok() {
+            if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
+                let granted = bare_guard(hold);
+                telemetry::granted_now(ask("acquire", name), &granted);
+                return Ok(granted);
+            }
+        }
+        Box::pin(self.acquire_inner(name, options)).await
+    }
+
+    /// [`Lock::try_acquire`] on the concrete type, with its future unboxed (it is ready at
+    /// once).
+    pub fn try_acquire<'a>(
+        &'a self,
+        name: &'a str,
+        options: AcquireOptions,
+    ) -> impl Future<Output = Result<Option<LockGuard>>> + Send + 'a {
+        let tried = check_name(name)
+            .and_then(|()| options.validate(name))
+            .map(|()| self.queue.try_acquire_bare(name, ()).map(bare_guard));
+        telemetry::tried(ask("try_acquire", name), &tried);
+        std::future::ready(tried)
     }
 
     async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
@@ -117,17 +160,12 @@ fn ask<'a>(op: &'static str, name: &'a str) -> telemetry::Ask<'a> {
 }
 
 fn guard((hold, signal): (Hold<()>, LossSignal)) -> LockGuard {
-    LockGuard::new_local(
-        hold.name().clone(),
-        hold.token(),
-        Some(signal),
-        LocalRawGuard(hold),
-    )
+    LockGuard::new_local(hold.token(), Some(signal), LocalRawGuard(hold))
 }
 
 /// A guard whose loss signal is made only if someone asks (`lost()`, `is_lost()`, …).
 fn bare_guard(hold: Hold<()>) -> LockGuard {
-    LockGuard::new_local(hold.name().clone(), hold.token(), None, LocalRawGuard(hold))
+    LockGuard::new_local(hold.token(), None, LocalRawGuard(hold))
 }
 
 impl Lock for LocalLock {
@@ -136,21 +174,7 @@ impl Lock for LocalLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<LockGuard>> {
-        async move {
-            // Uncontended: granted at the first poll by a future that stays small (boxing it
-            // is one small allocation, and no large copy), with no loss signal made until
-            // someone asks. The waiting path's future is boxed apart, only when needed; bad
-            // input goes there too, to be refused and recorded in one place.
-            if check_name(name).is_ok() && options.validate(name).is_ok() {
-                if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
-                    let granted = bare_guard(hold);
-                    telemetry::granted_now(ask("acquire", name), &granted);
-                    return Ok(granted);
-                }
-            }
-            Box::pin(self.acquire_inner(name, options)).await
-        }
-        .boxed()
+        LocalLock::acquire(self, name, options).boxed()
     }
 
     fn try_acquire<'a>(
@@ -158,10 +182,6 @@ impl Lock for LocalLock {
         name: &'a str,
         options: AcquireOptions,
     ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        let tried = check_name(name)
-            .and_then(|()| options.validate(name))
-            .map(|()| self.queue.try_acquire_bare(name, ()).map(bare_guard));
-        telemetry::tried(ask("try_acquire", name), &tried);
-        futures::future::ready(tried).boxed()
+        LocalLock::try_acquire(self, name, options).boxed()
     }
 }

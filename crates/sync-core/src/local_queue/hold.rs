@@ -43,14 +43,27 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
             .end_hold(&self.name, Some(self.id), LossReason::Released)
     }
 
+    /// Releases now, like [`release`](Self::release), but keeps the hold (its name, its token)
+    /// readable until it drops; the drop then does nothing more. Returns whether it was still
+    /// held: `false` if revoked first, or already ended.
+    pub fn end(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        self.done = true;
+        self.shared
+            .end_hold(&self.name, Some(self.id), LossReason::Released)
+    }
+
     /// Its loss signal: fires with [`LossReason::Released`] on release and
     /// [`LossReason::Revoked`] on [`revoke`](super::LocalQueue::revoke). Made on the first call
     /// (holds from [`try_acquire_bare`](super::LocalQueue::try_acquire_bare) have none until
     /// then); later calls share it. Asked after the hold ended, it has fired already: with
     /// `Released` if this hold released, `Revoked` otherwise (nothing else ends a hold).
     pub fn loss_signal(&self) -> LossSignal {
-        let mut names = self.shared.lock();
-        let holder = names
+        let mut state = self.shared.lock();
+        let holder = state
+            .names
             .get_mut(&*self.name)
             .and_then(|e| e.holders.iter_mut().find(|h| h.id == self.id));
         match holder {
@@ -63,7 +76,7 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
                 }
             },
             None => {
-                drop(names);
+                drop(state);
                 let (t, s) = loss_signal();
                 t.fire(if self.done {
                     LossReason::Released
@@ -78,8 +91,8 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
     /// Changes the claim while it is held, and tells the [`Watch`]; returns whether it was
     /// still held (nothing changes otherwise).
     pub fn update(&self, f: impl FnOnce(&mut C)) -> bool {
-        let mut names = self.shared.lock();
-        let Some(entry) = names.get_mut(&*self.name) else {
+        let mut state = self.shared.lock();
+        let Some(entry) = state.names.get_mut(&*self.name) else {
             return false;
         };
         match entry.holders.iter_mut().find(|h| h.id == self.id) {

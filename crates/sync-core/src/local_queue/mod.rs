@@ -39,7 +39,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -186,9 +185,26 @@ pub type Granted<C = (), W = ()> = (Hold<C, W>, LossSignal);
 type Names<C, W> = hashbrown::HashMap<Arc<str>, Entry<C, W>>;
 
 struct Shared<C, W> {
-    names: Mutex<Names<C, W>>,
-    next_id: AtomicU64,
-    tokens: AtomicU64,
+    state: Mutex<State<C, W>>,
+}
+
+/// Everything behind the one lock: the names, and the counters of claim ids and tokens (plain
+/// numbers: every claim and grant takes the lock anyway, so they cost no atomic operation of
+/// their own).
+struct State<C, W> {
+    names: Names<C, W>,
+    next_id: u64,
+    /// The last token granted.
+    tokens: u64,
+}
+
+impl<C, W> State<C, W> {
+    /// A new claim's id.
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
 }
 
 /// Named FIFO queues, each claim admitted by its [`Rule`]; see the [module docs](self). Cheap to clone:
@@ -212,9 +228,11 @@ impl<C: Send + 'static, W: Watch<C>> Default for LocalQueue<C, W> {
     fn default() -> Self {
         LocalQueue {
             shared: Arc::new(Shared {
-                names: Mutex::new(hashbrown::HashMap::default()),
-                next_id: AtomicU64::new(0),
-                tokens: AtomicU64::new(0),
+                state: Mutex::new(State {
+                    names: hashbrown::HashMap::default(),
+                    next_id: 0,
+                    tokens: 0,
+                }),
             }),
         }
     }
@@ -229,57 +247,68 @@ impl<C: Send + 'static, W: Watch<C>> fmt::Debug for LocalQueue<C, W> {
 }
 
 impl<C, W> Shared<C, W> {
-    fn lock(&self) -> MutexGuard<'_, Names<C, W>> {
-        // Every critical section leaves the map consistent, so a poisoned lock is still usable.
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State<C, W>> {
+        // Every critical section leaves the state consistent, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
-    /// Makes `id` a holder of `entry`, returning its grant, with its loss signal if `signal`.
-    fn grant(&self, entry: &mut Entry<C, W>, id: u64, rule: Rule, claim: C, signal: bool) -> Grant {
-        let (trigger, signal) = match signal {
-            true => {
-                let (t, s) = loss_signal();
-                (Some(t), Some(s))
-            }
-            false => (None, None),
-        };
-        let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
-        entry.holders.push(Holder {
-            id,
-            token,
-            rule,
-            claim,
-            trigger,
-        });
-        Grant { token, signal }
-    }
-
-    /// Admits waiters from the front while their rule admits them; returns whether any was.
-    fn admit(&self, entry: &mut Entry<C, W>) -> bool {
-        let mut any = false;
-        while let Some(front) = entry.waiters.front() {
-            if !front.rule.admits(entry.holders.iter().map(|h| &h.rule)) {
-                break;
-            }
-            let w = entry.waiters.pop_front().expect("front exists");
-            let grant = self.grant(entry, w.id, w.rule, w.claim, true);
-            if w.tx.send(grant).is_ok() {
-                any = true;
-            } else {
-                // That waiter went away between queuing and now: try the next.
-                entry.holders.pop();
-            }
+/// Makes `id` a holder of `entry`, returning its grant (the next of `tokens`), with its loss
+/// signal if `signal`.
+fn grant<C, W>(
+    tokens: &mut u64,
+    entry: &mut Entry<C, W>,
+    id: u64,
+    rule: Rule,
+    claim: C,
+    signal: bool,
+) -> Grant {
+    let (trigger, signal) = match signal {
+        true => {
+            let (t, s) = loss_signal();
+            (Some(t), Some(s))
         }
-        any
-    }
+        false => (None, None),
+    };
+    *tokens += 1;
+    let token = *tokens;
+    entry.holders.push(Holder {
+        id,
+        token,
+        rule,
+        claim,
+        trigger,
+    });
+    Grant { token, signal }
+}
 
+/// Admits waiters from the front while their rule admits them, with tokens from `tokens`;
+/// returns whether any was.
+fn admit<C, W>(tokens: &mut u64, entry: &mut Entry<C, W>) -> bool {
+    let mut any = false;
+    while let Some(front) = entry.waiters.front() {
+        if !front.rule.admits(entry.holders.iter().map(|h| &h.rule)) {
+            break;
+        }
+        let w = entry.waiters.pop_front().expect("front exists");
+        let grant = grant(tokens, entry, w.id, w.rule, w.claim, true);
+        if w.tx.send(grant).is_ok() {
+            any = true;
+        } else {
+            // That waiter went away between queuing and now: try the next.
+            entry.holders.pop();
+        }
+    }
+    any
+}
+
+impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
     /// Ends `id`'s hold on `name` (anyone's if `None`) with `reason`, hands the name over and
     /// forgets it if idle. Returns whether a hold was ended.
     fn end_hold(&self, name: &str, id: Option<u64>, reason: LossReason) -> bool {
-        let mut names = self.lock();
-        let Some(entry) = names.get_mut(name) else {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(entry) = state.names.get_mut(name) else {
             return false;
         };
         let any = match id {
@@ -302,10 +331,10 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
             }
         };
         if any {
-            self.admit(entry);
+            admit(&mut state.tokens, entry);
             entry.notify();
         }
-        forget_if_idle(&mut names, name);
+        forget_if_idle(&mut state.names, name);
         any
     }
 }
@@ -335,6 +364,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     pub fn names(&self) -> usize {
         self.shared
             .lock()
+            .names
             .values_mut()
             .map(|e| usize::from(!e.is_idle()))
             .sum()
@@ -342,13 +372,13 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
 
     /// How many names the map keeps, idle ones included (see the module docs).
     pub fn names_in_memory(&self) -> usize {
-        self.shared.lock().len()
+        self.shared.lock().names.len()
     }
 
     /// Reads the (earliest) holder of `name` and how many wait behind it.
     pub fn inspect<R>(&self, name: &str, f: impl FnOnce(Option<&Holder<C>>, usize) -> R) -> R {
-        let names = self.shared.lock();
-        match names.get(name) {
+        let state = self.shared.lock();
+        match state.names.get(name) {
             Some(e) => f(e.first(), e.waiters.len()),
             None => f(None, 0),
         }
@@ -356,8 +386,8 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
 
     /// Reads every holder of `name` (in grant order) and how many wait behind them.
     pub fn inspect_all<R>(&self, name: &str, f: impl FnOnce(&[Holder<C>], usize) -> R) -> R {
-        let names = self.shared.lock();
-        match names.get(name) {
+        let state = self.shared.lock();
+        match state.names.get(name) {
             Some(e) => f(&e.holders, e.waiters.len()),
             None => f(&[], 0),
         }
@@ -366,16 +396,16 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     /// Runs `f` on the per-name state of `name` (made if missing) and the holder; the name is
     /// forgotten afterwards if it is idle.
     pub fn with_watch<R>(&self, name: &str, f: impl FnOnce(&mut W, Option<&Holder<C>>) -> R) -> R {
-        let mut names = self.shared.lock();
-        let entry = entry(&mut names, name);
+        let mut state = self.shared.lock();
+        let entry = entry(&mut state.names, name);
         let r = f(&mut entry.watch, entry.holders.first());
-        forget_if_idle(&mut names, name);
+        forget_if_idle(&mut state.names, name);
         r
     }
 
     /// Forgets `name` if it is idle (call it when something a [`Watch`] counted went away).
     pub fn tidy(&self, name: &str) {
-        forget_if_idle(&mut self.shared.lock(), name);
+        forget_if_idle(&mut self.shared.lock().names, name);
     }
 
     /// A handle that does not keep the queues alive.
@@ -406,21 +436,22 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         rule: Rule,
         claim: C,
     ) -> Result<Option<Granted<C, W>>, WaitError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut names = self.shared.lock();
-        let entry = entry(&mut names, name);
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let id = state.next_id();
+        let entry = entry(&mut state.names, name);
         if let Some(theirs) = entry.mismatch(rule) {
-            forget_if_idle(&mut names, name);
+            forget_if_idle(&mut state.names, name);
             return Err(WaitError::Mismatch { theirs });
         }
         if !entry.admits_now(rule) {
-            forget_if_idle(&mut names, name);
+            forget_if_idle(&mut state.names, name);
             return Ok(None);
         }
         let key = entry.key.clone();
-        let grant = self.shared.grant(entry, id, rule, claim, true);
+        let grant = grant(&mut state.tokens, entry, id, rule, claim, true);
         entry.notify();
-        drop(names);
+        drop(guard);
         Ok(Some(self.hold(key, id, grant)))
     }
 
@@ -428,18 +459,19 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
     /// grant (no allocation once the name is known). Ask [`Hold::loss_signal`] when someone
     /// wants to watch for the loss.
     pub fn try_acquire_bare(&self, name: &str, claim: C) -> Option<Hold<C, W>> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut names = self.shared.lock();
-        let entry = entry(&mut names, name);
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let id = state.next_id();
+        let entry = entry(&mut state.names, name);
         // Admitted only with no holder and no waiter, so no claim there can conflict.
         if !entry.admits_now(Rule::Exclusive) {
-            forget_if_idle(&mut names, name);
+            forget_if_idle(&mut state.names, name);
             return None;
         }
         let key = entry.key.clone();
-        let grant = self.shared.grant(entry, id, Rule::Exclusive, claim, false);
+        let grant = grant(&mut state.tokens, entry, id, Rule::Exclusive, claim, false);
         entry.notify();
-        drop(names);
+        drop(guard);
         Some(self.hold_bare(key, id, grant.token))
     }
 
@@ -465,19 +497,20 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         claim: C,
         max_wait: Option<Duration>,
     ) -> Result<(Hold<C, W>, LossSignal), WaitError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (key, rx) = {
-            let mut names = self.shared.lock();
-            let entry = entry(&mut names, name);
+        let (id, key, rx) = {
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            let id = state.next_id();
+            let entry = entry(&mut state.names, name);
             if let Some(theirs) = entry.mismatch(rule) {
-                forget_if_idle(&mut names, name);
+                forget_if_idle(&mut state.names, name);
                 return Err(WaitError::Mismatch { theirs });
             }
             let key = entry.key.clone();
             if entry.admits_now(rule) {
-                let grant = self.shared.grant(entry, id, rule, claim, true);
+                let grant = grant(&mut state.tokens, entry, id, rule, claim, true);
                 entry.notify();
-                drop(names);
+                drop(guard);
                 return Ok(self.hold(key, id, grant));
             }
             let (tx, rx) = oneshot::channel();
@@ -487,7 +520,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
                 claim,
                 tx,
             });
-            (key, rx)
+            (id, key, rx)
         };
         let started = Instant::now();
         let mut waiter = Waiter {
@@ -595,24 +628,25 @@ impl<C: Send + 'static, W: Watch<C>> Drop for Waiter<'_, C, W> {
         if self.rx.is_none() {
             return;
         }
-        let mut names = self.shared.lock();
-        let Some(entry) = names.get_mut(self.name) else {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let Some(entry) = state.names.get_mut(self.name) else {
             return;
         };
         let before = entry.waiters.len();
         entry.waiters.retain(|w| w.id != self.id);
         if entry.waiters.len() == before {
             // Not queued any more: it was granted, but nobody will take the hold.
-            drop(names);
+            drop(guard);
             self.shared
                 .end_hold(self.name, Some(self.id), LossReason::Released);
             return;
         }
         // Those behind it may be admitted now (readers behind a writer that gave up).
-        if self.shared.admit(entry) {
+        if admit(&mut state.tokens, entry) {
             entry.notify();
         }
-        forget_if_idle(&mut names, self.name);
+        forget_if_idle(&mut state.names, self.name);
     }
 }
 
