@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sync::leader::{ElectOptions, Leader, LocalLeader};
-use sync::lock::{AcquireOptions, LocalLock, Lock};
+use sync::lock::{AcquireOptions, LocalLock};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main(flavor = "current_thread")]
