@@ -371,3 +371,40 @@ pub async fn group_waiting_member_is_woken_by_nack(h: &dyn Harness) {
     );
     b.ack(&again).await.unwrap();
 }
+
+/// A member that took and acked an event, then fell far behind (retention dropped many more
+/// events than it keeps meanwhile), is told `Truncated` with the true first retained offset, and
+/// then gets every retained event: none is skipped because the group looked for the first one
+/// near where it last saw it.
+pub async fn group_far_behind_retention_gets_every_retained_event(h: &dyn Harness) {
+    let ev = h
+        .events(EventOptions::new().with_retention(Retention::new().with_max_events(5)))
+        .await;
+    let m = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    ev.publish("t", Message::new("first")).await.unwrap();
+    let d = next(m.as_ref()).await;
+    assert_eq!(text(&d), "first");
+    m.ack(&d).await.unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..60 {
+        offsets.push(ev.publish("t", Message::new(format!("{i}"))).await.unwrap());
+    }
+    sync_core::check::eventually("count retention applied", LONG, || async {
+        ev.first_available("t").await.unwrap() == offsets[55]
+    })
+    .await;
+    match sync_core::check::within("the group's next call", LONG, m.next()).await {
+        Err(Error::Truncated {
+            requested,
+            first_available,
+            ..
+        }) => assert_eq!((requested, first_available), (offsets[0], offsets[55])),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    for want in 55..60 {
+        let d = next(m.as_ref()).await;
+        assert_eq!((text(&d), d.attempt), (want.to_string(), 1));
+        m.ack(&d).await.unwrap();
+    }
+    nothing(m.as_ref()).await;
+}

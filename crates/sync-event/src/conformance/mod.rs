@@ -134,6 +134,7 @@ macro_rules! event_conformance {
             groups_are_independent,
             group_start_latest,
             group_behind_retention_is_told_truncated,
+            group_far_behind_retention_gets_every_retained_event,
             group_waiting_member_is_woken_by_publish,
             group_waiting_member_is_woken_by_nack,
             bad_topic_names_are_typed,

@@ -6,7 +6,7 @@
 //! revisions the member read, so two members never hold one event at once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +55,14 @@ const FRESH: Duration = Duration::from_millis(50);
 /// because what a take wins is kept by the member until a step hands it out (see
 /// [`EtcdMember::claim`]).
 const TAKE_CHAIN: u64 = 8;
+
+/// How many offsets from the first retained event a member last saw its state read looks at
+/// to find the first one now. etcd 3.4 walks every key of a range to answer it, even with a
+/// limit of 1, so a read over the whole topic cost each group transaction time in proportion
+/// to the events retained (the group bench's backlog of 2000 made it 0.25× where 500 gave
+/// 0.6–0.75×). When retention removed more than this since, the member reads the whole range
+/// once.
+const FIRST_WINDOW: u64 = 32;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -110,6 +118,7 @@ pub(super) async fn join(
         watch: tokio::sync::Mutex::new(None),
         cached: std::sync::Mutex::new(None),
         won: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+        first_seen: AtomicU64::new(0),
         left: AtomicBool::new(false),
     }))
 }
@@ -144,6 +153,10 @@ struct EtcdMember {
     /// dropped before it picked its answer up leaves it here for the member's next step. A
     /// transaction in flight holds the lock until its answer is stored.
     won: Arc<tokio::sync::Mutex<Vec<Won>>>,
+    /// The first retained offset this member last read (0: none yet). Retention only ever
+    /// removes the oldest events, so the first retained offset never goes back: a state read
+    /// looks for it in [`FIRST_WINDOW`] offsets from here instead of over the whole topic.
+    first_seen: AtomicU64,
     left: AtomicBool,
 }
 
@@ -163,6 +176,8 @@ enum Won {
     Take {
         cursor: u64,
         last: u64,
+        /// Where its state read looked for the first event.
+        from: Option<u64>,
         resp: TxnResponse,
     },
     /// A reclaim of offset `o`, delivered `attempts` times before; `first` is the first
@@ -197,11 +212,17 @@ fn gets(resp: TxnResponse) -> Vec<etcd_client::GetResponse> {
 }
 
 impl EtcdMember {
-    /// The reads that make up a [`State`]: the group's keys, the sequence, the first event.
+    /// The reads that make up a [`State`]: the group's keys, the sequence, the first event
+    /// (looked for from `from`, see [`FIRST_WINDOW`]; `None`: over the whole topic).
     /// They go into every transaction whose response the next step can use, so that a step
     /// after an ack (or after a lost race for the cursor) needs no read of its own.
-    fn state_ops(&self) -> [TxnOp; 3] {
+    fn state_ops(&self, from: Option<u64>) -> [TxnOp; 3] {
         let ev = self.keys.events();
+        let end = match from {
+            Some(f) => self.keys.event(f + FIRST_WINDOW).into_bytes(),
+            None => prefix_end(ev.as_bytes()),
+        };
+        let start = from.map_or(ev, |f| self.keys.event(f));
         [
             TxnOp::get(
                 self.gk.dir.clone(),
@@ -209,10 +230,10 @@ impl EtcdMember {
             ),
             TxnOp::get(self.keys.seq(), None),
             TxnOp::get(
-                ev.clone(),
+                start,
                 Some(
                     GetOptions::new()
-                        .with_range(prefix_end(ev.as_bytes()))
+                        .with_range(end)
                         .with_limit(1)
                         .with_keys_only(),
                 ),
@@ -220,8 +241,14 @@ impl EtcdMember {
         ]
     }
 
-    /// The state in the last three gets of `g` (as [`EtcdMember::state_ops`] puts them).
-    fn parse_state(&self, g: &[etcd_client::GetResponse]) -> Option<State> {
+    /// Where this member's state reads look for the first retained event.
+    fn first_from(&self) -> Option<u64> {
+        Some(self.first_seen.load(Ordering::Relaxed).max(1))
+    }
+
+    /// The state in the last three gets of `g` (as [`EtcdMember::state_ops`] puts them with
+    /// `from`); `None` if the first retained event lies beyond the window looked at.
+    fn parse_state(&self, g: &[etcd_client::GetResponse], from: Option<u64>) -> Option<State> {
         let [dir, seq, first] = g.get(g.len().checked_sub(3)?..)? else {
             return None;
         };
@@ -253,11 +280,18 @@ impl EtcdMember {
             }
         }
         s.seq = seq.kvs().first().map_or(0, |kv| parse_u64(kv.value()));
-        s.first = first
+        s.first = match first
             .kvs()
             .first()
             .and_then(|kv| self.keys.offset_of(kv.key()))
-            .unwrap_or(s.seq + 1);
+        {
+            Some(o) => o,
+            // Nothing retained from `from` up to the sequence: the topic holds no event.
+            None if from.is_none_or(|f| f <= s.seq + 1 && s.seq < f + FIRST_WINDOW) => s.seq + 1,
+            // Retention went past the window: the whole range must be read.
+            None => return None,
+        };
+        self.first_seen.fetch_max(s.first, Ordering::Relaxed);
         Some(s)
     }
 
@@ -276,13 +310,21 @@ impl EtcdMember {
                 return Ok(s);
             }
         }
-        let txn = Txn::new().and_then(self.state_ops());
+        let from = self.first_from();
+        let txn = Txn::new().and_then(self.state_ops(from));
         let g = gets(run(&self.inner, "read group", txn).await?);
-        self.parse_state(&g).ok_or_else(|| Error::Unavailable {
-            op: "read group",
-            endpoint: self.inner.client.endpoints().to_owned(),
-            source: "etcd answered a read of the group with fewer results than asked for".into(),
-        })
+        if let Some(s) = self.parse_state(&g, from) {
+            return Ok(s);
+        }
+        let txn = Txn::new().and_then(self.state_ops(None));
+        let g = gets(run(&self.inner, "read group", txn).await?);
+        self.parse_state(&g, None)
+            .ok_or_else(|| Error::Unavailable {
+                op: "read group",
+                endpoint: self.inner.client.endpoints().to_owned(),
+                source: "etcd answered a read of the group with fewer results than asked for"
+                    .into(),
+            })
     }
 
     /// One transaction that takes the first of `cursor..=last` the group's cursor is at:
@@ -291,8 +333,8 @@ impl EtcdMember {
     /// read it). Members that read the same cursor and race for it then take consecutive
     /// events in one round trip each, instead of all but one failing and trying again. When
     /// the cursor is past `last`, the innermost branch reads the state for the next step.
-    fn take_txn(&self, cursor: u64, last: u64) -> Txn {
-        let mut txn = Txn::new().and_then(self.state_ops());
+    fn take_txn(&self, cursor: u64, last: u64, from: Option<u64>) -> Txn {
+        let mut txn = Txn::new().and_then(self.state_ops(from));
         for o in (cursor..=last).rev() {
             txn = Txn::new()
                 .when([Compare::value(
@@ -391,11 +433,13 @@ impl EtcdMember {
         }
         if cursor <= s.seq {
             let last = s.seq.min(cursor + TAKE_CHAIN - 1);
-            let txn = self.take_txn(cursor, last);
+            let from = self.first_from();
+            let txn = self.take_txn(cursor, last, from);
             return self
                 .claim("take event", txn, move |resp| Won::Take {
                     cursor,
                     last,
+                    from,
                     resp,
                 })
                 .await;
@@ -438,7 +482,12 @@ impl EtcdMember {
 
     async fn hand_out(&self, w: Won) -> Result<std::result::Result<Delivery, Option<Duration>>> {
         match w {
-            Won::Take { cursor, last, resp } => self.took(cursor, last, resp).await,
+            Won::Take {
+                cursor,
+                last,
+                from,
+                resp,
+            } => self.took(cursor, last, from, resp).await,
             Won::Reclaim {
                 o,
                 attempts,
@@ -470,6 +519,7 @@ impl EtcdMember {
         &self,
         cursor: u64,
         last: u64,
+        from: Option<u64>,
         resp: TxnResponse,
     ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
         let tag = resp.header().map_or(0, |h| h.revision()) as u64;
@@ -481,7 +531,7 @@ impl EtcdMember {
             };
             if cursor + depth == last {
                 // The cursor was past the chain: the innermost branch read the state.
-                self.keep(self.parse_state(&gets(inner)));
+                self.keep(self.parse_state(&gets(inner), from));
                 return Ok(Err(Some(Duration::ZERO)));
             }
             resp = inner;
@@ -601,7 +651,8 @@ impl EtcdMember {
         }
         // The state after it, for the member's next step (most callers ask for the next
         // event at once).
-        ops.extend(self.state_ops());
+        let from = self.first_from();
+        ops.extend(self.state_ops(from));
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 self.gk.claim(o),
@@ -611,7 +662,7 @@ impl EtcdMember {
             .and_then(ops);
         let resp = run(&self.inner, if ack { "ack" } else { "nack" }, txn).await?;
         if resp.succeeded() {
-            self.keep(self.parse_state(&gets(resp)));
+            self.keep(self.parse_state(&gets(resp), from));
             Ok(())
         } else {
             Err(Error::DeliveryLost {
