@@ -41,7 +41,7 @@ pub use range_watch::{
     prefix_end, read_page, RangeChange, RangeEvent, RangeKv, RangePage, RangeSnapshot, RangeWatch,
 };
 pub use sync_core::etcd::{ConfigError, EtcdConfig, TlsConfig};
-pub use watch::{KeyEvent, KeySubscription, WatchHub};
+pub use watch::{open_prefix_watch, KeyEvent, KeySubscription, WatchHub};
 
 /// The raw etcd client crate, for primitives that need an RPC this crate does not wrap.
 pub use etcd_client;

@@ -311,23 +311,41 @@ impl WatchHub {
 }
 
 /// Opens a delete-only watch over the range from now on, and returns the revision its creation
-/// reported: every delete after that revision will be delivered. Waiting for the creation also
-/// makes errors (auth, no leader) surface here. A watch created without a start revision is never
-/// behind, so etcd never serves it from its 100 ms catch-up loop.
+/// reported: every delete after that revision will be delivered. A watch created without a start
+/// revision is never behind, so etcd never serves it from its 100 ms catch-up loop.
 async fn open(client: &EtcdClient, range: &str) -> Result<(i64, etcd_client::WatchStream)> {
-    let range = range.to_owned();
+    open_prefix_watch(client, "watch", range, WatchFilterType::NoPut).await
+}
+
+/// Opens a watch of every key starting with `prefix` from now on, leaving out the events
+/// `filter` names, through [`EtcdClient::retry`] as `op`; returns once etcd reported its creation,
+/// with the revision that creation reported (every event after it will be delivered). Waiting for
+/// the creation makes errors (auth, no leader) surface here rather than on the first event.
+///
+/// ```no_run
+/// # async fn demo(etcd: sync_etcd::EtcdClient) -> sync_etcd::Result<()> {
+/// use sync_etcd::etcd_client::WatchFilterType;
+/// let (rev, _stream) =
+///     sync_etcd::open_prefix_watch(&etcd, "watch jobs", "app/jobs/", WatchFilterType::NoDelete)
+///         .await?;
+/// println!("every put after revision {rev} will arrive");
+/// # Ok(()) }
+/// ```
+pub async fn open_prefix_watch(
+    client: &EtcdClient,
+    op: &'static str,
+    prefix: &str,
+    filter: WatchFilterType,
+) -> Result<(i64, etcd_client::WatchStream)> {
+    let prefix = prefix.to_owned();
     client
-        .retry("watch", client.default_budget(), |mut c| {
-            let range = range.clone();
+        .retry(op, client.default_budget(), |mut c| {
+            let prefix = prefix.clone();
             async move {
                 let mut stream = c
                     .watch(
-                        range,
-                        Some(
-                            WatchOptions::new()
-                                .with_prefix()
-                                .with_filters([WatchFilterType::NoPut]),
-                        ),
+                        prefix,
+                        Some(WatchOptions::new().with_prefix().with_filters([filter])),
                     )
                     .await?;
                 match stream.message().await? {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use etcd_client::{EventType, WatchFilterType};
 use sync_etcd::EtcdClient;
 use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
@@ -190,34 +190,9 @@ impl ResultWatch {
 /// Opens a put-only watch over the range from now on; waits for its creation (so that errors
 /// surface here, and every put after it is delivered).
 async fn open(client: &EtcdClient, range: &str) -> sync_etcd::Result<etcd_client::WatchStream> {
-    let range = range.to_owned();
-    client
-        .retry("watch results", client.default_budget(), |mut c| {
-            let range = range.clone();
-            async move {
-                let mut stream = c
-                    .watch(
-                        range,
-                        Some(
-                            WatchOptions::new()
-                                .with_prefix()
-                                .with_filters([WatchFilterType::NoDelete]),
-                        ),
-                    )
-                    .await?;
-                match stream.message().await? {
-                    Some(m) if m.created() && !m.canceled() => Ok(stream),
-                    Some(m) => Err(etcd_client::Error::WatchError(format!(
-                        "watch was not created: {}",
-                        m.cancel_reason()
-                    ))),
-                    None => Err(etcd_client::Error::WatchError(
-                        "watch stream closed at creation".into(),
-                    )),
-                }
-            }
-        })
+    sync_etcd::open_prefix_watch(client, "watch results", range, WatchFilterType::NoDelete)
         .await
+        .map(|(_, stream)| stream)
 }
 
 async fn run(
