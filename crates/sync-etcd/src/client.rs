@@ -6,6 +6,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, Tls
 use tokio::time::Instant;
 
 use crate::error::{classify, Class};
+use crate::leader_route::{self, LeaderRoute};
 use crate::{Error, EtcdConfig, Keyspace, Result};
 
 /// One connection to an etcd cluster, shared (cheaply cloned) by every primitive built on it.
@@ -24,34 +25,8 @@ struct Inner {
     endpoints: String,
     keyspace: Keyspace,
     /// Requests go first to the raft leader, when it is one of the configured endpoints.
-    leader: LeaderRoute,
+    leader: Arc<LeaderRoute>,
 }
-
-/// A second connection, to the raft leader alone.
-///
-/// A write sent to a follower is forwarded to the leader, and the follower answers only once it
-/// has heard that the entry committed and applied it: a hop and a wait more than at the leader,
-/// whose answer follows its own apply. A linearizable read at a follower asks the leader for its
-/// read index first. So each request is tried first on the leader; the balanced connection
-/// takes every retry, and a failed attempt at the leader drops the route until the next check
-/// finds the (possibly new) leader. Only a leader whose advertised client URL is one of the
-/// configured endpoints is used, so a cluster reached through proxies or addresses of its own
-/// is never dialled at addresses the user did not give. Correctness never depends on the
-/// route: any member serves any request.
-struct LeaderRoute {
-    current: std::sync::RwLock<Option<Pinned>>,
-    recheck: Arc<tokio::sync::Notify>,
-    opts: ConnectOptions,
-    urls: Vec<String>,
-}
-
-struct Pinned {
-    url: String,
-    client: Client,
-}
-
-/// How often the route checks who leads.
-const LEADER_CHECK: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for EtcdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,18 +124,19 @@ impl EtcdClient {
             }
         };
         let keyspace = Keyspace::new(config.normalized_prefix());
+        let (request_timeout, connect_timeout) = (config.request_timeout, config.connect_timeout);
         let this = EtcdClient {
             inner: Arc::new(Inner {
                 client,
                 config,
                 endpoints: endpoints.clone(),
                 keyspace,
-                leader: LeaderRoute {
-                    current: std::sync::RwLock::new(None),
-                    recheck: Arc::new(tokio::sync::Notify::new()),
+                leader: Arc::new(LeaderRoute::new(
                     opts,
                     urls,
-                },
+                    request_timeout,
+                    connect_timeout,
+                )),
             }),
         };
         // The channel connects lazily: probe it, so a wrong address, TLS setting or password is
@@ -178,7 +154,7 @@ impl EtcdClient {
             .await;
         match probed {
             Ok(_) => {
-                tokio::spawn(follow_leader(Arc::downgrade(&this.inner)));
+                tokio::spawn(leader_route::follow(Arc::downgrade(&this.inner.leader)));
                 Ok(this)
             }
             Err(Error::Auth {
@@ -229,9 +205,7 @@ impl EtcdClient {
     /// # Ok(()) }
     /// ```
     pub fn leader_endpoint(&self) -> Option<String> {
-        let current = self.inner.leader.current.read();
-        let current = current.unwrap_or_else(|p| p.into_inner());
-        current.as_ref().map(|p| p.url.clone())
+        self.inner.leader.url()
     }
 
     /// A clone of the raw client (cheap: it shares the connection).
@@ -307,85 +281,6 @@ impl EtcdClient {
     pub fn default_budget(&self) -> Duration {
         self.inner.config.request_timeout * 3
     }
-}
-
-impl LeaderRoute {
-    /// The leader's connection, if known.
-    fn client(&self) -> Option<Client> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        current.as_ref().map(|p| p.client.clone())
-    }
-
-    /// Stops using the leader's connection until the next check finds the leader again.
-    fn forget(&self) {
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if current.take().is_some() {
-            self.recheck.notify_one();
-        }
-    }
-}
-
-/// Keeps `inner`'s leader route current: checks who leads every [`LEADER_CHECK`], or at once
-/// after an attempt at the leader failed; ends with the client.
-async fn follow_leader(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let found = find_leader(&strong).await;
-        let route = &strong.leader;
-        match found {
-            Some(url) => {
-                let same = route
-                    .current
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_some_and(|p| p.url == url);
-                if !same {
-                    let connect = Client::connect([url.as_str()], Some(route.opts.clone()));
-                    match tokio::time::timeout(strong.config.connect_timeout, connect).await {
-                        Ok(Ok(client)) => {
-                            tracing::debug!(%url, "requests go to the raft leader first");
-                            *route.current.write().unwrap_or_else(|p| p.into_inner()) =
-                                Some(Pinned { url, client });
-                        }
-                        _ => route.forget(),
-                    }
-                }
-            }
-            None => route.forget(),
-        }
-        // Wait without keeping the client alive.
-        let recheck = strong.leader.recheck.clone();
-        drop(strong);
-        // A forget() between the check above and here is not lost: Notify keeps one permit.
-        let notified = tokio::time::timeout(LEADER_CHECK, recheck.notified()).await;
-        if notified.is_ok() {
-            // Do not spin while the cluster has no leader.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// The configured endpoint URL of the raft leader, if it advertises one of them.
-async fn find_leader(inner: &Inner) -> Option<String> {
-    let mut c = inner.client.clone();
-    let check = async {
-        let status = c.status().await.ok()?;
-        let leader = status.leader();
-        let members = c.member_list().await.ok()?;
-        let member = members.members().iter().find(|m| m.id() == leader)?;
-        // Configured endpoints are normalised to `scheme://host:port` (`endpoint_urls`).
-        member.client_urls().iter().find_map(|advertised| {
-            let advertised = advertised.trim_end_matches('/');
-            inner.leader.urls.iter().find(|u| *u == advertised).cloned()
-        })
-    };
-    tokio::time::timeout(inner.config.request_timeout, check)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// Says so when the server wants credentials and none were configured: etcd itself only

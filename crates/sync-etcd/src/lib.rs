@@ -22,6 +22,7 @@ mod connection;
 mod contender;
 mod error;
 mod keys;
+mod leader_route;
 mod lease;
 mod queue;
 mod range_watch;
