@@ -128,8 +128,8 @@ async fn local_uncontended(b: Budget) -> Result<Row, String> {
     for _ in 0..b.rounds.max(2) {
         let t = Instant::now();
         for _ in 0..iters {
-            // Through the trait, as docs/benchmarks.md defines the row (its future is boxed);
-            // `LocalLock::acquire` on the concrete type is unboxed (examples/local_lock_cost.rs).
+            // Through the trait, as docs/benchmarks.md defines the row (a free lock's future is
+            // ready with nothing allocated; examples/local_lock_cost.rs compares the paths).
             let g = Lock::acquire(&ours, "bench", AcquireOptions::new())
                 .await
                 .map_err(err)?;

@@ -4,6 +4,7 @@
 
 mod error;
 mod fence;
+mod future;
 mod guard;
 mod local;
 mod local_semaphore;
@@ -27,10 +28,9 @@ pub use sync_core as __core;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-
 pub use error::{Error, Result};
 pub use fence::Fence;
+pub use future::LockFuture;
 pub use guard::{LockGuard, RawGuard};
 pub use local::{LocalLock, LockStatus};
 pub use local_semaphore::{LocalRwLock, LocalSemaphore};
@@ -67,11 +67,7 @@ pub trait Lock: Send + Sync + std::fmt::Debug {
     /// Waits for the lock `name` (first come, first served) and returns its guard. Fails with
     /// [`Error::Timeout`] after the options' maximum wait. Cancel-safe: dropping the future
     /// leaves nothing behind.
-    fn acquire<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>>;
+    fn acquire<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard>;
 
     /// Takes the lock if nobody holds it or waits for it; `Ok(None)` otherwise. Never waits
     /// behind a holder.
@@ -79,31 +75,31 @@ pub trait Lock: Send + Sync + std::fmt::Debug {
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>>;
+    ) -> LockFuture<'a, Option<LockGuard>>;
 }
 
 impl<L: Lock + ?Sized> Lock for Arc<L> {
-    fn acquire<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
+    fn acquire<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
         (**self).acquire(name, o)
     }
     fn try_acquire<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         (**self).try_acquire(name, o)
     }
 }
 
 impl<L: Lock + ?Sized> Lock for Box<L> {
-    fn acquire<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
+    fn acquire<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
         (**self).acquire(name, o)
     }
     fn try_acquire<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         (**self).try_acquire(name, o)
     }
 }

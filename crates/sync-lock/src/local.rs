@@ -1,9 +1,6 @@
 //! The in-process backend: a thin layer over [`sync_core::local_queue`].
 
-use std::future::Future;
-
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use crate::LockFuture;
 use sync_core::local_queue::{Hold, LocalQueue, WaitError};
 use sync_core::signal::{LossReason, LossSignal};
 use sync_core::telemetry;
@@ -86,9 +83,10 @@ impl LocalLock {
         revoked
     }
 
-    /// [`Lock::acquire`] on the concrete type, with its future unboxed: an uncontended acquire
-    /// and its release allocate nothing (once the name is known). Through the trait (or
-    /// `Arc<dyn Lock>`) the same future is boxed, one small allocation.
+    /// [`Lock::acquire`]: a free lock is taken when this is called and the future is ready at
+    /// once, so an uncontended acquire and its release allocate nothing (once the name is
+    /// known), through the trait and `Arc<dyn Lock>` too. A lock that is held is waited for by a
+    /// boxed future. Dropping the future, polled or not, gives back whatever it took.
     ///
     /// ```
     /// use sync_lock::{AcquireOptions, LocalLock};
@@ -98,32 +96,36 @@ impl LocalLock {
     /// g.release().await?;
     /// # Ok::<(), sync_lock::Error>(()) }).unwrap();
     /// ```
-    pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
-        // Uncontended: granted at the first poll by a future that stays small, with no loss
-        // signal made until someone asks. The waiting path's future is boxed apart, only when
-        // needed; bad input goes there too, to be refused and recorded in one place.
+    pub fn acquire<'a>(
+        &'a self,
+        name: &'a str,
+        options: AcquireOptions,
+    ) -> LockFuture<'a, LockGuard> {
+        // Uncontended: granted here, with no loss signal made until someone asks, and the
+        // future is ready with nothing allocated. Bad input and the waiting path go to the boxed
+        // future, to be refused or queued (and recorded) in one place.
         if check_name(name).is_ok() && options.validate(name).is_ok() {
             if let Some(hold) = self.queue.try_acquire_bare(name, ()) {
                 let granted = bare_guard(hold);
                 telemetry::granted_now(ask("acquire", name), &granted);
-                return Ok(granted);
+                return LockFuture::ready(Ok(granted));
             }
         }
-        Box::pin(self.acquire_inner(name, options)).await
+        LockFuture::waiting(self.acquire_inner(name, options))
     }
 
-    /// [`Lock::try_acquire`] on the concrete type, with its future unboxed (it is ready at
-    /// once).
+    /// [`Lock::try_acquire`] on the concrete type: it answers at once, so its future is ready
+    /// with nothing allocated.
     pub fn try_acquire<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> impl Future<Output = Result<Option<LockGuard>>> + Send + 'a {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         let tried = check_name(name)
             .and_then(|()| options.validate(name))
             .map(|()| self.queue.try_acquire_bare(name, ()).map(bare_guard));
         telemetry::tried(ask("try_acquire", name), &tried);
-        std::future::ready(tried)
+        LockFuture::ready(tried)
     }
 
     async fn acquire_inner(&self, name: &str, options: AcquireOptions) -> Result<LockGuard> {
@@ -169,19 +171,15 @@ fn bare_guard(hold: Hold<()>) -> LockGuard {
 }
 
 impl Lock for LocalLock {
-    fn acquire<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
-        LocalLock::acquire(self, name, options).boxed()
+    fn acquire<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        LocalLock::acquire(self, name, options)
     }
 
     fn try_acquire<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        LocalLock::try_acquire(self, name, options).boxed()
+    ) -> LockFuture<'a, Option<LockGuard>> {
+        LocalLock::try_acquire(self, name, options)
     }
 }

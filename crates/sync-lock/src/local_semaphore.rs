@@ -1,8 +1,7 @@
 //! The in-process semaphores and read-write locks: [`LocalLock`](crate::LocalLock)'s queue with
 //! another admission [`Rule`] per claim.
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use crate::LockFuture;
 use sync_core::local_queue::{Granted, LocalQueue, Rule, WaitError};
 use sync_core::signal::LossReason;
 use sync_core::telemetry;
@@ -199,8 +198,8 @@ impl Semaphore for LocalSemaphore {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
-        acquire(&self.queue, name, Rule::Permits(permits), options).boxed()
+    ) -> LockFuture<'a, LockGuard> {
+        LockFuture::waiting(acquire(&self.queue, name, Rule::Permits(permits), options))
     }
 
     fn try_acquire<'a>(
@@ -208,44 +207,36 @@ impl Semaphore for LocalSemaphore {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         let r = try_acquire(&self.queue, name, Rule::Permits(permits), options);
-        futures::future::ready(r).boxed()
+        LockFuture::ready(r)
     }
 }
 
 impl RwLock for LocalRwLock {
-    fn read<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
-        acquire(&self.queue, name, Rule::Read, options).boxed()
+    fn read<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        LockFuture::waiting(acquire(&self.queue, name, Rule::Read, options))
     }
 
-    fn write<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
-        acquire(&self.queue, name, Rule::Write, options).boxed()
+    fn write<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        LockFuture::waiting(acquire(&self.queue, name, Rule::Write, options))
     }
 
     fn try_read<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         let r = try_acquire(&self.queue, name, Rule::Read, options);
-        futures::future::ready(r).boxed()
+        LockFuture::ready(r)
     }
 
     fn try_write<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         let r = try_acquire(&self.queue, name, Rule::Write, options);
-        futures::future::ready(r).boxed()
+        LockFuture::ready(r)
     }
 }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-
-use crate::{AcquireOptions, LockGuard, Result};
+use crate::{AcquireOptions, LockFuture, LockGuard};
 
 /// Named semaphores: up to `permits` holders of one name at a time, served first come, first
 /// served (no barging: a newcomer never overtakes a waiter). Each permit is a [`LockGuard`],
@@ -36,7 +34,7 @@ pub trait Semaphore: Send + Sync + std::fmt::Debug {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>>;
+    ) -> LockFuture<'a, LockGuard>;
 
     /// Takes a permit if one is free and nobody waits; `Ok(None)` otherwise.
     fn try_acquire<'a>(
@@ -44,7 +42,7 @@ pub trait Semaphore: Send + Sync + std::fmt::Debug {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>>;
+    ) -> LockFuture<'a, Option<LockGuard>>;
 }
 
 impl<S: Semaphore + ?Sized> Semaphore for Arc<S> {
@@ -53,7 +51,7 @@ impl<S: Semaphore + ?Sized> Semaphore for Arc<S> {
         name: &'a str,
         permits: usize,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
+    ) -> LockFuture<'a, LockGuard> {
         (**self).acquire(name, permits, o)
     }
     fn try_acquire<'a>(
@@ -61,7 +59,7 @@ impl<S: Semaphore + ?Sized> Semaphore for Arc<S> {
         name: &'a str,
         permits: usize,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         (**self).try_acquire(name, permits, o)
     }
 }
@@ -86,53 +84,45 @@ impl<S: Semaphore + ?Sized> Semaphore for Arc<S> {
 /// ```
 pub trait RwLock: Send + Sync + std::fmt::Debug {
     /// Waits to read `name`, shared with other readers.
-    fn read<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>>;
+    fn read<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard>;
 
     /// Waits to write `name`, alone.
-    fn write<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>>;
+    fn write<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard>;
 
     /// Reads if no writer holds or waits; `Ok(None)` otherwise.
     fn try_read<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>>;
+    ) -> LockFuture<'a, Option<LockGuard>>;
 
     /// Writes if nobody holds or waits; `Ok(None)` otherwise.
     fn try_write<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>>;
+    ) -> LockFuture<'a, Option<LockGuard>>;
 }
 
 impl<L: RwLock + ?Sized> RwLock for Arc<L> {
-    fn read<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
+    fn read<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
         (**self).read(name, o)
     }
-    fn write<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
+    fn write<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
         (**self).write(name, o)
     }
     fn try_read<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         (**self).try_read(name, o)
     }
     fn try_write<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         (**self).try_write(name, o)
     }
 }

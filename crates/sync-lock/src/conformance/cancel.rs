@@ -40,6 +40,51 @@ pub async fn cancelled_acquire_leaves_nothing(h: &dyn Harness) {
     .await;
 }
 
+/// An `acquire` or `try_acquire` future dropped before its first poll gives back whatever it
+/// took: a backend may take a free lock, or a sticky hold it kept, when the method is called
+/// ([`LockFuture`](crate::LockFuture)). After each drop nothing is left and another client gets
+/// the lock at once; dropped while another client holds the lock, it leaves the holder alone.
+pub async fn acquire_dropped_unpolled_gives_back_what_it_took(h: &dyn Harness) {
+    let name = "unpolled";
+    let (a, b) = (h.client().await, h.client().await);
+    for round in 0..3 {
+        let pending = a.acquire(name, opts(h));
+        drop(pending);
+        nothing_left(h, name, 0, "an acquire dropped unpolled", round).await;
+        let pending = a.try_acquire(name, opts(h));
+        drop(pending);
+        nothing_left(h, name, 0, "a try_acquire dropped unpolled", round).await;
+    }
+    // A sticky hold kept by `a`, taken back by a future that is dropped unpolled: the hold goes
+    // back to being kept (or released), and a contender still gets the lock.
+    let g = a.acquire(name, opts(h).with_sticky(true)).await.unwrap();
+    let token = g.fencing_token();
+    g.release().await.unwrap();
+    drop(a.acquire(name, opts(h).with_sticky(true)));
+    drop(a.try_acquire(name, opts(h).with_sticky(true)));
+    let g = within(
+        "a contender after a sticky take-back dropped unpolled",
+        LONG,
+        b.acquire(name, opts(h)),
+    )
+    .await
+    .unwrap();
+    assert!(g.fencing_token() > token, "{g:?} after token {token}");
+    // Dropped unpolled while `b` holds the lock: `b` keeps it and no entry is left behind.
+    drop(a.acquire(name, opts(h)));
+    assert!(
+        a.try_acquire(name, opts(h)).await.unwrap().is_none(),
+        "the lock is held by b"
+    );
+    assert!(
+        !g.is_lost(),
+        "an unpolled acquire disturbed the holder: {g:?}"
+    );
+    nothing_left(h, name, 1, "an acquire of a held lock dropped unpolled", 0).await;
+    g.release().await.unwrap();
+    nothing_left(h, name, 0, "the holder's release", 0).await;
+}
+
 /// The most polls a cancel-at-every-poll sweep may take before it must have completed or parked.
 pub(super) const MAX_POLLS: usize = 2_000;
 

@@ -90,6 +90,7 @@ macro_rules! lock_conformance {
             try_acquire_on_held_lock,
             wait_timeout,
             cancelled_acquire_leaves_nothing,
+            acquire_dropped_unpolled_gives_back_what_it_took,
             release_then_reacquire,
             drop_releases,
             crashed_holder_frees_lock,

@@ -3,6 +3,7 @@
 //!
 //! See `docs/etcd.md` for the key layout and why mutual exclusion holds.
 
+use crate::LockFuture;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
@@ -264,34 +265,24 @@ impl RawGuard for EtcdRawGuard {
 }
 
 impl Lock for EtcdLock {
-    fn acquire<'a>(
-        &'a self,
-        name: &'a str,
-        options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
-        async move {
-            if let Some(granted) = self.queues.reclaim(name, &options) {
-                return Ok(granted);
-            }
-            self.queues.acquire(Claim::Exclusive, name, options).await
+    fn acquire<'a>(&'a self, name: &'a str, options: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        // A sticky hold this process kept is taken back here, with no round trip: the future
+        // is ready at once and allocates nothing.
+        if let Some(granted) = self.queues.reclaim(name, &options) {
+            return LockFuture::ready(Ok(granted));
         }
-        .boxed()
+        LockFuture::waiting(self.queues.acquire(Claim::Exclusive, name, options))
     }
 
     fn try_acquire<'a>(
         &'a self,
         name: &'a str,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        async move {
-            if let Some(granted) = self.queues.reclaim(name, &options) {
-                return Ok(Some(granted));
-            }
-            self.queues
-                .try_acquire(Claim::Exclusive, name, options)
-                .await
+    ) -> LockFuture<'a, Option<LockGuard>> {
+        if let Some(granted) = self.queues.reclaim(name, &options) {
+            return LockFuture::ready(Ok(Some(granted)));
         }
-        .boxed()
+        LockFuture::waiting(self.queues.try_acquire(Claim::Exclusive, name, options))
     }
 }
 

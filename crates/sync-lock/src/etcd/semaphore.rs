@@ -4,7 +4,7 @@
 //! keys are ahead) and `<prefix>/rwlock/<name>/{r,w}-<lease>-<n>` (a reader holds while no
 //! writer's key is ahead, a writer while no key is ahead). See `docs/semaphore.md`.
 
-use futures::future::BoxFuture;
+use crate::LockFuture;
 use futures::FutureExt;
 use sync_etcd::{Claim, EtcdConfig, EtcdConnection, Session};
 
@@ -87,10 +87,11 @@ impl Semaphore for EtcdSemaphore {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<LockGuard>> {
+    ) -> LockFuture<'a, LockGuard> {
         self.queues
             .acquire(Claim::Permits(permits), name, options)
             .boxed()
+            .into()
     }
 
     fn try_acquire<'a>(
@@ -98,35 +99,39 @@ impl Semaphore for EtcdSemaphore {
         name: &'a str,
         permits: usize,
         options: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
+    ) -> LockFuture<'a, Option<LockGuard>> {
         self.queues
             .try_acquire(Claim::Permits(permits), name, options)
             .boxed()
+            .into()
     }
 }
 
 impl RwLock for EtcdRwLock {
-    fn read<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
-        self.queues.acquire(Claim::Read, name, o).boxed()
+    fn read<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        self.queues.acquire(Claim::Read, name, o).boxed().into()
     }
 
-    fn write<'a>(&'a self, name: &'a str, o: AcquireOptions) -> BoxFuture<'a, Result<LockGuard>> {
-        self.queues.acquire(Claim::Write, name, o).boxed()
+    fn write<'a>(&'a self, name: &'a str, o: AcquireOptions) -> LockFuture<'a, LockGuard> {
+        self.queues.acquire(Claim::Write, name, o).boxed().into()
     }
 
     fn try_read<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        self.queues.try_acquire(Claim::Read, name, o).boxed()
+    ) -> LockFuture<'a, Option<LockGuard>> {
+        self.queues.try_acquire(Claim::Read, name, o).boxed().into()
     }
 
     fn try_write<'a>(
         &'a self,
         name: &'a str,
         o: AcquireOptions,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>>> {
-        self.queues.try_acquire(Claim::Write, name, o).boxed()
+    ) -> LockFuture<'a, Option<LockGuard>> {
+        self.queues
+            .try_acquire(Claim::Write, name, o)
+            .boxed()
+            .into()
     }
 }
