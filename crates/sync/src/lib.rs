@@ -48,8 +48,8 @@ pub mod prelude {
     #[cfg(feature = "lock")]
     #[cfg_attr(docsrs, doc(cfg(feature = "lock")))]
     pub use sync_lock::{
-        AcquireOptions, LocalLock, LocalRwLock, LocalSemaphore, Lock, LockExt, LockGuard, LockSet,
-        RwLock, Semaphore,
+        AcquireOptions, LocalLock, LocalRwLock, LocalSemaphore, Lock, LockExt, LockFuture,
+        LockGuard, LockSet, RwLock, Semaphore,
     };
     #[cfg(all(feature = "lock", feature = "etcd"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "lock", feature = "etcd"))))]
