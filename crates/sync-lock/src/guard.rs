@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sync_core::signal::{LossReason, LossSignal};
 
-use crate::{Error, Result};
+use crate::{Error, LockFuture, Result};
 
 /// The backend side of a [`LockGuard`]: what a backend implements to release its lock.
 ///
@@ -178,18 +178,36 @@ impl LockGuard {
 
     /// Releases the lock now. Fails with [`Error::Lost`] if it had been lost before (nothing
     /// is released then, and nobody else's lock is touched).
-    pub async fn release(mut self) -> Result<()> {
+    ///
+    /// A backend that releases without a round trip (the local one) has released when this
+    /// returns, and the future is ready with nothing allocated; dropping the future unpolled
+    /// still releases the lock (as dropping the guard does).
+    pub fn release(mut self) -> LockFuture<'static, ()> {
         // A signal nobody asked for has not fired: a loss shows in `still_held` then.
         let lost_before = self.signal.get().and_then(LossSignal::reason);
         self.released = true;
-        let still_held = match &mut self.raw {
-            Raw::Local(g) => g.release_now(),
+        match &mut self.raw {
+            Raw::Local(g) => {
+                let still_held = g.release_now();
+                LockFuture::ready(self.released(lost_before, still_held))
+            }
             Raw::Boxed { raw, .. } => match raw.take() {
-                Some(raw) => raw.release().await?,
+                Some(raw) => {
+                    let releasing = raw.release();
+                    LockFuture::waiting(async move {
+                        let still_held = releasing.await?;
+                        self.released(lost_before, still_held)
+                    })
+                }
                 // `release` consumes the guard, so it runs once.
-                None => false,
+                None => LockFuture::ready(self.released(lost_before, false)),
             },
-        };
+        }
+    }
+
+    /// The outcome of a release: whether the lock was lost before (`lost_before`, or the
+    /// backend found it no longer held).
+    fn released(&self, lost_before: Option<LossReason>, still_held: bool) -> Result<()> {
         tracing::debug!(lock = %self.name(), token = self.token, "lock released");
         match lost_before {
             Some(reason) => Err(Error::Lost {
