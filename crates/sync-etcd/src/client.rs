@@ -28,6 +28,11 @@ struct Inner {
     leader: Arc<LeaderRoute>,
 }
 
+/// The bound of the first attempt after one failed with an error (see [`EtcdClient::retry`]):
+/// about an election timeout at etcd's default timing (1 s), after which a follower that lost its
+/// leader answers "no leader" at once instead of forwarding into the void.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
 impl std::fmt::Debug for EtcdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdClient")
@@ -215,7 +220,10 @@ impl EtcdClient {
 
     /// Runs `f` until it succeeds, fails for good, or `budget` runs out. Each attempt is bounded
     /// by the request timeout; transient failures (unreachable member, no leader, timeout) are
-    /// retried with a short backoff.
+    /// retried with a short backoff. After an attempt failed with an error (not a timeout), the
+    /// next one is bounded by 1 s, and each timeout after that doubles the bound back up to the
+    /// request timeout: right after a member's death a retry may reach a follower whose
+    /// forwarded proposal is lost with the leader and never answered.
     pub async fn retry<T, F, Fut>(&self, op: &'static str, budget: Duration, mut f: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
@@ -227,6 +235,16 @@ impl EtcdClient {
         let mut backoff = Duration::ZERO;
         let mut last: Option<etcd_client::Error> = None;
         let mut last_failed = false;
+        // Each attempt is bounded by the request timeout, until an attempt fails with an error
+        // (a member refused or dropped us, or has no leader): then the next one is bounded by
+        // [`AFTER_FAILURE`], and each timeout doubles the bound again, up to the request
+        // timeout. Right after a member's death a
+        // request can reach a follower that has not noticed the leader is gone; its forwarded
+        // proposal is lost with the leader and never answered, and the attempt would wait the
+        // whole request timeout. A cluster that is only slow fails by timeouts, which keep the
+        // full bound.
+        let request_timeout = self.inner.config.request_timeout;
+        let mut attempt_timeout = request_timeout;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -239,7 +257,7 @@ impl EtcdClient {
                     },
                 });
             }
-            let attempt_end = deadline.min(now + self.inner.config.request_timeout);
+            let attempt_end = deadline.min(now + attempt_timeout);
             // The first attempt goes to the leader when known; retries to the balanced client.
             let leader = if last_failed {
                 None
@@ -254,12 +272,14 @@ impl EtcdClient {
                     Class::Transient => {
                         tracing::debug!(op, error = %e, "transient etcd error, retrying");
                         last = Some(e);
+                        attempt_timeout = attempt_timeout.min(AFTER_FAILURE);
                     }
                     _ => return Err(Error::from_etcd(&self.inner.endpoints, op, e)),
                 },
                 Err(_) => {
-                    tracing::debug!(op, "etcd request timed out, retrying");
+                    tracing::debug!(op, ?attempt_timeout, "etcd request timed out, retrying");
                     last = None;
+                    attempt_timeout = (attempt_timeout * 2).min(request_timeout);
                 }
             }
             last_failed = true;
