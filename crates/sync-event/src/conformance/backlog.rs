@@ -118,6 +118,26 @@ pub async fn group_idle_member_does_not_hold_a_backlog(h: &dyn Harness) {
     nothing(b.as_ref()).await;
 }
 
+/// A member nacks the first event of a backlog: its next call gets that event again (attempt
+/// 2) before any other, and then the rest, each once, as attempt 1, in offset order.
+pub async fn group_nack_in_backlog_redelivers_first(h: &dyn Harness) {
+    let ev = h.events(EventOptions::new()).await;
+    let m = ev.join("t", "g", GroupOptions::new()).await.unwrap();
+    let offsets = publish_backlog(ev.as_ref(), BACKLOG).await;
+    let d = next_within("the first event", m.as_ref(), LONG).await;
+    assert_eq!((d.event.offset, d.attempt), (offsets[0], 1));
+    m.nack(&d).await.unwrap();
+    let again = next_within("the nacked event", m.as_ref(), LONG).await;
+    assert_eq!((again.event.offset, again.attempt), (offsets[0], 2));
+    m.ack(&again).await.unwrap();
+    for &want in &offsets[1..] {
+        let d = next_within("the next event of the backlog", m.as_ref(), LONG).await;
+        assert_eq!((d.event.offset, d.attempt), (want, 1));
+        m.ack(&d).await.unwrap();
+    }
+    nothing(m.as_ref()).await;
+}
+
 /// A `next` dropped after 1, 2, … polls while the member works through a backlog loses no
 /// event and spends no attempt: the member's calls that complete get every event once, as
 /// attempt 1, in increasing offset order, each within a few seconds (the ack wait is a

@@ -143,6 +143,7 @@ macro_rules! event_conformance {
             group_member_crash_mid_backlog_costs_no_attempt,
             group_idle_member_does_not_hold_a_backlog,
             group_backlog_behind_retention_is_told_once,
+            group_nack_in_backlog_redelivers_first,
             bad_topic_names_are_typed,
             oversized_event_is_typed_and_names_limit,
             bad_options_are_typed,
