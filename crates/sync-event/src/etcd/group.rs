@@ -2,8 +2,11 @@
 //! plus one `p/<offset>` record per delivered, unacked event (its delivery count); both are
 //! plain keys and outlive every member. A member holds a delivery by a `c/<offset>` claim on its
 //! own lease, carrying the wall-clock end of its ack wait. Every move (take the cursor's event,
-//! reclaim an expired or orphaned delivery, ack, nack) is one transaction guarded by the
-//! revisions the member read, so two members never hold one event at once.
+//! reclaim an expired or orphaned delivery, hand out a reserved event, ack, nack) is one
+//! transaction guarded by the revisions the member read, so two members never hold one event
+//! at once. Far behind the head, a take claims a batch: the first event is delivered, the rest
+//! are reserved for the member (`p/` = 0 deliveries, a claim on its lease for at most
+//! [`RESERVE`]) and handed out one by one by its next calls (see `docs/event.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
