@@ -12,9 +12,10 @@
 //!
 //! The cases, by concern: publishing and offsets, subscribing (starts, order, back-pressure),
 //! retention and truncation, consumer groups (one member each, ack wait, nack, dead letters,
-//! crashes, durable position), bad input, and cancellation at every poll
+//! crashes, durable position), groups working through a backlog, bad input, and cancellation at every poll
 //! (`sync_core::check::cancel_at_every_poll`).
 
+mod backlog;
 mod bad_input;
 mod cancel;
 mod groups;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 
+pub use self::backlog::*;
 pub use self::bad_input::*;
 pub use self::cancel::*;
 pub use self::groups::*;
@@ -137,6 +139,11 @@ macro_rules! event_conformance {
             group_far_behind_retention_gets_every_retained_event,
             group_waiting_member_is_woken_by_publish,
             group_waiting_member_is_woken_by_nack,
+            group_member_leaving_mid_backlog_costs_no_attempt,
+            group_member_crash_mid_backlog_costs_no_attempt,
+            group_idle_member_does_not_hold_a_backlog,
+            group_backlog_behind_retention_is_told_once,
+            group_nack_in_backlog_redelivers_first,
             bad_topic_names_are_typed,
             oversized_event_is_typed_and_names_limit,
             bad_options_are_typed,
@@ -144,6 +151,7 @@ macro_rules! event_conformance {
             cancelled_ack_at_every_poll,
             cancelled_next_loses_nothing,
             cancelled_next_keeps_redelivery,
+            cancelled_next_in_backlog_loses_nothing,
         );
     };
 }

@@ -2,10 +2,13 @@
 //! plus one `p/<offset>` record per delivered, unacked event (its delivery count); both are
 //! plain keys and outlive every member. A member holds a delivery by a `c/<offset>` claim on its
 //! own lease, carrying the wall-clock end of its ack wait. Every move (take the cursor's event,
-//! reclaim an expired or orphaned delivery, ack, nack) is one transaction guarded by the
-//! revisions the member read, so two members never hold one event at once.
+//! reclaim an expired or orphaned delivery, hand out a reserved event, ack, nack) is one
+//! transaction guarded by the revisions the member read, so two members never hold one event
+//! at once. Far behind the head, a take claims a batch: the first event is delivered, the rest
+//! are reserved for the member (`p/` = 0 deliveries, a claim on its lease for at most
+//! [`RESERVE`]) and handed out one by one by its next calls (see `docs/event.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,7 +57,27 @@ const FRESH: Duration = Duration::from_millis(50);
 /// `select!` over members, as the conformance test `group_each_event_to_one_member` does)
 /// because what a take wins is kept by the member until a step hands it out (see
 /// [`EtcdMember::claim`]).
-const TAKE_CHAIN: u64 = 8;
+const TAKE_CHAIN: usize = 8;
+
+/// Events one take claims when the group is at least [`BATCH_FROM`] events behind: the first
+/// is delivered at once, the others are reserved for the member's next calls (see
+/// [`EtcdMember::mark`]). A reserved event counts no delivery until it is handed out, so a
+/// member that dies or leaves with reservations uses up none of their attempts.
+const TAKE_BATCH: u64 = 8;
+
+/// How far behind the group must be (offsets from its cursor to the sequence) for a take to
+/// reserve a batch: closer to the head, a take claims one event, so that a few events spread
+/// over the members instead of waiting on one.
+const BATCH_FROM: u64 = 4 * TAKE_BATCH;
+
+/// Branches of a take transaction that claims batches (each holds `2 * TAKE_BATCH + 2`
+/// operations, so fewer than single takes chain).
+const BATCH_CHAIN: usize = 4;
+
+/// The longest a reservation keeps an event from the group's other members (shorter when
+/// the ack wait is): a member that stops asking for events holds its reserved ones no longer
+/// than this, and then any member takes them, still as attempt 1.
+const RESERVE: Duration = Duration::from_secs(5);
 
 /// How many offsets from the first retained event a member last saw its state read looks at
 /// to find the first one now. etcd 3.4 walks every key of a range to answer it, even with a
@@ -118,6 +141,8 @@ pub(super) async fn join(
         watch: tokio::sync::Mutex::new(None),
         cached: std::sync::Mutex::new(None),
         won: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+        reserved: std::sync::Mutex::new(BTreeSet::new()),
+        recheck: AtomicBool::new(false),
         first_seen: AtomicU64::new(0),
         left: AtomicBool::new(false),
     }))
@@ -153,6 +178,13 @@ struct EtcdMember {
     /// dropped before it picked its answer up leaves it here for the member's next step. A
     /// transaction in flight holds the lock until its answer is stored.
     won: Arc<tokio::sync::Mutex<Vec<Won>>>,
+    /// Events a batch take reserved for this member and no step handed out yet: (offset,
+    /// revision of the take that wrote their `p/` and `c/`), lowest offset first. In etcd each
+    /// has `p/<offset>` = 0 (no delivery yet) and a claim on the member's lease.
+    reserved: std::sync::Mutex<BTreeSet<(u64, i64)>>,
+    /// Set by a nack: the next step reads the group's state before it hands out a reserved
+    /// event, so the nacked event comes first (redeliveries before new events).
+    recheck: AtomicBool,
     /// The first retained offset this member last read (0: none yet). Retention only ever
     /// removes the oldest events, so the first retained offset never goes back: a state read
     /// looks for it in [`FIRST_WINDOW`] offsets from here instead of over the whole topic.
@@ -172,10 +204,9 @@ impl std::fmt::Debug for EtcdMember {
 
 /// The answer of a transaction that may have claimed an event for the member.
 enum Won {
-    /// A take over `cursor..=last` (see [`EtcdMember::take_txn`]).
+    /// A take over `branches` (see [`EtcdMember::take_txn`]).
     Take {
-        cursor: u64,
-        last: u64,
+        branches: Vec<(u64, u64)>,
         /// Where its state read looked for the first event.
         from: Option<u64>,
         resp: TxnResponse,
@@ -188,6 +219,8 @@ enum Won {
         first: u64,
         resp: TxnResponse,
     },
+    /// The hand-out of reserved offset `o` (see [`EtcdMember::mark`]).
+    Mark { o: u64, resp: TxnResponse },
 }
 
 #[derive(Default)]
@@ -327,30 +360,69 @@ impl EtcdMember {
             })
     }
 
-    /// One transaction that takes the first of `cursor..=last` the group's cursor is at:
-    /// "if the cursor is `cursor`, take it; else if it is `cursor + 1`, take that; …", each
-    /// branch as the single take was (move the cursor past it, record it pending, claim it,
-    /// read it). Members that read the same cursor and race for it then take consecutive
-    /// events in one round trip each, instead of all but one failing and trying again. When
-    /// the cursor is past `last`, the innermost branch reads the state for the next step.
-    fn take_txn(&self, cursor: u64, last: u64, from: Option<u64>) -> Txn {
+    /// One transaction that takes the first of `branches` whose start the group's cursor is
+    /// at: "if the cursor is `x0`, take `x0..e0`; else if it is `x1` (= `e0`), take `x1..e1`;
+    /// …". A branch moves the cursor to its end, records its first event pending (1
+    /// delivery) and claims it, reserves the rest (pending with 0 deliveries, claimed for at
+    /// most [`RESERVE`]), and reads the first event. Members that read the same cursor and
+    /// race for it then take consecutive batches in one round trip each, instead of all but
+    /// one failing and trying again. When the cursor is past every branch, the innermost
+    /// branch reads the state for the next step.
+    fn take_txn(&self, branches: &[(u64, u64)], from: Option<u64>) -> Txn {
         let mut txn = Txn::new().and_then(self.state_ops(from));
-        for o in (cursor..=last).rev() {
+        for &(x, end) in branches.iter().rev() {
+            let mut ops = vec![
+                TxnOp::put(self.gk.cursor(), end.to_string(), None),
+                TxnOp::put(self.gk.pending(x), "1", None),
+                self.claim_op(x),
+            ];
+            for y in x + 1..end {
+                ops.push(TxnOp::put(self.gk.pending(y), "0", None));
+                ops.push(self.reserve_op(y));
+            }
+            ops.push(TxnOp::get(self.keys.event(x), None));
             txn = Txn::new()
                 .when([Compare::value(
                     self.gk.cursor(),
                     CompareOp::Equal,
-                    o.to_string(),
+                    x.to_string(),
                 )])
-                .and_then([
-                    TxnOp::put(self.gk.cursor(), (o + 1).to_string(), None),
-                    TxnOp::put(self.gk.pending(o), "1", None),
-                    self.claim_op(o),
-                    TxnOp::get(self.keys.event(o), None),
-                ])
+                .and_then(ops)
                 .or_else([TxnOp::txn(txn)]);
         }
         txn
+    }
+
+    /// The branches of a take from `cursor` with the sequence at `seq`: single offsets near
+    /// the head, batches aligned to [`TAKE_BATCH`] (so that members racing from the same
+    /// cursor line up) when the group is at least [`BATCH_FROM`] behind.
+    fn take_branches(cursor: u64, seq: u64) -> Vec<(u64, u64)> {
+        let batch = seq + 1 - cursor >= BATCH_FROM;
+        let most = if batch { BATCH_CHAIN } else { TAKE_CHAIN };
+        let mut branches = Vec::with_capacity(most);
+        let mut x = cursor;
+        while branches.len() < most && x <= seq {
+            let end = if batch {
+                (x / TAKE_BATCH + 1) * TAKE_BATCH
+            } else {
+                x + 1
+            };
+            let end = end.min(seq + 1);
+            branches.push((x, end));
+            x = end;
+        }
+        branches
+    }
+
+    /// A reservation of `o` for this member: its claim, ending after [`RESERVE`] or the ack
+    /// wait, whichever is shorter.
+    fn reserve_op(&self, o: u64) -> TxnOp {
+        let until = now_ms() + self.options.ack_wait().min(RESERVE).as_millis() as u64;
+        TxnOp::put(
+            self.gk.claim(o),
+            format!("{} {until}", self.id),
+            Some(PutOptions::new().with_lease(self.session.lease_id())),
+        )
     }
 
     fn claim_op(&self, o: u64) -> TxnOp {
@@ -376,10 +448,18 @@ impl EtcdMember {
         if let Some(w) = won {
             return self.hand_out(w).await;
         }
+        // With events reserved, the state is read only after a nack of this member's (whose
+        // event must come first); the reserved events are handed out before the member
+        // looks for redeliveries again, which it does at its next take.
+        let have_reserved = !self.reserved().is_empty();
+        if have_reserved && !self.recheck.load(Ordering::SeqCst) {
+            return self.mark().await;
+        }
         let s = self.state().await?;
+        self.recheck.store(false, Ordering::SeqCst);
         let now = now_ms();
         // Redeliveries first, oldest offset first: a pending event nobody holds (a nack, a
-        // member gone with its lease) or whose holder's ack wait passed.
+        // member gone with its lease) or whose holder's ack wait (or reservation) passed.
         for (&o, &(attempts, p_rev)) in &s.pending {
             let claim = s.claims.get(&o);
             if claim.is_some_and(|(_, until, _)| *until > now) {
@@ -402,14 +482,22 @@ impl EtcdMember {
                 TxnOp::get(self.keys.event(o), None),
             ]);
             let first = s.first;
+            // One of this member's own reservations that ran out: reclaimed here, so no
+            // longer to be handed out from the reserve.
+            self.reserved().retain(|&(r, _)| r != o);
             return self
-                .claim("reclaim event", txn, move |resp| Won::Reclaim {
-                    o,
-                    attempts,
-                    first,
-                    resp,
+                .claim("reclaim event", move || {
+                    Some((txn, move |resp| Won::Reclaim {
+                        o,
+                        attempts,
+                        first,
+                        resp,
+                    }))
                 })
                 .await;
+        }
+        if have_reserved {
+            return self.mark().await;
         }
         let (cursor, c_rev) = s.cursor;
         if cursor < s.first {
@@ -432,15 +520,16 @@ impl EtcdMember {
             return Ok(Err(Some(Duration::ZERO)));
         }
         if cursor <= s.seq {
-            let last = s.seq.min(cursor + TAKE_CHAIN - 1);
+            let branches = Self::take_branches(cursor, s.seq);
             let from = self.first_from();
-            let txn = self.take_txn(cursor, last, from);
             return self
-                .claim("take event", txn, move |resp| Won::Take {
-                    cursor,
-                    last,
-                    from,
-                    resp,
+                .claim("take event", move || {
+                    let txn = self.take_txn(&branches, from);
+                    Some((txn, move |resp| Won::Take {
+                        branches,
+                        from,
+                        resp,
+                    }))
                 })
                 .await;
         }
@@ -454,17 +543,51 @@ impl EtcdMember {
         Ok(Err(wake))
     }
 
+    fn reserved(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, i64)>> {
+        self.reserved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands out the lowest reserved event: *if `p/<o>` and `c/<o>` still have the revision
+    /// of the take that reserved it, then `p/<o>` := 1 and claim it for the ack wait*, with
+    /// a read of the event. The delivery counts from here, as a take's would. A reservation
+    /// that another member took over (it ran out) fails the compare and is skipped.
+    async fn mark(&self) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        self.claim("hand out reserved event", || {
+            // Taken under the `won` lock, so that a `next()` dropped from here on leaves the
+            // event in the answer of the transaction, not out of both lists.
+            let (o, rev) = self.reserved().pop_first()?;
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(self.gk.claim(o), CompareOp::Equal, rev),
+                    Compare::mod_revision(self.gk.pending(o), CompareOp::Equal, rev),
+                ])
+                .and_then([
+                    TxnOp::put(self.gk.pending(o), "1", None),
+                    self.claim_op(o),
+                    TxnOp::get(self.keys.event(o), None),
+                ]);
+            Some((txn, move |resp| Won::Mark { o, resp }))
+        })
+        .await
+    }
+
     /// Runs a transaction that may claim an event, on a task of its own that holds the
     /// member's `won` lock until it has stored the answer there, then hands out an answer.
     /// If this `next()` is dropped meanwhile, what it won waits for the member's next step
     /// (which takes the lock first) instead of staying claimed until the ack wait ends.
-    async fn claim(
+    /// `make` builds the transaction once the lock is held (`None`: nothing to run).
+    async fn claim<W>(
         &self,
         op: &'static str,
-        txn: Txn,
-        won: impl FnOnce(TxnResponse) -> Won + Send + 'static,
-    ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
+        make: impl FnOnce() -> Option<(Txn, W)>,
+    ) -> Result<std::result::Result<Delivery, Option<Duration>>>
+    where
+        W: FnOnce(TxnResponse) -> Won + Send + 'static,
+    {
         let mut slot = self.won.clone().lock_owned().await;
+        let Some((txn, won)) = make() else {
+            return Ok(Err(Some(Duration::ZERO)));
+        };
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
             let resp = run(&inner, op, txn).await?;
@@ -483,11 +606,10 @@ impl EtcdMember {
     async fn hand_out(&self, w: Won) -> Result<std::result::Result<Delivery, Option<Duration>>> {
         match w {
             Won::Take {
-                cursor,
-                last,
+                branches,
                 from,
                 resp,
-            } => self.took(cursor, last, from, resp).await,
+            } => self.took(&branches, from, resp).await,
             Won::Reclaim {
                 o,
                 attempts,
@@ -502,7 +624,7 @@ impl EtcdMember {
                 match g.first().and_then(|r| self.event_of(o, r)) {
                     Some(e) => Ok(Ok(Delivery::new(e, attempts + 1, tag))),
                     None => {
-                        self.forget(o).await?;
+                        self.forget(&[o]).await?;
                         Err(Error::Truncated {
                             topic: self.topic.clone(),
                             requested: o,
@@ -511,25 +633,36 @@ impl EtcdMember {
                     }
                 }
             }
+            Won::Mark { o, resp } => {
+                if !resp.succeeded() {
+                    return Ok(Err(Some(Duration::ZERO)));
+                }
+                let tag = resp.header().map_or(0, |h| h.revision()) as u64;
+                let g = gets(resp);
+                match g.first().and_then(|r| self.event_of(o, r)) {
+                    Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
+                    None => Err(self.lost_to_retention(o).await?),
+                }
+            }
         }
     }
 
-    /// What a take transaction over `cursor..=last` got: the delivery, or how long to wait.
+    /// What a take transaction over `branches` got: the delivery (the rest of its batch goes
+    /// to the member's reserve), or how long to wait.
     async fn took(
         &self,
-        cursor: u64,
-        last: u64,
+        branches: &[(u64, u64)],
         from: Option<u64>,
         resp: TxnResponse,
     ) -> Result<std::result::Result<Delivery, Option<Duration>>> {
         let tag = resp.header().map_or(0, |h| h.revision()) as u64;
-        // Down the chain to the branch that ran: offset `cursor + depth`.
-        let (mut resp, mut depth) = (resp, 0u64);
+        // Down the chain to the branch that ran.
+        let (mut resp, mut depth) = (resp, 0usize);
         while !resp.succeeded() {
             let Some(TxnOpResponse::Txn(inner)) = resp.op_responses().into_iter().next() else {
                 return Ok(Err(Some(Duration::ZERO)));
             };
-            if cursor + depth == last {
+            if depth + 1 >= branches.len() {
                 // The cursor was past the chain: the innermost branch read the state.
                 self.keep(self.parse_state(&gets(inner), from));
                 return Ok(Err(Some(Duration::ZERO)));
@@ -537,41 +670,69 @@ impl EtcdMember {
             resp = inner;
             depth += 1;
         }
-        let cursor = cursor + depth;
+        let (x, end) = branches[depth];
+        // Every key the take wrote has the take's revision.
+        self.reserved()
+            .extend((x + 1..end).map(|y| (y, tag as i64)));
         let g = gets(resp);
-        match g.first().and_then(|r| self.event_of(cursor, r)) {
+        match g.first().and_then(|r| self.event_of(x, r)) {
             Some(e) => Ok(Ok(Delivery::new(e, 1, tag))),
-            None => {
-                // Retention removed it between the state read and the take: the group is
-                // told, as when the state read sees it gone, never skipped silently.
-                self.forget(cursor).await?;
-                let first = self.state().await?.first.max(cursor + 1);
-                if first > cursor + 1 {
-                    // Past everything removed, unless another member moved it already.
-                    let txn = Txn::new()
-                        .when([Compare::value(
-                            self.gk.cursor(),
-                            CompareOp::Equal,
-                            (cursor + 1).to_string(),
-                        )])
-                        .and_then([TxnOp::put(self.gk.cursor(), first.to_string(), None)]);
-                    run(&self.inner, "move group cursor", txn).await?;
-                }
-                Err(Error::Truncated {
-                    topic: self.topic.clone(),
-                    requested: cursor,
-                    first_available: first,
-                })
-            }
+            // Retention removed it between the state read and the take: the group is told,
+            // as when the state read sees it gone, never skipped silently.
+            None => Err(self.lost_to_retention(x).await?),
         }
     }
 
-    /// Drops the group's record of an event that retention removed.
-    async fn forget(&self, o: u64) -> Result<()> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(self.gk.pending(o), None),
-            TxnOp::delete(self.gk.claim(o), None),
-        ]);
+    /// Retention removed event `o`, which this member claimed (took or had reserved), and,
+    /// retention removing from the front, every event before it: drops the group's records of
+    /// it and of the member's reserved events retention removed too, moves the group's cursor
+    /// past what retention removed (unless another member did), and returns the one
+    /// `Truncated` the member reports for all of them.
+    async fn lost_to_retention(&self, o: u64) -> Result<Error> {
+        self.keep(None);
+        let s = self.state().await?;
+        let first = s.first.max(o + 1);
+        let mut gone = vec![o];
+        {
+            let mut reserved = self.reserved();
+            while let Some(&(r, _)) = reserved.first() {
+                if r >= first {
+                    break;
+                }
+                gone.push(r);
+                reserved.pop_first();
+            }
+        }
+        self.forget(&gone).await?;
+        let (cursor, c_rev) = s.cursor;
+        if cursor < first {
+            let guard = Compare::mod_revision(self.gk.cursor(), CompareOp::Equal, c_rev);
+            let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+                self.gk.cursor(),
+                first.to_string(),
+                None,
+            )]);
+            run(&self.inner, "move group cursor", txn).await?;
+        }
+        Ok(Error::Truncated {
+            topic: self.topic.clone(),
+            requested: o,
+            first_available: first,
+        })
+    }
+
+    /// Drops the group's records of events that retention removed.
+    async fn forget(&self, offsets: &[u64]) -> Result<()> {
+        let ops: Vec<TxnOp> = offsets
+            .iter()
+            .flat_map(|&o| {
+                [
+                    TxnOp::delete(self.gk.pending(o), None),
+                    TxnOp::delete(self.gk.claim(o), None),
+                ]
+            })
+            .collect();
+        let txn = Txn::new().and_then(ops);
         run(&self.inner, "forget event", txn).await.map(|_| ())
     }
 
@@ -650,9 +811,12 @@ impl EtcdMember {
             ops.push(TxnOp::delete(self.gk.pending(o), None));
         }
         // The state after it, for the member's next step (most callers ask for the next
-        // event at once).
+        // event at once), unless that step hands out a reserved event without reading it.
         let from = self.first_from();
-        ops.extend(self.state_ops(from));
+        let read = self.reserved().is_empty();
+        if read {
+            ops.extend(self.state_ops(from));
+        }
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 self.gk.claim(o),
@@ -662,7 +826,13 @@ impl EtcdMember {
             .and_then(ops);
         let resp = run(&self.inner, if ack { "ack" } else { "nack" }, txn).await?;
         if resp.succeeded() {
-            self.keep(self.parse_state(&gets(resp), from));
+            if !ack {
+                // Its event comes before the member's reserved ones.
+                self.recheck.store(true, Ordering::SeqCst);
+            }
+            if read {
+                self.keep(self.parse_state(&gets(resp), from));
+            }
             Ok(())
         } else {
             Err(Error::DeliveryLost {

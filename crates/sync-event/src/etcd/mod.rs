@@ -7,9 +7,10 @@
 //! - `seq`: the last offset given (the sequence);
 //! - `g/<encoded group>/cursor`: the next offset the group has never delivered;
 //! - `g/<encoded group>/p/<offset>`: an event delivered to the group and not yet acked, with its
-//!   delivery count (no lease: it outlives every member);
-//! - `g/<encoded group>/c/<offset>`: the claim of the member holding it, on that member's lease,
-//!   with the wall-clock end of its ack wait.
+//!   delivery count (no lease: it outlives every member); 0 for an event a member reserved and
+//!   has not handed out yet;
+//! - `g/<encoded group>/c/<offset>`: the claim of the member holding (or reserving) it, on that
+//!   member's lease, with the wall-clock end of its ack wait (or reservation).
 
 mod codec;
 mod group;
