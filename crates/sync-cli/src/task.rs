@@ -194,11 +194,12 @@ pub(crate) async fn run(c: &Connect, cmd: TaskCmd, out: Output) -> Result<u8, Fa
 /// Keeps this process alive until the library's release of a just-submitted job has almost
 /// certainly reached etcd.
 ///
-/// The etcd backend's `submit` returns once the job is written *held* (not claimable) and
-/// hands the transaction that releases it to a background batcher. A process that exits at
-/// once drops that transaction, and the job then waits out the library's 60 s submit hold
-/// before any worker may run it (measured: 5 of 5 jobs held when syncctl exited right after
-/// submit). Nothing in the public API tells a held job from a released one (both show as
+/// The etcd backend's `submit` returns once the job is written with a *hold* (a key on the
+/// submitter's session lease: no worker starts the job while it is there) and hands the
+/// transaction that releases it to a background batcher. A process that exits at once drops
+/// that transaction, and the job then waits until the session lease expires before any worker
+/// runs it (with the 60 s hold this replaced, measured: 5 of 5 jobs held when syncctl exited
+/// right after submit). Nothing in the public API tells a held job from a released one (both show as
 /// `pending`), so this cannot wait for the event itself: it measures one round trip to etcd
 /// (a status read, sent after the release) and lingers four more, between 50 ms and 2 s.
 /// With `--wait` none of this is needed: the process stays until the job has run.

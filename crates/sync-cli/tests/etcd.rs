@@ -964,7 +964,8 @@ fn lock_try_on_a_free_lock_passes_increasing_tokens_and_the_childs_status() {
 #[ignore = "needs etcd: run `cargo xtask test`"]
 fn a_job_submitted_by_an_exiting_syncctl_runs_at_once() {
     // The library releases a submitted job in a background transaction; a syncctl that exited
-    // before it landed left the job held for the library's 60 s submit hold.
+    // before it landed left the job held until the submitter's session lease expired (the
+    // library's 60 s submit hold, before that).
     let url = etcd_url("task-release", "ttl=3s");
     let worker = Proc::spawn(
         "worker",

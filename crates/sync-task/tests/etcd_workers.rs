@@ -830,4 +830,125 @@ mod etcd {
         assert_eq!(out, json!("world"));
         assert_eq!(env.count("results/").await, 1);
     }
+
+    /// Batched claims: jobs claimable at the same moment are claimed in one transaction (their
+    /// claims share one create revision), each runs once; when the worker holding such a batch
+    /// is SIGKILLed, every job of it comes back (its claims expire together with the lease),
+    /// is claimed again in one transaction by the other worker, and runs there once, as
+    /// attempt 2.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd: run `cargo xtask test`"]
+    async fn jobs_claimed_together_come_back_together_after_a_kill() {
+        maybe_child().await;
+        const JOBS: usize = 8;
+        let env = Env::new().await;
+        let submitter = env.task(TaskOptions::new()).await;
+        let mut jobs = Vec::new();
+        for i in 0..JOBS {
+            let job = Job::new("work", i).with_wait_for_worker(true);
+            jobs.push(submitter.submit(job).await.unwrap());
+        }
+        // Every attempt on the victim hangs: it holds all eight when it is killed.
+        let mut victim = Worker::spawn(
+            "etcd::jobs_claimed_together_come_back_together_after_a_kill",
+            &env.spec(JOBS, Some(0)),
+        )
+        .await;
+        let victim_id = victim
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix("READY "))
+            .expect("the READY line")
+            .to_owned();
+        for _ in 0..JOBS {
+            victim.expect("HANG", "the victim started every job").await;
+        }
+        let claims = claims_of(&env).await;
+        assert_eq!(claims.len(), JOBS, "{claims:?}");
+        assert!(claims.iter().all(|(w, _)| *w == victim_id), "{claims:?}");
+        let revs: std::collections::BTreeSet<i64> = claims.iter().map(|(_, r)| *r).collect();
+        assert_eq!(
+            revs.len(),
+            1,
+            "the {JOBS} jobs claimable at once were not claimed in one transaction: {claims:?}"
+        );
+
+        let runs: Arc<std::sync::Mutex<HashMap<u64, usize>>> = Default::default();
+        let started = Arc::new(tokio::sync::watch::Sender::new(0usize));
+        let gate = Arc::new(tokio::sync::watch::Sender::new(false));
+        let rescuer = env.task(TaskOptions::new().with_pool(JOBS)).await;
+        let (r, s, g) = (runs.clone(), started.clone(), gate.clone());
+        rescuer
+            .register(Command::new("work", move |input| {
+                let n = input.payload().as_u64().expect("a number");
+                *r.lock().unwrap().entry(n).or_default() += 1;
+                s.send_modify(|c| *c += 1);
+                let mut open = g.subscribe();
+                async move {
+                    let _ = open.wait_for(|o| *o).await;
+                    Ok(json!({"attempt": input.attempt(), "payload": n}))
+                }
+            }))
+            .await
+            .unwrap();
+        victim.kill();
+        within("the rescuer started every job of the batch", LONG, async {
+            let _ = started.subscribe().wait_for(|c| *c >= JOBS).await;
+        })
+        .await;
+        let claims = claims_of(&env).await;
+        assert_eq!(claims.len(), JOBS, "{claims:?}");
+        assert!(
+            claims.iter().all(|(w, _)| w == rescuer.worker_id()),
+            "{claims:?}"
+        );
+        let again: std::collections::BTreeSet<i64> = claims.iter().map(|(_, r)| *r).collect();
+        assert_eq!(
+            again.len(),
+            1,
+            "the jobs that came back together were not claimed again in one transaction: {claims:?}"
+        );
+        assert!(again.iter().next() > revs.iter().next(), "fencing order");
+        gate.send_replace(true);
+        for (i, job) in jobs.iter().enumerate() {
+            assert_eq!(
+                within("a job of the killed batch", LONG, job.wait())
+                    .await
+                    .unwrap(),
+                json!({"attempt": 2, "payload": i}),
+                "job {i}"
+            );
+        }
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), JOBS, "{runs:?}");
+        assert!(
+            runs.values().all(|&c| c == 1),
+            "a job ran twice on the rescuer: {runs:?}"
+        );
+        assert_eq!(rescuer.stats().claims, JOBS as u64);
+        eventually("every job's keys are gone but its result", LONG, || async {
+            env.count("q/jobs/").await + env.count("q/claims/").await + env.count("q/holds/").await
+                == 0
+        })
+        .await;
+    }
+
+    /// The claims stored now: (worker, create revision) of each.
+    async fn claims_of(env: &Env) -> Vec<(String, i64)> {
+        let prefix = format!("{}q/claims/", env.client.keyspace().kind("task"));
+        let end = sync_etcd::prefix_end(prefix.as_bytes());
+        let page = sync_etcd::read_page(&env.client, prefix.as_bytes(), &end, 1000, 0)
+            .await
+            .expect("read the claims");
+        page.kvs
+            .iter()
+            .map(|kv| {
+                let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+                (
+                    v["worker"].as_str().unwrap_or_default().to_owned(),
+                    kv.create_revision,
+                )
+            })
+            .collect()
+    }
 }

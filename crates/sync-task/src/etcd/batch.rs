@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 /// How many job transactions one batch carries at most (etcd's default `--max-txn-ops` is 128
 /// per level).
-const MAX_BATCH: usize = 32;
+pub(crate) const MAX_BATCH: usize = 32;
 /// How many batches may be in flight at once.
 const IN_FLIGHT: usize = 4;
 /// How many bytes (written and read) one batch carries at most, unless one transaction alone is
@@ -86,7 +86,8 @@ impl std::future::Future for Pending {
 }
 
 pub(crate) struct Batcher {
-    tx: mpsc::UnboundedSender<Req>,
+    /// Groups of requests: each group goes out in one batch (as far as the limits allow).
+    tx: mpsc::UnboundedSender<Vec<Req>>,
     task: JoinHandle<()>,
     client: EtcdClient,
 }
@@ -129,27 +130,52 @@ impl Batcher {
     /// Hands `txn` to the batcher now; it is applied whether or not the returned outcome is
     /// awaited.
     pub(crate) fn send(&self, op: &'static str, job: &str, txn: Txn, bytes: usize) -> Pending {
-        let (reply, rx) = oneshot::channel();
-        let req = Req {
-            op,
-            job: job.to_owned(),
-            txn,
-            bytes: bytes.saturating_add(TXN_OVERHEAD),
-            reply,
-        };
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
-            // The batcher's task is gone (its runtime is shutting down): send it alone.
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let out = alone(&client, req.op, req.txn).await;
-                answer(req.op, &req.job, req.reply, out);
-            });
-        }
-        Pending {
+        let mut p = self.send_group(op, vec![(job.to_owned(), txn, bytes)]);
+        p.pop().unwrap_or_else(|| Pending {
             op,
             endpoints: self.client.endpoints().to_owned(),
-            rx,
+            rx: oneshot::channel().1,
+        })
+    }
+
+    /// Hands several transactions (each about its own job: `(job, txn, bytes)`) to the batcher
+    /// now, to go out together in one batch, as far as [`MAX_BATCH`] and [`MAX_BATCH_BYTES`]
+    /// allow. Each is applied whether or not its outcome (same order) is awaited.
+    pub(crate) fn send_group(
+        &self,
+        op: &'static str,
+        txns: Vec<(String, Txn, usize)>,
+    ) -> Vec<Pending> {
+        let mut pending = Vec::with_capacity(txns.len());
+        let group: Vec<Req> = txns
+            .into_iter()
+            .map(|(job, txn, bytes)| {
+                let (reply, rx) = oneshot::channel();
+                pending.push(Pending {
+                    op,
+                    endpoints: self.client.endpoints().to_owned(),
+                    rx,
+                });
+                Req {
+                    op,
+                    job,
+                    txn,
+                    bytes: bytes.saturating_add(TXN_OVERHEAD),
+                    reply,
+                }
+            })
+            .collect();
+        if let Err(mpsc::error::SendError(group)) = self.tx.send(group) {
+            // The batcher's task is gone (its runtime is shutting down): send each alone.
+            for req in group {
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let out = alone(&client, req.op, req.txn).await;
+                    answer(req.op, &req.job, req.reply, out);
+                });
+            }
         }
+        pending
     }
 }
 
@@ -190,45 +216,81 @@ impl SharedBatcher {
     pub(crate) fn send(&self, op: &'static str, job: &str, txn: Txn, bytes: usize) -> Pending {
         self.get().send(op, job, txn, bytes)
     }
+
+    /// See [`Batcher::send_group`].
+    pub(crate) fn send_group(
+        &self,
+        op: &'static str,
+        txns: Vec<(String, Txn, usize)>,
+    ) -> Vec<Pending> {
+        self.get().send_group(op, txns)
+    }
 }
 
-async fn run(client: EtcdClient, mut rx: mpsc::UnboundedReceiver<Req>) {
+async fn run(client: EtcdClient, mut rx: mpsc::UnboundedReceiver<Vec<Req>>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut carry: VecDeque<Req> = VecDeque::new();
+    let mut carry: VecDeque<Vec<Req>> = VecDeque::new();
     loop {
         let first = match carry.pop_front() {
-            Some(r) => r,
+            Some(g) => g,
             None => match rx.recv().await {
-                Some(r) => r,
+                Some(g) => g,
                 None => return,
             },
         };
+        if first.is_empty() {
+            continue;
+        }
         // Wait for a free slot before collecting: requests pile up meanwhile.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut jobs = HashSet::from([first.job.clone()]);
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        let mut deferred = Vec::new();
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            let Some(r) = carry.pop_front().or_else(|| rx.try_recv().ok()) else {
-                break;
-            };
-            if bytes.saturating_add(r.bytes) > MAX_BATCH_BYTES {
-                // For the next batch (where it may go alone).
-                deferred.push(r);
-                break;
-            }
-            if jobs.insert(r.job.clone()) {
-                bytes += r.bytes;
+        let mut jobs = HashSet::new();
+        let mut bytes = 0usize;
+        let mut batch = Vec::new();
+        // The first group: as much of it as fits (its first request in any case); the rest
+        // goes first into the next batch.
+        let mut rest = Vec::new();
+        for r in first {
+            let fits = batch.is_empty()
+                || (rest.is_empty()
+                    && batch.len() < MAX_BATCH
+                    && bytes.saturating_add(r.bytes) <= MAX_BATCH_BYTES
+                    && !jobs.contains(&r.job));
+            if fits {
+                jobs.insert(r.job.clone());
+                bytes = bytes.saturating_add(r.bytes);
                 batch.push(r);
             } else {
-                deferred.push(r);
+                rest.push(r);
             }
         }
-        for r in deferred.into_iter().rev() {
-            carry.push_front(r);
+        if !rest.is_empty() {
+            carry.push_front(rest);
+        }
+        // Then whole groups, while they fit: what was carried over first, then the queue.
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let next = match carry.pop_front() {
+                Some(g) => g,
+                None => match rx.try_recv() {
+                    Ok(g) => g,
+                    Err(_) => break,
+                },
+            };
+            let size = next.iter().map(|r| r.bytes).fold(0, usize::saturating_add);
+            let fits = batch.len() + next.len() <= MAX_BATCH
+                && bytes.saturating_add(size) <= MAX_BATCH_BYTES
+                && next.iter().all(|r| !jobs.contains(&r.job));
+            if !fits {
+                // For the next batch (where it may go first, or alone).
+                carry.push_front(next);
+                break;
+            }
+            for r in next {
+                jobs.insert(r.job.clone());
+                batch.push(r);
+            }
+            bytes = bytes.saturating_add(size);
         }
         let client = client.clone();
         tokio::spawn(async move {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use sync_etcd::{EtcdClient, Lease};
 use tokio::time::Instant;
 
@@ -54,6 +54,9 @@ pub(crate) struct Claimed {
     /// The job as it was before the claim.
     before: Arc<JobRecord>,
     pub(crate) payload: Vec<u8>,
+    /// The job's submit had not returned yet when it was claimed (its hold was there): the
+    /// attempt must not start before the hold is gone (see `View::hold_ended`).
+    pub(crate) held: bool,
     pub(crate) lease: Arc<Lease>,
 }
 
@@ -74,7 +77,7 @@ impl Claimed {
             CompareOp::Equal,
             self.rev,
         )];
-        let back = (*self.before).clone().released();
+        let back = (*self.before).clone();
         self.claimer
             .finisher
             .hand_back(&self.id, &back, guard)
@@ -85,7 +88,7 @@ impl Claimed {
 impl Drop for Claimed {
     fn drop(&mut self) {
         if self.running.is_some() {
-            let back = (*self.before).clone().released();
+            let back = (*self.before).clone();
             self.claimer
                 .give_back_in_background(&self.id, Some(self.rev), back, None);
         }
@@ -98,28 +101,77 @@ type Unsure = (ClaimRecord, i64, Option<batch::Pending>);
 
 /// A claim transaction handed to the batcher; dropped before its outcome was taken, it hands
 /// back whatever landed.
-struct PendingClaim {
+pub(crate) struct PendingClaim {
     claimer: Arc<Claimer>,
     id: String,
     claim: ClaimRecord,
-    lease_id: i64,
+    lease: Arc<Lease>,
+    /// The job as it was before the claim, and as the claim rewrites it.
     before: Arc<JobRecord>,
+    running: JobRecord,
+    sent: Instant,
     reply: Option<batch::Pending>,
 }
 
 impl Drop for PendingClaim {
     fn drop(&mut self) {
         if let Some(pending) = self.reply.take() {
-            let back = (*self.before).clone().released();
+            let back = (*self.before).clone();
             self.claimer.give_back_in_background(
                 &self.id,
                 None,
                 back,
-                Some((self.claim.clone(), self.lease_id, Some(pending))),
+                Some((self.claim.clone(), self.lease.id(), Some(pending))),
             );
         }
     }
 }
+
+impl PendingClaim {
+    /// The claim's outcome: the claim, won, or why not. Cancel-safe: dropped at any point, it
+    /// leaves no claim behind (what landed is handed back, without using up an attempt).
+    pub(crate) async fn outcome(mut self) -> Result<Claimed, ClaimError> {
+        let out = match self.reply.as_mut() {
+            Some(reply) => reply.await,
+            None => return Err(ClaimError::Conflict),
+        };
+        // The outcome is in hand: from here on, `Claimed` is the guard.
+        self.reply = None;
+        let this = &self.claimer;
+        let lease_id = self.lease.id();
+        let claimed = match out {
+            Ok(out) => claim_outcome(out, &self.claim, lease_id),
+            Err(e) => {
+                this.view.claim_took(self.sent.elapsed(), false);
+                // It may have landed: the guard looks and hands back what it finds.
+                this.give_back_in_background(
+                    &self.id,
+                    None,
+                    (*self.before).clone(),
+                    Some((self.claim.clone(), lease_id, None)),
+                );
+                return Err(ClaimError::Etcd(e));
+            }
+        };
+        this.view.claim_took(self.sent.elapsed(), claimed.is_some());
+        let (rev, payload, held) = claimed.ok_or(ClaimError::Conflict)?;
+        this.counters.bump(Count::Claimed);
+        Ok(Claimed {
+            claimer: this.clone(),
+            id: std::mem::take(&mut self.id),
+            rev,
+            attempt: self.claim.attempt,
+            running: Some(self.running.clone()),
+            before: self.before.clone(),
+            payload,
+            held,
+            lease: self.lease.clone(),
+        })
+    }
+}
+
+/// A job to claim: its id, its record as seen, and the revision it was seen at.
+pub(crate) type ToClaim<'a> = (&'a str, &'a Arc<JobRecord>, i64);
 
 impl Claimer {
     #[allow(clippy::too_many_arguments)]
@@ -150,10 +202,16 @@ impl Claimer {
         &self.keys
     }
 
+    /// The worker's lease (claims live on it).
+    pub(crate) async fn lease(&self) -> sync_etcd::Result<Arc<Lease>> {
+        self.lease.get().await
+    }
+
     /// The worker's claim path for job `id` last seen at `mod_rev`: puts the claim (on the
     /// worker's lease) and the job with its attempt count raised, if the job is unchanged and
     /// unclaimed, and reads the payload. Cancel-safe: dropped at any point, it leaves no claim
     /// behind (what landed is handed back, without using up an attempt).
+    #[cfg(feature = "conformance")]
     pub(crate) async fn claim(
         self: &Arc<Self>,
         id: &str,
@@ -161,82 +219,79 @@ impl Claimer {
         mod_rev: i64,
     ) -> Result<Claimed, ClaimError> {
         let lease = self.lease.get().await?;
-        let attempt = record.attempts + 1;
-        let mut running = (**record).clone();
-        running.attempts = attempt;
-        running.held = false;
-        let claim = ClaimRecord {
-            worker: self.me.clone(),
-            attempt,
-            started_ms: now_ms(),
-        };
-        let (job_key, claim_key) = (self.keys.job(id), self.keys.claim(id));
-        let payload_key = self.keys.payload(id);
+        let mut claims = self.send_claims(&lease, &[(id, record, mod_rev)]);
+        match claims.pop() {
+            Some(c) => c.outcome().await,
+            None => Err(ClaimError::Conflict),
+        }
+    }
+
+    /// Claims several jobs at once, on `lease`: one claim transaction each (see
+    /// [`claim`](Self::claim)), handed to the batcher now as one group, so that they go out as
+    /// one request. Each job's claim stands or falls on its own (its own comparisons). The
+    /// returned claims are in the same order; each is cancel-safe.
+    pub(crate) fn send_claims(
+        self: &Arc<Self>,
+        lease: &Arc<Lease>,
+        jobs: &[ToClaim<'_>],
+    ) -> Vec<PendingClaim> {
         let lease_id = lease.id();
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(job_key.clone(), CompareOp::Equal, mod_rev),
-                Compare::create_revision(claim_key.clone(), CompareOp::Equal, 0),
-            ])
-            .and_then([
-                TxnOp::put(
-                    claim_key.clone(),
-                    to_json(&claim),
-                    Some(PutOptions::new().with_lease(lease_id)),
-                ),
-                TxnOp::put(job_key, to_json(&running), None),
-                TxnOp::get(payload_key.clone(), None),
-            ])
-            // A retry after an attempt that landed but whose reply was lost: read ours.
-            .or_else([TxnOp::get(claim_key, None), TxnOp::get(payload_key, None)]);
+        let mut txns = Vec::with_capacity(jobs.len());
+        let mut claims = Vec::with_capacity(jobs.len());
+        for &(id, record, mod_rev) in jobs {
+            let attempt = record.attempts + 1;
+            let mut running = (**record).clone();
+            running.attempts = attempt;
+            let claim = ClaimRecord {
+                worker: self.me.clone(),
+                attempt,
+                started_ms: now_ms(),
+            };
+            let (job_key, claim_key) = (self.keys.job(id), self.keys.claim(id));
+            let payload_key = self.keys.payload(id);
+            let hold_key = self.keys.hold(id);
+            let count = || Some(GetOptions::new().with_count_only());
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(job_key.clone(), CompareOp::Equal, mod_rev),
+                    Compare::create_revision(claim_key.clone(), CompareOp::Equal, 0),
+                ])
+                .and_then([
+                    TxnOp::put(
+                        claim_key.clone(),
+                        to_json(&claim),
+                        Some(PutOptions::new().with_lease(lease_id)),
+                    ),
+                    TxnOp::put(job_key, to_json(&running), None),
+                    TxnOp::get(payload_key.clone(), None),
+                    TxnOp::get(hold_key.clone(), count()),
+                ])
+                // A retry after an attempt that landed but whose reply was lost: read ours.
+                .or_else([
+                    TxnOp::get(claim_key, None),
+                    TxnOp::get(payload_key, None),
+                    TxnOp::get(hold_key, count()),
+                ]);
+            let bytes = usize::try_from(record.payload_bytes).unwrap_or(usize::MAX);
+            txns.push((id.to_owned(), txn, bytes));
+            claims.push((id, claim, record, running));
+        }
         let sent = Instant::now();
-        let reply = self.batcher.send(
-            "claim job",
-            id,
-            txn,
-            usize::try_from(record.payload_bytes).unwrap_or(usize::MAX),
-        );
-        let mut pending = PendingClaim {
-            claimer: self.clone(),
-            id: id.to_owned(),
-            claim,
-            lease_id,
-            before: record.clone(),
-            reply: Some(reply),
-        };
-        let out = match pending.reply.as_mut() {
-            Some(reply) => reply.await,
-            None => return Err(ClaimError::Conflict),
-        };
-        // The outcome is in hand: from here on, `Claimed` is the guard.
-        pending.reply = None;
-        let claimed = match out {
-            Ok(out) => claim_outcome(out, &pending.claim, lease_id),
-            Err(e) => {
-                self.view.claim_took(sent.elapsed(), false);
-                // It may have landed: the guard looks and hands back what it finds.
-                self.give_back_in_background(
-                    id,
-                    None,
-                    (**record).clone().released(),
-                    Some((pending.claim.clone(), lease_id, None)),
-                );
-                return Err(ClaimError::Etcd(e));
-            }
-        };
-        self.view.claim_took(sent.elapsed(), claimed.is_some());
-        let (rev, payload) = claimed.ok_or(ClaimError::Conflict)?;
-        self.counters.bump(Count::Claimed);
-        Ok(Claimed {
-            claimer: self.clone(),
-            id: id.to_owned(),
-            rev,
-            attempt,
-            running: Some(running),
-            before: record.clone(),
-            payload,
-            lease,
-        })
+        let replies = self.batcher.send_group("claim job", txns);
+        claims
+            .into_iter()
+            .zip(replies)
+            .map(|((id, claim, record, running), reply)| PendingClaim {
+                claimer: self.clone(),
+                id: id.to_owned(),
+                claim,
+                lease: lease.clone(),
+                before: record.clone(),
+                running,
+                sent,
+                reply: Some(reply),
+            })
+            .collect()
     }
 
     /// Hands a job back on the runtime (for `Drop`): the claim of create revision `rev` (or, if
@@ -258,7 +313,7 @@ impl Claimer {
                 (Some(rev), _) => Some(rev),
                 (None, Some((claim, lease_id, pending))) => match pending {
                     Some(p) => match p.await {
-                        Ok(out) => claim_outcome(out, &claim, lease_id).map(|(rev, _)| rev),
+                        Ok(out) => claim_outcome(out, &claim, lease_id).map(|(rev, ..)| rev),
                         Err(_) => this.look(&id, &claim, lease_id).await,
                     },
                     None => this.look(&id, &claim, lease_id).await,
@@ -339,37 +394,36 @@ fn is_ours(kv: &etcd_client::KeyValue, claim: &ClaimRecord, lease_id: i64) -> bo
         && same.is_some_and(|s| s.worker == claim.worker && s.attempt == claim.attempt)
 }
 
-/// What a claim transaction's outcome says: the claim's create revision and the payload, if the
-/// claim is ours.
+/// What a claim transaction's outcome says: the claim's create revision, the payload, and
+/// whether the job was still held by its submit, if the claim is ours.
 fn claim_outcome(
     out: batch::Outcome,
     claim: &ClaimRecord,
     lease_id: i64,
-) -> Option<(i64, Vec<u8>)> {
-    let gets: Vec<Option<etcd_client::KeyValue>> = out
+) -> Option<(i64, Vec<u8>, bool)> {
+    let gets: Vec<(Option<etcd_client::KeyValue>, i64)> = out
         .responses
         .into_iter()
         .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+            TxnOpResponse::Get(g) => Some((g.kvs().first().cloned(), g.count())),
             _ => None,
         })
         .collect();
     let payload = |i: usize| {
         gets.get(i)
-            .cloned()
-            .flatten()
+            .and_then(|(kv, _)| kv.as_ref())
             .map(|kv| kv.value().to_vec())
             .unwrap_or_else(|| b"null".to_vec())
     };
+    let held = |i: usize| gets.get(i).is_some_and(|(_, count)| *count > 0);
     if out.succeeded {
-        Some((out.revision, payload(0)))
+        Some((out.revision, payload(0), held(1)))
     } else {
         let ours = gets
             .first()
-            .cloned()
-            .flatten()
+            .and_then(|(kv, _)| kv.as_ref())
             .filter(|kv| is_ours(kv, claim, lease_id))
             .map(|kv| kv.create_revision());
-        ours.map(|rev| (rev, payload(1)))
+        ours.map(|rev| (rev, payload(1), held(2)))
     }
 }

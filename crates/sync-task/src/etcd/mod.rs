@@ -164,6 +164,7 @@ impl EtcdTask {
             waiter.clone(),
             counters.clone(),
             stop.subscribe(),
+            ttl,
         ));
         let registry = Arc::new(Registry::new(
             client.clone(),
@@ -262,11 +263,18 @@ impl EtcdTask {
         self.inner.counters.snapshot()
     }
 
-    /// How many job keys are stored under the prefix: jobs, claims, payloads, results and
-    /// idempotency keys (not worker registrations). Finished jobs leave it after their retention.
+    /// How many job keys are stored under the prefix: jobs, claims, submit holds, payloads,
+    /// results and idempotency keys (not worker registrations). Finished jobs leave it after their retention.
     pub async fn stored_jobs(&self) -> Result<usize> {
         let (client, k) = (&self.inner.client, &self.inner.keys);
-        let ranges = [k.jobs(), k.claims(), k.payloads(), k.results(), k.idems()];
+        let ranges = [
+            k.jobs(),
+            k.claims(),
+            k.holds(),
+            k.payloads(),
+            k.results(),
+            k.idems(),
+        ];
         client
             .retry("count job keys", client.default_budget(), |mut c| {
                 let ops: Vec<TxnOp> = ranges

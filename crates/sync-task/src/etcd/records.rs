@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `q/jobs/<id>` | [`JobRecord`]: command, attempts started, options, retry time | none |
 //! | `q/claims/<id>` | [`ClaimRecord`]: the worker running it | the worker's lease |
+//! | `q/holds/<id>` | empty: the job's submit has not returned yet | the submitter's lease |
 //! | `q/workers/<encoded command>/<worker>` | the worker's id | the worker's lease |
 //! | `payloads/<id>` | the job's payload (JSON) | none |
 //! | `results/<id>` | [`ResultRecord`]: output or failure | a retention lease (expires) |
@@ -49,6 +50,10 @@ impl Keys {
         format!("{}q/claims/", self.root)
     }
 
+    pub(crate) fn holds(&self) -> String {
+        format!("{}q/holds/", self.root)
+    }
+
     pub(crate) fn payloads(&self) -> String {
         format!("{}payloads/", self.root)
     }
@@ -67,6 +72,10 @@ impl Keys {
 
     pub(crate) fn claim(&self, id: &str) -> String {
         format!("{}q/claims/{id}", self.root)
+    }
+
+    pub(crate) fn hold(&self, id: &str) -> String {
+        format!("{}q/holds/{id}", self.root)
     }
 
     pub(crate) fn payload(&self, id: &str) -> String {
@@ -102,6 +111,7 @@ impl Keys {
         match kind {
             "jobs" => Some(Entry::Job(rest)),
             "claims" => Some(Entry::Claim(rest)),
+            "holds" => Some(Entry::Hold(rest)),
             "workers" => {
                 let (command, worker) = rest.split_once('/')?;
                 Some(Entry::Worker {
@@ -119,6 +129,7 @@ impl Keys {
 pub(crate) enum Entry<'k> {
     Job(&'k str),
     Claim(&'k str),
+    Hold(&'k str),
     Worker { command: String, worker: &'k str },
 }
 
@@ -176,11 +187,6 @@ pub(crate) struct JobRecord {
     /// The payload's size in bytes (what claiming it reads).
     #[serde(default)]
     pub(crate) payload_bytes: u64,
-    /// Written by a submit that has not returned yet: not to be claimed (`not_before_ms` is the
-    /// end of the hold) until the submitter releases it, or deletes it if the submit was
-    /// dropped. See `submit` in `mod.rs`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub(crate) held: bool,
 }
 
 impl JobRecord {
@@ -197,14 +203,7 @@ impl JobRecord {
             last_failure: None,
             submitted_ms: now_ms(),
             payload_bytes: payload_bytes as u64,
-            held: false,
         }
-    }
-
-    /// The record as handed back after a claim: claimable (no longer held by its submitter).
-    pub(crate) fn released(mut self) -> Self {
-        self.held = false;
-        self
     }
 
     pub(crate) fn backoff(&self) -> Backoff {
@@ -225,9 +224,7 @@ impl JobRecord {
     pub(crate) fn pending_status(&self) -> JobStatus {
         JobStatus::Pending {
             attempts: self.attempts,
-            // A held job is released as its submit returns: its hold is no retry time.
-            not_before: (self.not_before_ms > 0 && !self.held)
-                .then(|| ms_to_time(self.not_before_ms)),
+            not_before: (self.not_before_ms > 0).then(|| ms_to_time(self.not_before_ms)),
             last_failure: self.last_failure.clone(),
         }
     }
@@ -290,6 +287,8 @@ mod tests {
         let k = Keys::new(&Keyspace::new("p"));
         assert_eq!(k.parse(k.job("abc").as_bytes()), Some(Entry::Job("abc")));
         assert_eq!(k.parse(k.claim("x").as_bytes()), Some(Entry::Claim("x")));
+        assert_eq!(k.parse(k.hold("x").as_bytes()), Some(Entry::Hold("x")));
+        assert!(k.hold("x").starts_with(&k.holds()) && k.holds().starts_with(&k.queue()));
         assert_eq!(k.parse(k.result("x").as_bytes()), None);
         assert_eq!(k.parse(k.payload("x").as_bytes()), None);
         assert!(k.job("x").starts_with(&k.queue()));
@@ -335,7 +334,6 @@ mod tests {
         assert_eq!(back.idempotency_key.as_deref(), Some("k"));
         assert_eq!(back.retention(), Duration::from_secs(3600));
         assert_eq!(back.payload_bytes, 7);
-        assert!(!back.held);
         let res = ResultRecord {
             command: "c".into(),
             attempts: 2,

@@ -4,23 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use sync_etcd::EtcdClient;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use sync_core::signal::LossReason;
+use sync_etcd::{EtcdClient, Lease, LeasePool};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batch::{self, SharedBatcher};
-use super::records::{ms_after, new_job_id, to_json, JobRecord, Keys};
+use super::records::{new_job_id, to_json, JobRecord, Keys};
 use super::waiter::Waiter;
 use super::worker::Stop;
 use crate::exec::{Count, Counters};
 use crate::{Error, Job, Result};
-
-/// How long a job stays held (not claimable) unless the submit that created it releases it: a
-/// submit whose process died between its transaction and its return leaves a job that runs this
-/// much later. It must outlast the withdrawal of a dropped submit's job (the outcome of its
-/// transaction, then one more transaction), and workers' clocks must agree within it.
-pub(crate) const SUBMIT_HOLD: Duration = Duration::from_secs(60);
 
 /// Where the job an idempotency key points to is (see [`Submitter::first_state`]).
 enum First {
@@ -38,6 +33,10 @@ pub(crate) struct Submitter {
     waiter: Arc<Waiter>,
     counters: Arc<Counters>,
     stop: watch::Receiver<Stop>,
+    /// The submitter's session: the holds of its submits in flight live on its lease (its own,
+    /// not the worker's, which shutdown revokes).
+    session: LeasePool,
+    ttl: Duration,
 }
 
 /// The drop guard of a submit in flight: withdraws the job if its transaction created it (or
@@ -71,20 +70,21 @@ impl Drop for SubmitGuard {
                     after: Duration::ZERO,
                 }),
             };
-            let job_key = s.keys.job(&id);
+            let hold_key = s.keys.hold(&id);
             match created {
                 Ok(None) => {}
                 Ok(Some(rev)) => {
-                    let guard = Compare::mod_revision(job_key, CompareOp::Equal, rev);
+                    let guard = Compare::create_revision(hold_key, CompareOp::Equal, rev);
                     s.withdraw(&id, idem.as_deref(), guard).await;
                 }
                 Err(_) => {
-                    // Not known: withdraw it if it is there and untouched since created (still
-                    // held), now and once more after a request timeout (it may land late).
-                    let untouched = || Compare::version(job_key.clone(), CompareOp::Equal, 1);
-                    s.withdraw(&id, idem.as_deref(), untouched()).await;
+                    // Not known: withdraw it if its hold is there (the hold key is this
+                    // submit's alone, and only a returned submit releases it), now and once
+                    // more after a request timeout (it may land late).
+                    let held = || Compare::version(hold_key.clone(), CompareOp::Greater, 0);
+                    s.withdraw(&id, idem.as_deref(), held()).await;
                     tokio::time::sleep(s.client.config().request_timeout).await;
-                    s.withdraw(&id, idem.as_deref(), untouched()).await;
+                    s.withdraw(&id, idem.as_deref(), held()).await;
                 }
             }
         });
@@ -99,27 +99,32 @@ impl Submitter {
         waiter: Arc<Waiter>,
         counters: Arc<Counters>,
         stop: watch::Receiver<Stop>,
+        ttl: Duration,
     ) -> Self {
         Submitter {
+            session: LeasePool::new(client.clone()),
             client,
             keys,
             batcher,
             waiter,
             counters,
             stop,
+            ttl,
         }
     }
 
     /// Submits a job, all or nothing for the caller: it returns the job's id, or the job never
     /// runs.
     ///
-    /// The transaction that creates the job marks it *held* (not claimable before
-    /// [`SUBMIT_HOLD`] from now). When its reply comes, in the same poll that returns the id
-    /// (so no drop can come in between), the submit hands a release to the batcher, which makes
-    /// the job claimable at once. If the future is dropped (or fails) before that, its guard
-    /// waits on the runtime for the transaction's outcome and withdraws the job if it was
-    /// created: no worker claims a held job, so the withdrawal always wins. If the submitting
-    /// process dies in between, the job is not lost: it runs once its hold ends.
+    /// The transaction that creates the job also puts its *hold* (`q/holds/<id>`) on the
+    /// submitter's session lease. A worker may claim a held job but does not start it before
+    /// the hold is gone. When the transaction's reply comes, in the same poll that returns the
+    /// id (so no drop can come in between), the submit hands the hold's deletion (the
+    /// *release*) to the batcher, which sends it at once, in parallel with the workers' claims.
+    /// If the future is dropped (or fails) before that, its guard waits on the runtime for the
+    /// transaction's outcome and withdraws the job if it was created: it deletes the job with
+    /// its hold and any claim, so the withdrawal always wins and nothing runs. If the
+    /// submitting process dies in between, the job is not lost: its hold ends with the lease.
     pub(crate) async fn submit(self: &Arc<Self>, job: Job) -> Result<String> {
         let payload = job.validate()?;
         let name = job.command().to_owned();
@@ -133,12 +138,17 @@ impl Submitter {
             reason: e.to_string(),
         })?;
         let mut budget_end = None;
+        let mut lease_tries = 0;
         loop {
             let id = new_job_id();
-            let mut record = JobRecord::new(&job, payload.len());
-            record.held = true;
-            record.not_before_ms = ms_after(SUBMIT_HOLD);
+            let record = JobRecord::new(&job, payload.len());
             let job_key = keys.job(&id);
+            let hold_key = keys.hold(&id);
+            let lease = self
+                .session
+                .get(self.ttl)
+                .await
+                .map_err(|e| Error::backend(&name, e))?;
             let sub = self
                 .waiter
                 .subscribe_fresh(&id)
@@ -153,8 +163,13 @@ impl Submitter {
             }
             let idem = job.idempotency_key().map(|k| keys.idem(k));
             let mut then = vec![
-                TxnOp::put(job_key.clone(), to_json(&record), None),
+                TxnOp::put(job_key, to_json(&record), None),
                 TxnOp::put(keys.payload(&id), payload.clone(), None),
+                TxnOp::put(
+                    hold_key.clone(),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(lease.id())),
+                ),
             ];
             let mut otherwise = Vec::new();
             if let Some(idem) = &idem {
@@ -177,6 +192,13 @@ impl Submitter {
             guard.pending = None;
             let out = match out {
                 Ok(out) => out,
+                Err(e) if e.is_lease_not_found() && lease_tries < 2 => {
+                    // The session lease is gone at the server (nothing was written): a new one.
+                    lease_tries += 1;
+                    lease.mark_lost(LossReason::LeaseExpired);
+                    self.session.forget(&lease).await;
+                    continue;
+                }
                 Err(e) => {
                     // It may have landed: the guard withdraws it if so.
                     guard.unsure = true;
@@ -184,18 +206,9 @@ impl Submitter {
                 }
             };
             if out.succeeded {
-                // The point of no return: release it (the batcher applies it whether or not
-                // anyone waits) and return the id, in this poll.
-                record.held = false;
-                record.not_before_ms = 0;
-                let release = Txn::new()
-                    .when([Compare::mod_revision(
-                        job_key.clone(),
-                        CompareOp::Equal,
-                        out.revision,
-                    )])
-                    .and_then([TxnOp::put(job_key, to_json(&record), None)]);
-                drop(self.batcher.send("release job", &id, release, 0));
+                // The point of no return: release it (applied whether or not anyone waits)
+                // and return the id, in this poll.
+                self.release(&id, hold_key, out.revision, lease);
                 self.waiter.keep(id.clone(), sub);
                 self.counters.bump(Count::Submitted);
                 tracing::debug!(job = %id, command = %name, "job submitted");
@@ -238,45 +251,76 @@ impl Submitter {
         }
     }
 
+    /// Releases job `id`: deletes its hold (created at revision `rev`, on `lease`). Handed to
+    /// the batcher now (synchronously: the caller returns the job's id in this poll); if it
+    /// fails, it is sent again until it lands, as long as the lease lives (once the lease is
+    /// gone, so is the hold).
+    fn release(self: &Arc<Self>, id: &str, hold_key: String, rev: i64, lease: Arc<Lease>) {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                hold_key.clone(),
+                CompareOp::Equal,
+                rev,
+            )])
+            .and_then([TxnOp::delete(hold_key, None)]);
+        let first = self.batcher.send("release job", id, txn.clone(), 0);
+        let (this, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let mut out = first.await;
+            let mut pause = Duration::from_millis(100);
+            while let Err(e) = out {
+                tracing::warn!(job = %id, error = %e, "could not release a submitted job; trying again while the submitter's lease lives");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = lease.signal().fired() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+                out = this.batcher.txn("release job", &id, txn.clone(), 0).await;
+            }
+        });
+    }
+
     /// Where the job an idempotency key points to is: held by a submit in flight, live (or
     /// finished), or gone (withdrawn by a dropped submit).
     async fn first_state(&self, id: &str) -> Result<First> {
-        let (job_key, result_key) = (self.keys.job(id), self.keys.result(id));
+        let keys = [self.keys.hold(id), self.keys.job(id), self.keys.result(id)];
         let found = self
             .client
             .retry("read job", self.client.default_budget(), |mut c| {
-                let txn = Txn::new().and_then([
-                    TxnOp::get(job_key.clone(), None),
-                    TxnOp::get(result_key.clone(), None),
-                ]);
+                let txn = Txn::new().and_then(
+                    keys.iter()
+                        .map(|k| TxnOp::get(k.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
                 async move {
                     let r = c.txn(txn).await?;
-                    let mut gets = r.op_responses().into_iter().map(|r| match r {
-                        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-                        _ => None,
+                    let mut found = r.op_responses().into_iter().map(|r| match r {
+                        TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+                        _ => false,
                     });
-                    Ok((gets.next().flatten(), gets.next().flatten()))
+                    Ok((
+                        found.next().unwrap_or(false),
+                        found.next().unwrap_or(false),
+                        found.next().unwrap_or(false),
+                    ))
                 }
             })
             .await
             .map_err(|e| Error::backend(id, e))?;
         Ok(match found {
-            (Some(job), _) => {
-                if serde_json::from_slice::<JobRecord>(&job).is_ok_and(|r| r.held) {
-                    First::Held
-                } else {
-                    First::Live
-                }
-            }
-            (None, Some(_)) => First::Live,
-            (None, None) => First::Gone,
+            (true, _, _) => First::Held,
+            (false, true, _) | (false, false, true) => First::Live,
+            (false, false, false) => First::Gone,
         })
     }
 
-    /// Deletes a held job (its key, payload and idempotency key) if `guard` holds.
+    /// Deletes a held job (any claim of it, its key, payload, idempotency key and hold) if
+    /// `guard` holds. The hold goes last: a worker that claimed the job sees its claim and the
+    /// job go before (or with) the hold, and so never takes the hold's end for a release.
     async fn withdraw(&self, id: &str, idem: Option<&str>, guard: Compare) {
         let keys = &self.keys;
         let mut ops = vec![
+            TxnOp::delete(keys.claim(id), None),
             TxnOp::delete(keys.job(id), None),
             TxnOp::delete(keys.payload(id), None),
         ];
@@ -287,6 +331,7 @@ impl Submitter {
                     .and_then([TxnOp::delete(idem, None)]),
             ));
         }
+        ops.push(TxnOp::delete(keys.hold(id), None));
         let txn = Txn::new().when([guard]).and_then(ops);
         match self.batcher.txn("withdraw job", id, txn, 0).await {
             Ok(out) if out.succeeded => {

@@ -14,7 +14,8 @@ use sync_core::signal::LossReason;
 use sync_etcd::Lease;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::claim::{ClaimError, Claimer};
+use super::batch::MAX_BATCH;
+use super::claim::{ClaimError, Claimer, PendingClaim, ToClaim};
 use super::finish::{result_record, Finisher};
 use super::records::ms_after;
 use super::registry::Registry;
@@ -45,6 +46,12 @@ pub(crate) async fn until(stop: &mut watch::Receiver<Stop>, level: Stop) {
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(100);
 /// How long it leaves a job alone after an etcd error while claiming it.
 const ERROR_COOLDOWN: Duration = Duration::from_millis(500);
+/// The most jobs claimed in one request.
+const MAX_CLAIM_GROUP: usize = MAX_BATCH;
+/// How long a claim of a held job (its submit in flight) waits for the release before it is
+/// handed back; the job is then claimed again once its hold is gone (released, withdrawn, or
+/// ended with the submitter's lease). A release normally comes within one commit.
+const HOLD_WAIT: Duration = Duration::from_secs(2);
 
 /// The claim → run → finish path: takes jobs from the view, claims them, runs them on the
 /// pool, and writes how each attempt ended.
@@ -58,6 +65,15 @@ pub(crate) struct Worker {
     stop: watch::Receiver<Stop>,
     tracker: Arc<Tracker>,
     counters: Arc<Counters>,
+}
+
+/// How the wait of a claim of a held job for its release ended.
+enum Hold {
+    Released,
+    /// Not in time, or the worker is shutting down: hand the claim back.
+    GiveBack,
+    /// The claim is gone (the job was withdrawn, or the claim or lease was lost).
+    Gone,
 }
 
 /// How an attempt ended, as seen by the worker.
@@ -93,7 +109,9 @@ impl Worker {
         }
     }
 
-    /// Claims jobs while a pool slot is free, until shutdown.
+    /// Claims jobs while a pool slot is free, until shutdown. The jobs claimable at the same
+    /// moment (as many as there are free slots, up to a batch) are claimed together, in one
+    /// request.
     pub(crate) async fn dispatch(self: Arc<Self>) {
         let mut stop = self.stop.clone();
         loop {
@@ -108,14 +126,63 @@ impl Worker {
                 p = self.view.pick() => p,
                 _ = until(&mut stop, Stop::Closing) => return,
             };
-            let tracked = self.tracker.enter();
-            tokio::spawn(self.clone().run_job(pick, permit, tracked));
+            let mut group = vec![(pick, permit, self.tracker.enter())];
+            while group.len() < MAX_CLAIM_GROUP {
+                let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(pick) = self.view.try_pick() else {
+                    break;
+                };
+                group.push((pick, permit, self.tracker.enter()));
+            }
+            tokio::spawn(self.clone().claim_group(group));
         }
     }
 
-    async fn run_job(self: Arc<Self>, pick: Pick, permit: OwnedSemaphorePermit, _tracked: Tracked) {
+    /// Claims a group of picked jobs in one request, then runs each on its own task.
+    async fn claim_group(self: Arc<Self>, group: Vec<(Pick, OwnedSemaphorePermit, Tracked)>) {
+        // A job whose last attempt's worker was lost is not claimed but finished.
+        let (lost, group): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|(p, ..)| p.record.attempts >= p.record.max_attempts);
+        for (pick, permit, tracked) in lost {
+            tokio::spawn(self.clone().run_job(pick, None, permit, tracked));
+        }
+        if group.is_empty() {
+            return;
+        }
+        let lease = match self.claimer.lease().await {
+            Ok(lease) => lease,
+            Err(e) => {
+                for (pick, permit, _tracked) in group {
+                    tracing::warn!(job = %pick.id, error = %e, "could not claim a job; trying again later");
+                    self.view.release(&pick.id, Some(ERROR_COOLDOWN));
+                    drop(permit);
+                }
+                self.view.wake();
+                return;
+            }
+        };
+        let jobs: Vec<ToClaim<'_>> = group
+            .iter()
+            .map(|(p, ..)| (p.id.as_str(), &p.record, p.mod_rev))
+            .collect();
+        let claims = self.claimer.send_claims(&lease, &jobs);
+        for ((pick, permit, tracked), claim) in group.into_iter().zip(claims) {
+            tokio::spawn(self.clone().run_job(pick, Some(claim), permit, tracked));
+        }
+    }
+
+    async fn run_job(
+        self: Arc<Self>,
+        pick: Pick,
+        claim: Option<PendingClaim>,
+        permit: OwnedSemaphorePermit,
+        _tracked: Tracked,
+    ) {
         let id = pick.id.clone();
-        let cooldown = match self.work(pick).await {
+        let cooldown = match self.work(pick, claim).await {
             Ok(()) => None,
             Err(ClaimError::Conflict) => {
                 self.counters.bump(Count::ClaimConflict);
@@ -131,7 +198,9 @@ impl Worker {
         self.view.wake();
     }
 
-    async fn work(&self, pick: Pick) -> Result<(), ClaimError> {
+    /// One job: its claim's outcome (`None`: the job's last worker was lost, finish it), then
+    /// the attempt and how it ended.
+    async fn work(&self, pick: Pick, claim: Option<PendingClaim>) -> Result<(), ClaimError> {
         let Pick {
             id,
             record,
@@ -146,6 +215,8 @@ impl Worker {
             let unclaimed = vec![
                 Compare::mod_revision(self.claimer.keys().job(&id), CompareOp::Equal, mod_rev),
                 Compare::create_revision(claim_key, CompareOp::Equal, 0),
+                // Not while its submit may still withdraw it.
+                Compare::create_revision(self.claimer.keys().hold(&id), CompareOp::Equal, 0),
             ];
             let result = result_record(&record, record.attempts, None, Err(Failure::WorkerLost));
             return if self
@@ -163,16 +234,49 @@ impl Worker {
         // A claim in flight when the worker starts shutting down is cancelled: dropping it hands
         // back whatever landed.
         let mut stop = self.stop.clone();
+        let Some(claim) = claim else {
+            // Not claimed (its attempts are not used up): claim it alone.
+            return Err(ClaimError::Conflict);
+        };
         let claimed = tokio::select! {
-            c = self
-                .claimer
-                .claim(&id, &record, mod_rev)
+            c = claim
+                .outcome()
                 .instrument(sync_core::telemetry::span("claim", "etcd", &id)) => c?,
             _ = until(&mut stop, Stop::Closing) => return Ok(()),
         };
         let (claim_rev, attempt) = (claimed.rev, claimed.attempt);
         let claim_lost = self.view.running(&id, claim_rev);
-        tracing::debug!(job = %id, command = %record.command, attempt, "job claimed");
+        tracing::debug!(job = %id, command = %record.command, attempt, held = claimed.held, "job claimed");
+        if claimed.held {
+            // Claimed while its submit was in flight (in parallel with the release): start
+            // only once the submit released it. Otherwise the claim is handed back (dropped)
+            // without using up the attempt, or was deleted with the withdrawn job.
+            let lease = claimed.lease.clone();
+            let hold = tokio::select! {
+                biased;
+                _ = claim_lost.fired() => Hold::Gone,
+                _ = lease.signal().fired() => Hold::Gone,
+                _ = until(&mut stop, Stop::Closing) => Hold::GiveBack,
+                released = self.view.hold_ended(&id, claim_rev) => {
+                    if released { Hold::Released } else { Hold::Gone }
+                }
+                _ = tokio::time::sleep(HOLD_WAIT) => {
+                    tracing::debug!(job = %id, "the job's submit did not release it in time: handing it back until its hold ends");
+                    self.view.await_hold(&id);
+                    Hold::GiveBack
+                }
+            };
+            match hold {
+                Hold::Released => {}
+                // Dropping the claim hands it back (the attempt is not used up).
+                Hold::GiveBack => return Ok(()),
+                // The claim went (with the withdrawn job, or with our lease): nothing to undo.
+                Hold::Gone => {
+                    claimed.settle();
+                    return Ok(());
+                }
+            }
+        }
 
         let attempt_run = async {
             let payload = match serde_json::from_slice(&claimed.payload) {
@@ -257,7 +361,7 @@ impl Worker {
             }
             End::HandBack => {
                 // Not the job's fault: the attempt is not used up.
-                let back = (*record).clone().released();
+                let back = (*record).clone();
                 let kept = while_claimed(&id, &claim_lost, &lease, || {
                     finisher.hand_back(&id, &back, ours.clone())
                 })

@@ -120,10 +120,16 @@ impl View {
     pub(crate) async fn start(&self) -> sync_etcd::Result<()> {
         self.task
             .get_or_try_init(|| async {
-                let parts = vec![self.keys.claims(), self.keys.workers_root()];
+                let parts = vec![
+                    self.keys.claims(),
+                    self.keys.holds(),
+                    self.keys.workers_root(),
+                ];
                 let (watch, snapshot) =
                     RangeWatch::open_parts(self.client.clone(), self.keys.queue(), parts).await?;
-                self.shared.lock().reset(&self.keys, &snapshot.kvs);
+                self.shared
+                    .lock()
+                    .reset(&self.keys, snapshot.revision, &snapshot.kvs);
                 self.shared.wake.notify_one();
                 Ok(tokio::spawn(run(
                     self.client.clone(),
@@ -162,6 +168,15 @@ impl View {
         }
     }
 
+    /// The next job to claim, if one is claimable now (as [`pick`](Self::pick), without
+    /// waiting).
+    pub(crate) fn try_pick(&self) -> Option<Pick> {
+        match self.shared.lock().next(Instant::now()) {
+            Next::Claim(p) => Some(p),
+            Next::At(_) | Next::Idle => None,
+        }
+    }
+
     /// Notes how long a claim transaction took and whether it won.
     pub(crate) fn claim_took(&self, d: Duration, won: bool) {
         self.shared.lock().claim_took(d, won);
@@ -171,6 +186,20 @@ impl View {
     /// fires if that claim is deleted behind our back.
     pub(crate) fn running(&self, id: &str, claim_rev: i64) -> LossSignal {
         self.shared.lock().running(id, claim_rev)
+    }
+
+    /// Resolves once the hold of job `id`, which our claim of create revision `claim_rev` saw,
+    /// is gone: true if its submit released it (the attempt may start), false if the job was
+    /// withdrawn or the claim is gone.
+    pub(crate) async fn hold_ended(&self, id: &str, claim_rev: i64) -> bool {
+        let rx = self.shared.lock().hold_ended(id, claim_rev);
+        rx.await.unwrap_or(false)
+    }
+
+    /// Our claim of job `id` waited too long for its submit's release and was handed back: it
+    /// is not claimed again while its hold is there.
+    pub(crate) fn await_hold(&self, id: &str) {
+        self.shared.lock().await_hold(id);
     }
 
     /// The local worker is done with job `id` (or failed to claim it: then it stays away for
@@ -257,15 +286,15 @@ async fn run(client: EtcdClient, keys: Keys, shared: Arc<Shared>, mut watch: Ran
             event = watch.next() => {
                 let mut st = shared.lock();
                 match &event {
-                    RangeEvent::Changes { changes, .. } => {
+                    RangeEvent::Changes { revision, changes } => {
                         for c in changes {
-                            st.apply(&keys, c);
+                            st.apply(&keys, *revision, c);
                         }
                         st.trim(&keys);
                     }
-                    RangeEvent::Reset { kvs, .. } => {
+                    RangeEvent::Reset { revision, kvs } => {
                         tracing::debug!(range = watch.range(), "task view missed changes: re-read");
-                        st.reset(&keys, kvs);
+                        st.reset(&keys, *revision, kvs);
                     }
                     _ => {}
                 }

@@ -44,7 +44,7 @@ impl Sim {
 
     fn events(&mut self, changes: Vec<RangeChange>) {
         for c in &changes {
-            self.st.apply(&self.keys, c);
+            self.st.apply(&self.keys, self.rev, c);
         }
         self.st.trim(&self.keys);
     }
@@ -324,4 +324,131 @@ fn ranks_are_a_permutation_and_spread_over_workers() {
     // w0 is first in line for roughly a third of the jobs.
     let firsts = first[&0];
     assert!((60..140).contains(&firsts), "w0 first for {firsts} of 300");
+}
+
+/// A claim of a held job starts only on a release: the hold deleted alone, with our claim
+/// standing. A withdrawal (claim, job and hold deleted in one revision, the hold last) never
+/// reads as one, whether the view saw the claim before the waiter registered or after.
+#[test]
+fn a_held_claim_starts_on_release_only() {
+    let keys = Keys::new(&Keyspace::new("p"));
+    let kv = |key: String, rev: i64| RangeKv::new(key.into_bytes(), b"{}".to_vec(), rev, rev, 0);
+    let put = |key: String, rev: i64| RangeChange::Put(kv(key, rev));
+    let del = |key: String| RangeChange::Delete {
+        key: key.into_bytes(),
+    };
+    let record = serde_json::to_vec(&JobRecord::new(&crate::Job::new("c", ()), 4)).unwrap();
+    let job = |id: &str, rev: i64| {
+        RangeChange::Put(RangeKv::new(
+            keys.job(id).into_bytes(),
+            record.clone(),
+            rev,
+            rev,
+            0,
+        ))
+    };
+    let fresh = || {
+        let mut st = State::new("w1".into(), Duration::ZERO, 64);
+        st.set_command("c", true);
+        st
+    };
+    let outcome = |rx: &mut tokio::sync::oneshot::Receiver<bool>| rx.try_recv().ok();
+
+    for seen_claim_first in [true, false] {
+        // Released: the hold goes alone.
+        let mut st = fresh();
+        st.apply(&keys, 2, &job("a", 2));
+        st.apply(&keys, 2, &put(keys.hold("a"), 2));
+        if seen_claim_first {
+            st.apply(&keys, 3, &put(keys.claim("a"), 3));
+        }
+        let mut rx = st.hold_ended("a", 3);
+        assert_eq!(outcome(&mut rx), None, "ended before the release");
+        if !seen_claim_first {
+            st.apply(&keys, 3, &put(keys.claim("a"), 3));
+            assert_eq!(outcome(&mut rx), None, "ended at the claim");
+        }
+        st.apply(&keys, 4, &del(keys.hold("a")));
+        assert_eq!(
+            outcome(&mut rx),
+            Some(true),
+            "a release was not seen as one"
+        );
+
+        // Withdrawn: claim, job and hold go in one revision.
+        let mut st = fresh();
+        st.apply(&keys, 2, &job("b", 2));
+        st.apply(&keys, 2, &put(keys.hold("b"), 2));
+        if seen_claim_first {
+            st.apply(&keys, 3, &put(keys.claim("b"), 3));
+        }
+        let mut rx = st.hold_ended("b", 3);
+        if !seen_claim_first {
+            st.apply(&keys, 3, &put(keys.claim("b"), 3));
+        }
+        for c in [
+            del(keys.claim("b")),
+            del(keys.job("b")),
+            del(keys.hold("b")),
+        ] {
+            st.apply(&keys, 4, &c);
+        }
+        assert_eq!(
+            outcome(&mut rx),
+            Some(false),
+            "a withdrawal was taken for a release"
+        );
+    }
+
+    // Registered after the view saw the release: at once.
+    let mut st = fresh();
+    st.apply(&keys, 2, &job("c", 2));
+    st.apply(&keys, 2, &put(keys.hold("c"), 2));
+    st.apply(&keys, 3, &put(keys.claim("c"), 3));
+    st.apply(&keys, 4, &del(keys.hold("c")));
+    assert_eq!(outcome(&mut st.hold_ended("c", 3)), Some(true));
+    // Registered after the view saw the withdrawal (the claim gone, the view past it).
+    let mut st = fresh();
+    st.apply(&keys, 2, &job("d", 2));
+    st.apply(&keys, 2, &put(keys.hold("d"), 2));
+    st.apply(&keys, 3, &put(keys.claim("d"), 3));
+    for c in [
+        del(keys.claim("d")),
+        del(keys.job("d")),
+        del(keys.hold("d")),
+    ] {
+        st.apply(&keys, 4, &c);
+    }
+    assert_eq!(outcome(&mut st.hold_ended("d", 3)), Some(false));
+    // A snapshot after the hold's end: released if our claim is in it, not if it is not.
+    let mut st = fresh();
+    st.apply(&keys, 2, &put(keys.hold("e"), 2));
+    st.apply(&keys, 2, &put(keys.hold("f"), 2));
+    let (mut e, mut f) = (st.hold_ended("e", 3), st.hold_ended("f", 3));
+    st.reset(&keys, 9, &[kv(keys.claim("e"), 3)]);
+    assert_eq!(
+        (outcome(&mut e), outcome(&mut f)),
+        (Some(true), Some(false))
+    );
+}
+
+/// A held job is claimable (its claim goes out in parallel with the release), but not again
+/// after a claim of it waited too long, until its hold is gone.
+#[test]
+fn held_jobs_are_claimable_until_a_claim_waited_too_long() {
+    let mut sim = Sim::new(8, 8);
+    sim.submit("c");
+    let id = sim.jobs()[0].clone();
+    sim.rev += 1;
+    let h = sim.put(sim.keys.hold(&id), Vec::new());
+    sim.events(vec![h]);
+    let now = tokio::time::Instant::now;
+    assert!(matches!(sim.st.next(now()), super::Next::Claim(p) if p.id == id));
+    sim.st.await_hold(&id);
+    sim.st.release(&id, None);
+    assert!(matches!(sim.st.next(now()), super::Next::Idle));
+    sim.rev += 1;
+    let d: Vec<_> = sim.delete(sim.keys.hold(&id)).into_iter().collect();
+    sim.events(d);
+    assert!(matches!(sim.st.next(now()), super::Next::Claim(p) if p.id == id));
 }

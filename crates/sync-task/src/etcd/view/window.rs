@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
 use sync_etcd::{RangeChange, RangeKv, RangePage};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::super::records::{now_ms, Entry, JobRecord, Keys};
@@ -38,6 +39,9 @@ pub(super) struct JobEntry {
     pub(super) claimable_since: Instant,
     pub(super) cooldown_until: Option<Instant>,
     pub(super) ready_at: Option<Instant>,
+    /// A claim of ours waited too long for the job's submit to release it: not claimed again
+    /// while its hold is there.
+    pub(super) await_hold: bool,
 }
 
 /// The window and what the worker needs to pick from it.
@@ -48,6 +52,13 @@ pub(super) struct State {
     /// The tracked jobs without a claim: at most `cap`.
     pub(super) unclaimed: BTreeSet<String>,
     pub(super) claims: HashMap<String, i64>,
+    /// Jobs whose submit has not returned yet (their hold key is there).
+    pub(super) holds: HashSet<String>,
+    /// Claims of ours on held jobs, waiting for the hold's end: (the claim's create revision,
+    /// told whether the hold ended by a release, with our claim still standing).
+    pub(super) hold_waiters: HashMap<String, (i64, oneshot::Sender<bool>)>,
+    /// The revision of the last watch event (or snapshot) applied.
+    pub(super) applied: i64,
     pub(super) workers: HashMap<String, BTreeSet<String>>,
     // The local worker.
     pub(super) me: String,
@@ -148,9 +159,11 @@ impl State {
     fn refresh(&mut self, id: &str) {
         let Some(e) = self.jobs.get(id) else { return };
         let old = e.ready_at.map(|at| (at, e.create_rev));
+        let waits_for_hold = e.await_hold && self.holds.contains(id);
         let eligible = self.commands.contains(&e.record.command)
             && !self.claims.contains_key(id)
-            && !self.busy.contains(id);
+            && !self.busy.contains(id)
+            && !waits_for_hold;
         let new = eligible.then(|| {
             let mut at = e.claimable_since.max(instant_of(e.record.not_before_ms));
             if let Some(c) = e.cooldown_until {
@@ -251,6 +264,7 @@ impl State {
                         claimable_since: now,
                         cooldown_until: None,
                         ready_at: None,
+                        await_hold: false,
                     },
                 );
             }
@@ -279,7 +293,9 @@ impl State {
         }
     }
 
-    pub(super) fn apply(&mut self, keys: &Keys, change: &RangeChange) {
+    /// Applies one change of the watch event of `revision`.
+    pub(super) fn apply(&mut self, keys: &Keys, revision: i64, change: &RangeChange) {
+        self.applied = self.applied.max(revision);
         match change {
             RangeChange::Put(kv) => match keys.parse(&kv.key) {
                 Some(Entry::Job(id)) => {
@@ -288,6 +304,10 @@ impl State {
                 Some(Entry::Claim(id)) => {
                     self.claims.insert(id.to_owned(), kv.create_revision);
                     self.unclaimed.remove(id);
+                    self.refresh(id);
+                }
+                Some(Entry::Hold(id)) => {
+                    self.holds.insert(id.to_owned());
                     self.refresh(id);
                 }
                 Some(Entry::Worker { command, worker }) => {
@@ -311,10 +331,28 @@ impl State {
                             trigger.fire(LossReason::Revoked);
                         }
                     }
+                    if self
+                        .hold_waiters
+                        .get(id)
+                        .is_some_and(|(ours, _)| rev == Some(*ours))
+                    {
+                        self.end_hold_wait(id, false);
+                    }
                     if let Some(e) = self.jobs.get_mut(id) {
                         e.claimable_since = Instant::now();
                         self.unclaimed.insert(id.to_owned());
                     }
+                    self.refresh(id);
+                }
+                Some(Entry::Hold(id)) => {
+                    self.holds.remove(id);
+                    // A release deletes the hold alone; a withdrawal deletes the claim and the
+                    // job first, in the same revision: applied before this.
+                    let released = self
+                        .hold_waiters
+                        .get(id)
+                        .is_some_and(|(ours, _)| self.claims.get(id) == Some(ours));
+                    self.end_hold_wait(id, released);
                     self.refresh(id);
                 }
                 Some(Entry::Worker { command, worker }) => {
@@ -337,10 +375,12 @@ impl State {
 
     /// Replaces claims and workers with a fresh snapshot of them (at start, or after changes
     /// were missed), and empties the window: pages fill it again.
-    pub(super) fn reset(&mut self, keys: &Keys, kvs: &[RangeKv]) {
+    pub(super) fn reset(&mut self, keys: &Keys, revision: i64, kvs: &[RangeKv]) {
+        self.applied = self.applied.max(revision);
         self.jobs.clear();
         self.unclaimed.clear();
         self.claims.clear();
+        self.holds.clear();
         self.workers.clear();
         self.ready.clear();
         self.complete = false;
@@ -351,6 +391,9 @@ impl State {
                 Some(Entry::Claim(id)) => {
                     self.claims.insert(id.to_owned(), kv.create_revision);
                 }
+                Some(Entry::Hold(id)) => {
+                    self.holds.insert(id.to_owned());
+                }
                 Some(Entry::Worker { command, worker }) => {
                     self.workers
                         .entry(command)
@@ -359,6 +402,18 @@ impl State {
                 }
                 _ => {}
             }
+        }
+        // A claim of ours still waiting: its hold is there, or it ended (released if our claim
+        // still stands; a claim that is not there yet, made after the snapshot, counts as lost:
+        // the attempt is handed back, never started early).
+        let ended: Vec<(String, bool)> = self
+            .hold_waiters
+            .iter()
+            .filter(|(id, _)| !self.holds.contains(*id))
+            .map(|(id, (ours, _))| (id.clone(), self.claims.get(id) == Some(ours)))
+            .collect();
+        for (id, released) in ended {
+            self.end_hold_wait(&id, released);
         }
         for (id, (rev, trigger)) in &self.running {
             if self.claims.get(id) != Some(rev) {
@@ -437,6 +492,7 @@ impl State {
     pub(crate) fn release(&mut self, id: &str, cooldown: Option<Duration>) {
         self.busy.remove(id);
         self.running.remove(id);
+        self.hold_waiters.remove(id);
         if let (Some(c), Some(e)) = (cooldown, self.jobs.get_mut(id)) {
             e.cooldown_until = Some(Instant::now() + c);
         }
@@ -449,6 +505,44 @@ impl State {
         let (trigger, signal) = loss_signal();
         self.running.insert(id.to_owned(), (claim_rev, trigger));
         signal
+    }
+
+    /// Tells whether the hold of job `id`, which our claim of create revision `claim_rev` saw,
+    /// ended by a release with that claim still standing (true), or otherwise (false: the job
+    /// was withdrawn, or the claim is gone). At once if the view knows already.
+    pub(crate) fn hold_ended(&mut self, id: &str, claim_rev: i64) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if self.claims.get(id) == Some(&claim_rev) {
+            // The view is at or past the claim, when the hold was there: it ended since if it
+            // is not there now, by a release (a withdrawal would have taken the claim).
+            if self.holds.contains(id) {
+                self.hold_waiters.insert(id.to_owned(), (claim_rev, tx));
+            } else {
+                let _ = tx.send(true);
+            }
+        } else if self.applied >= claim_rev {
+            // Past the claim and the claim is gone.
+            let _ = tx.send(false);
+        } else {
+            // The view has not seen the claim yet: its events will tell.
+            self.hold_waiters.insert(id.to_owned(), (claim_rev, tx));
+        }
+        rx
+    }
+
+    fn end_hold_wait(&mut self, id: &str, released: bool) {
+        if let Some((_, tx)) = self.hold_waiters.remove(id) {
+            let _ = tx.send(released);
+        }
+    }
+
+    /// Our claim of job `id` waited too long for its release and was handed back: do not claim
+    /// it again while its hold is there.
+    pub(crate) fn await_hold(&mut self, id: &str) {
+        if let Some(e) = self.jobs.get_mut(id) {
+            e.await_hold = true;
+        }
+        self.refresh(id);
     }
 
     /// Starts (or stops) claiming jobs of `command`.
