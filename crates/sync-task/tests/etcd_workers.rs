@@ -415,7 +415,8 @@ mod etcd {
         let env = Env::new().await;
         let w = env.task(TaskOptions::new().with_pool(1)).await;
         let dropped = Arc::new(AtomicUsize::new(0));
-        let d = dropped.clone();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (d, st) = (dropped.clone(), started.clone());
         struct Flag(Arc<AtomicUsize>);
         impl Drop for Flag {
             fn drop(&mut self) {
@@ -424,8 +425,10 @@ mod etcd {
         }
         w.register(Command::new("long", move |input| {
             let flag = Flag(d.clone());
+            let started = st.clone();
             async move {
                 let _flag = flag;
+                started.fetch_add(1, Ordering::SeqCst);
                 if input.attempt() == 1 {
                     std::future::pending::<()>().await;
                 }
@@ -449,6 +452,12 @@ mod etcd {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        })
+        .await;
+        // Revoke only once the attempt runs: a claim can land while the submit's release is
+        // still in flight, and the attempt starts after it (docs/task.md, *Transactions*).
+        eventually("attempt 1 started", LONG, || async {
+            started.load(Ordering::SeqCst) == 1
         })
         .await;
         c.lease_revoke(lease).await.unwrap();
