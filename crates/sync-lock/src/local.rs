@@ -162,12 +162,12 @@ fn ask<'a>(op: &'static str, name: &'a str) -> telemetry::Ask<'a> {
 }
 
 fn guard((hold, signal): (Hold<()>, LossSignal)) -> LockGuard {
-    LockGuard::new_local(hold.token(), Some(signal), LocalRawGuard(hold))
+    LockGuard::new_local(Some(signal), LocalRawGuard(hold))
 }
 
 /// A guard whose loss signal is made only if someone asks (`lost()`, `is_lost()`, …).
 fn bare_guard(hold: Hold<()>) -> LockGuard {
-    LockGuard::new_local(hold.token(), None, LocalRawGuard(hold))
+    LockGuard::new_local(None, LocalRawGuard(hold))
 }
 
 impl Lock for LocalLock {

@@ -140,7 +140,7 @@ fn wait_error(name: &str, rule: Rule, e: WaitError) -> Error {
 }
 
 fn guard((hold, signal): Granted) -> LockGuard {
-    LockGuard::new_local(hold.token(), Some(signal), LocalRawGuard(hold))
+    LockGuard::new_local(Some(signal), LocalRawGuard(hold))
 }
 
 async fn acquire(

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Shared, Watch};
+use super::{SameName, Shared, Watch};
 use crate::signal::{loss_signal, LossReason, LossSignal};
 
 /// One hold of a name, until [`release`](Hold::release), drop or [`revoke`](super::LocalQueue::revoke).
@@ -35,12 +35,17 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
         self.token
     }
 
+    /// Whether it ended through [`end`](Self::end) (or was released).
+    pub fn is_ended(&self) -> bool {
+        self.done
+    }
+
     /// Releases now; returns whether it was still held (not revoked first). The signal fires
     /// with [`LossReason::Released`] and the waiters now admitted get the name.
     pub fn release(mut self) -> bool {
         self.done = true;
         self.shared
-            .end_hold(&self.name, Some(self.id), LossReason::Released)
+            .end_hold(&SameName(&self.name), Some(self.id), LossReason::Released)
     }
 
     /// Releases now, like [`release`](Self::release), but keeps the hold (its name, its token)
@@ -52,7 +57,7 @@ impl<C: Send + 'static, W: Watch<C>> Hold<C, W> {
         }
         self.done = true;
         self.shared
-            .end_hold(&self.name, Some(self.id), LossReason::Released)
+            .end_hold(&SameName(&self.name), Some(self.id), LossReason::Released)
     }
 
     /// Its loss signal: fires with [`LossReason::Released`] on release and
@@ -110,7 +115,7 @@ impl<C: Send + 'static, W: Watch<C>> Drop for Hold<C, W> {
     fn drop(&mut self) {
         if !self.done {
             self.shared
-                .end_hold(&self.name, Some(self.id), LossReason::Released);
+                .end_hold(&SameName(&self.name), Some(self.id), LossReason::Released);
         }
     }
 }

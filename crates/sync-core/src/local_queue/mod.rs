@@ -305,7 +305,10 @@ fn admit<C, W>(tokens: &mut u64, entry: &mut Entry<C, W>) -> bool {
 impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
     /// Ends `id`'s hold on `name` (anyone's if `None`) with `reason`, hands the name over and
     /// forgets it if idle. Returns whether a hold was ended.
-    fn end_hold(&self, name: &str, id: Option<u64>, reason: LossReason) -> bool {
+    fn end_hold<Q>(&self, name: &Q, id: Option<u64>, reason: LossReason) -> bool
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<Arc<str>> + ?Sized,
+    {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(entry) = state.names.get_mut(name) else {
@@ -334,8 +337,24 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
             admit(&mut state.tokens, entry);
             entry.notify();
         }
-        forget_if_idle(&mut state.names, name);
+        forget_if_idle(&mut state.names);
         any
+    }
+}
+
+/// A hold's name as a map key: the map's own key is the same `Arc`, so comparing the pointers
+/// finds it without comparing the bytes (the name is hashed as a `str`, as the map's keys are).
+struct SameName<'a>(&'a Arc<str>);
+
+impl std::hash::Hash for SameName<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self.0).hash(state)
+    }
+}
+
+impl hashbrown::Equivalent<Arc<str>> for SameName<'_> {
+    fn equivalent(&self, key: &Arc<str>) -> bool {
+        Arc::ptr_eq(self.0, key) || **self.0 == **key
     }
 }
 
@@ -344,8 +363,7 @@ impl<C: Send + 'static, W: Watch<C>> Shared<C, W> {
 /// name would make it grow), every idle name is dropped at once. Memory thus stays within what
 /// the names in use at the busiest moment needed, as a map that forgets at once would keep too
 /// (a `HashMap` never shrinks), without an allocation per acquire of an idle name.
-fn forget_if_idle<C, W: Watch<C>>(names: &mut Names<C, W>, name: &str) {
-    let _ = name;
+fn forget_if_idle<C, W: Watch<C>>(names: &mut Names<C, W>) {
     if names.len() >= names.capacity().max(KEEP_IDLE) {
         names.retain(|_, e| !e.is_idle());
     }
@@ -399,13 +417,14 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         let mut state = self.shared.lock();
         let entry = entry(&mut state.names, name);
         let r = f(&mut entry.watch, entry.holders.first());
-        forget_if_idle(&mut state.names, name);
+        forget_if_idle(&mut state.names);
         r
     }
 
     /// Forgets `name` if it is idle (call it when something a [`Watch`] counted went away).
     pub fn tidy(&self, name: &str) {
-        forget_if_idle(&mut self.shared.lock().names, name);
+        let _ = name;
+        forget_if_idle(&mut self.shared.lock().names);
     }
 
     /// A handle that does not keep the queues alive.
@@ -441,11 +460,11 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         let id = state.next_id();
         let entry = entry(&mut state.names, name);
         if let Some(theirs) = entry.mismatch(rule) {
-            forget_if_idle(&mut state.names, name);
+            forget_if_idle(&mut state.names);
             return Err(WaitError::Mismatch { theirs });
         }
         if !entry.admits_now(rule) {
-            forget_if_idle(&mut state.names, name);
+            forget_if_idle(&mut state.names);
             return Ok(None);
         }
         let key = entry.key.clone();
@@ -465,7 +484,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         let entry = entry(&mut state.names, name);
         // Admitted only with no holder and no waiter, so no claim there can conflict.
         if !entry.admits_now(Rule::Exclusive) {
-            forget_if_idle(&mut state.names, name);
+            forget_if_idle(&mut state.names);
             return None;
         }
         let key = entry.key.clone();
@@ -503,7 +522,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
             let id = state.next_id();
             let entry = entry(&mut state.names, name);
             if let Some(theirs) = entry.mismatch(rule) {
-                forget_if_idle(&mut state.names, name);
+                forget_if_idle(&mut state.names);
                 return Err(WaitError::Mismatch { theirs });
             }
             let key = entry.key.clone();
@@ -569,7 +588,7 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
 fn entry<'a, C, W: Watch<C>>(names: &'a mut Names<C, W>, name: &str) -> &'a mut Entry<C, W> {
     if names.len() >= names.capacity().max(KEEP_IDLE) && !names.contains_key(name) {
         // A new name would make the map grow: sweep the idle ones first.
-        forget_if_idle(names, name);
+        forget_if_idle(names);
     }
     // One probe whether the name is known or not.
     match names.entry_ref(name) {
@@ -646,7 +665,7 @@ impl<C: Send + 'static, W: Watch<C>> Drop for Waiter<'_, C, W> {
         if admit(&mut state.tokens, entry) {
             entry.notify();
         }
-        forget_if_idle(&mut state.names, self.name);
+        forget_if_idle(&mut state.names);
     }
 }
 
