@@ -14,7 +14,7 @@ use sync_etcd::{EtcdClient, Lease};
 use sync_lock::{AcquireOptions, EtcdRwLock, EtcdSemaphore, RwLock, Semaphore};
 
 use crate::lock::{config, err, raw_client, run_for};
-use crate::stats::{percentile_ms, sample};
+use crate::stats::{percentile_ms, sample, sample_alternating};
 use crate::{Budget, Row, Scenario, Target};
 
 /// Permits of the semaphore scenarios.
@@ -112,13 +112,12 @@ async fn semaphore_uncontended(b: Budget) -> Result<Row, String> {
     .await?;
     let (mut o, mut r) = (Vec::new(), Vec::new());
     for _ in 0..b.rounds {
-        o.extend(sample(b.samples, once).await?);
-        r.extend(
-            sample(b.samples, || {
-                raw_lock_unlock(raw.clone(), "sync-bench-raw/su".into(), lease.id())
-            })
-            .await?,
-        );
+        let (ours_round, raw_round) = sample_alternating(b.samples, once, || {
+            raw_lock_unlock(raw.clone(), "sync-bench-raw/su".into(), lease.id())
+        })
+        .await?;
+        o.extend(ours_round);
+        r.extend(raw_round);
     }
     let (o50, o99) = (percentile_ms(&mut o, 50.0), percentile_ms(&mut o, 99.0));
     let (r50, r99) = (percentile_ms(&mut r, 50.0), percentile_ms(&mut r, 99.0));

@@ -10,7 +10,7 @@ use sync_etcd::{EtcdClient, Lease};
 use sync_leader::{ElectOptions, EtcdLeader, Leader};
 
 use crate::lock::{config, err, raw_client};
-use crate::stats::{percentile_ms, sample};
+use crate::stats::{percentile_ms, sample_alternating};
 use crate::{Budget, Row, Scenario, Target};
 
 /// The hidden argument that makes this binary a leader candidate that waits to be killed.
@@ -64,16 +64,14 @@ async fn campaign_resign(b: Budget) -> Result<Row, String> {
     }
     let (mut o, mut r) = (Vec::new(), Vec::new());
     for _ in 0..b.rounds {
-        o.extend(
-            sample(b.samples, || async {
+        let id = lease.id();
+        let (ours_round, raw_round) = sample_alternating(
+            b.samples,
+            || async {
                 let e = ours.elect("me", opts()).await.map_err(err)?;
                 e.resign().await.map_err(err)
-            })
-            .await?,
-        );
-        let id = lease.id();
-        r.extend(
-            sample(b.samples, || {
+            },
+            || {
                 let mut c = raw.clone();
                 async move {
                     let resp = c
@@ -89,9 +87,11 @@ async fn campaign_resign(b: Budget) -> Result<Row, String> {
                         .map_err(err)
                         .map(|_| ())
                 }
-            })
-            .await?,
-        );
+            },
+        )
+        .await?;
+        o.extend(ours_round);
+        r.extend(raw_round);
     }
     let (o50, o99) = (percentile_ms(&mut o, 50.0), percentile_ms(&mut o, 99.0));
     let (r50, r99) = (percentile_ms(&mut r, 50.0), percentile_ms(&mut r, 99.0));

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use sync_etcd::{EtcdClient, EtcdConfig, Lease};
 use sync_lock::{AcquireOptions, EtcdLock, LocalLock, Lock};
 
-use crate::stats::{percentile_ms, sample};
+use crate::stats::{percentile_ms, sample_alternating};
 use crate::{Budget, Row, Scenario, Target};
 
 pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
@@ -169,19 +169,17 @@ async fn etcd_uncontended(b: Budget) -> Result<Row, String> {
         g.release().await.map_err(err)?;
     }
     for _ in 0..b.rounds {
-        o.extend(
-            sample(b.samples, || async {
+        let id = lease.id();
+        let (ours_round, raw_round) = sample_alternating(
+            b.samples,
+            || async {
                 let g = ours
                     .acquire("u", AcquireOptions::new())
                     .await
                     .map_err(err)?;
                 g.release().await.map_err(err)
-            })
-            .await?,
-        );
-        let id = lease.id();
-        r.extend(
-            sample(b.samples, || {
+            },
+            || {
                 let mut c = raw.clone();
                 async move {
                     let l = c
@@ -190,9 +188,11 @@ async fn etcd_uncontended(b: Budget) -> Result<Row, String> {
                         .map_err(err)?;
                     c.unlock(l.key().to_vec()).await.map_err(err).map(|_| ())
                 }
-            })
-            .await?,
-        );
+            },
+        )
+        .await?;
+        o.extend(ours_round);
+        r.extend(raw_round);
     }
     let _ = &mut raw;
     let (o50, o99) = (percentile_ms(&mut o, 50.0), percentile_ms(&mut o, 99.0));
