@@ -2,14 +2,13 @@
 //! next: semaphores, read-write locks). A primitive's etcd backend is an adapter that turns its
 //! options into [`Contender::contend`]'s arguments and a [`Held`] into its guard.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use sync_core::signal::LossReason;
 
-use crate::queue::Admission;
+use crate::queue::{Admission, Slot};
 use crate::{Error, WaitError};
 use crate::{EtcdClient, EtcdConnection, Held, Lease, LeasePool, Queue, QueueEntry, Session};
 
@@ -118,7 +117,6 @@ struct Inner {
     kind: &'static str,
     queue: Arc<Queue>,
     leases: Leases,
-    counter: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -137,7 +135,6 @@ impl Contender {
             inner: Arc::new(Inner {
                 queue: Arc::new(Queue::new(client.clone(), kind)),
                 leases: Leases::Pool(LeasePool::new(client.clone())),
-                counter: Arc::new(AtomicU64::new(0)),
                 kind,
                 client,
             }),
@@ -154,7 +151,6 @@ impl Contender {
                 kind: inner.kind,
                 queue: inner.queue.clone(),
                 leases: Leases::Session(Lease::of(session).clone()),
-                counter: inner.counter.clone(),
             }),
         }
     }
@@ -310,16 +306,16 @@ impl Contender {
         let inner = &self.inner;
         let (tag, admission) = claim.parts();
         let join = |lease: Arc<Lease>| {
-            let unique = format!(
-                "{tag}{:016x}-{:x}",
-                lease.id(),
-                inner.counter.fetch_add(1, Ordering::Relaxed)
-            );
+            // The key's number on its lease: reused once an earlier key of it is surely gone,
+            // so that a name acquired again and again does not pile up deleted keys that every
+            // read of its queue must walk (see `queue::Slot`).
+            let slot = Slot::take(lease.id());
+            let unique = format!("{tag}{:016x}-{:x}", lease.id(), slot.n());
             let value = value.clone();
             async move {
                 inner
                     .queue
-                    .join(dir, &unique, value, lease, admission)
+                    .join_keyed(dir, &unique, value, lease, admission, Some(slot))
                     .await
             }
         };

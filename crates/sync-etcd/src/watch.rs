@@ -40,9 +40,13 @@ pub enum KeyEvent {
 }
 
 type Delivery = (Option<Arc<[u8]>>, KeyEvent);
-type Subscribers = Vec<(u64, mpsc::UnboundedSender<Delivery>)>;
+/// Subscribers of a key: (id, channel, the revision they saw the key at). A delete at or below
+/// that revision is of an earlier key of the same name (queue keys are reused once deleted),
+/// not theirs, and is not delivered.
+type Subscribers = Vec<(u64, mpsc::UnboundedSender<Delivery>, i64)>;
 
-/// Held keys whose deletion fires a loss trigger directly: (id, trigger, create revision).
+/// Held keys whose deletion fires a loss trigger directly: (id, trigger, create revision). A
+/// delete at or below the create revision is of an earlier key of the same name.
 type Triggers = Vec<(u64, std::sync::Weak<LossTrigger>, i64)>;
 
 #[derive(Default, Debug)]
@@ -71,6 +75,38 @@ impl State {
             }
         }
         self.history.push_back((revision, key));
+    }
+
+    /// A delete of `key` at `revision`, seen on the watch: recorded, and told to the triggers
+    /// and subscribers of that key that saw it at an earlier revision. A delete at or below the
+    /// revision a trigger's key was created at (or a subscriber read it at) is of an earlier key
+    /// of the same name (queue keys are reused once deleted), not theirs.
+    fn deliver_delete(&mut self, revision: i64, key: &[u8]) {
+        let stored = self
+            .subs
+            .get_key_value(key)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(key));
+        self.dispatch(revision, stored);
+        if let Some(triggers) = self.triggers.get(key) {
+            for (_, t, created) in triggers {
+                if revision <= *created {
+                    continue;
+                }
+                if let Some(t) = t.upgrade() {
+                    if t.fire(LossReason::Revoked) {
+                        tracing::warn!(key = %String::from_utf8_lossy(key), "held key deleted: loss reported");
+                    }
+                }
+            }
+        }
+        if let Some((key, subs)) = self.subs.get_key_value(key) {
+            for (_, tx, seen) in subs {
+                if revision > *seen {
+                    let _ = tx.send((Some(key.clone()), KeyEvent::Deleted { revision }));
+                }
+            }
+        }
     }
 
     /// For a subscriber of `keys` that read them at `read_rev`: sends it the deletes of its keys
@@ -179,7 +215,7 @@ impl Drop for KeySubscription {
         let mut st = self.shared.lock();
         for key in &self.keys {
             if let Some(v) = st.subs.get_mut(key) {
-                v.retain(|(id, _)| *id != self.id);
+                v.retain(|(id, _, _)| *id != self.id);
                 if v.is_empty() {
                     st.subs.remove(key);
                 }
@@ -294,7 +330,7 @@ impl WatchHub {
             st.subs
                 .entry(key.clone())
                 .or_default()
-                .push((id, tx.clone()));
+                .push((id, tx.clone(), read_rev));
         }
         let recheck = st.catch_up(&keys, read_rev, &tx);
         drop(st);
@@ -386,28 +422,7 @@ async fn run(
                             continue;
                         }
                         let Some(kv) = ev.kv() else { continue };
-                        let revision = kv.mod_revision();
-                        let stored = st
-                            .subs
-                            .get_key_value(kv.key())
-                            .map(|(k, _)| k.clone())
-                            .unwrap_or_else(|| Arc::from(kv.key()));
-                        st.dispatch(revision, stored);
-                        if let Some(triggers) = st.triggers.get(kv.key()) {
-                            for (_, t, _) in triggers {
-                                if let Some(t) = t.upgrade() {
-                                    if t.fire(LossReason::Revoked) {
-                                        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "held key deleted: loss reported");
-                                    }
-                                }
-                            }
-                        }
-                        if let Some((key, subs)) = st.subs.get_key_value(kv.key()) {
-                            for (_, tx) in subs {
-                                let _ =
-                                    tx.send((Some(key.clone()), KeyEvent::Deleted { revision }));
-                            }
-                        }
+                        st.deliver_delete(kv.mod_revision(), kv.key());
                     }
                 }
                 Ok(None) => break,
@@ -427,7 +442,7 @@ async fn run(
                     let mut st = shared.lock();
                     st.restarted_at(rev);
                     for subs in st.subs.values() {
-                        for (_, tx) in subs {
+                        for (_, tx, _) in subs {
                             let _ = tx.send((None, KeyEvent::Recheck));
                         }
                     }
@@ -487,6 +502,7 @@ async fn recheck_held(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sync_core::signal::loss_signal;
 
     fn key(s: &str) -> Arc<[u8]> {
         Arc::from(s.as_bytes())
@@ -505,6 +521,33 @@ mod tests {
             out.push((String::from_utf8(k.unwrap().to_vec()).unwrap(), revision));
         }
         out
+    }
+
+    #[test]
+    fn a_delete_of_an_earlier_key_of_the_same_name_is_not_delivered() {
+        let mut st = State::default();
+        st.restarted_at(10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // A subscriber that read "k" at 20, and a held "k" created at 20.
+        st.subs.entry(key("k")).or_default().push((1, tx, 20));
+        let (trigger, signal) = loss_signal();
+        let trigger = Arc::new(trigger);
+        st.triggers
+            .entry(key("k"))
+            .or_default()
+            .push((2, Arc::downgrade(&trigger), 20));
+        // The delete of the key "k" before it, arriving late.
+        st.deliver_delete(15, b"k");
+        st.deliver_delete(20, b"k");
+        assert!(
+            drain(&mut rx).is_empty(),
+            "an earlier key's delete was delivered"
+        );
+        assert!(!signal.is_fired(), "an earlier key's delete fired the loss");
+        // Its own delete.
+        st.deliver_delete(21, b"k");
+        assert_eq!(drain(&mut rx), [("k".into(), 21)]);
+        assert_eq!(signal.reason(), Some(LossReason::Revoked));
     }
 
     #[test]

@@ -221,3 +221,52 @@ async fn try_contend_and_timeouts_leave_no_key() {
     assert!(held.release().await.unwrap());
     assert_eq!(testing::count_keys(&admin, etcd.key_root()).await, 0);
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn a_name_contended_again_reuses_its_key_and_live_keys_never_share_one() {
+    let (etcd, admin, _wipe) = setup("slot_reuse").await;
+    let locks = Contender::new(&etcd, "lock");
+    // One after the other: the same key, a new create revision (the fencing token) each time,
+    // so deleted keys do not pile up under the queue.
+    let first = locks.contend("r", b"1".to_vec(), None, None).await.unwrap();
+    let (key, mut rev) = (first.key().to_owned(), first.revision());
+    assert!(first.release().await.unwrap());
+    for _ in 0..3 {
+        let again = locks.contend("r", b"2".to_vec(), None, None).await.unwrap();
+        assert_eq!(again.key(), key, "a released key's name serves again");
+        assert!(again.revision() > rev, "the token still increases");
+        rev = again.revision();
+        assert!(again.release().await.unwrap());
+    }
+    // A holder and a waiter of this process: two keys.
+    let held = locks.contend("r", b"3".to_vec(), None, None).await.unwrap();
+    let waiter = tokio::spawn({
+        let locks = locks.clone();
+        async move { locks.contend("r", b"4".to_vec(), None, None).await }
+    });
+    let dir = locks.dir("r");
+    let queued = testing::queued(&admin, &dir, 2).await;
+    assert_ne!(queued[0].key, queued[1].key);
+    assert!(held.release().await.unwrap());
+    let next = within("the waiter gets it", Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(next.key(), key, "the waiter kept its own key");
+    assert!(next.release().await.unwrap());
+
+    // Two handles made apart, on one session (one lease): never one key for two claims, or the
+    // second would take over the first's place and hold it too.
+    let session = etcd.session(Duration::from_secs(10)).await.unwrap();
+    let a = Contender::new(&etcd, "lock").in_session(&session);
+    let b = Contender::new(&etcd, "lock").in_session(&session);
+    let held = a.contend("s", b"a".to_vec(), None, None).await.unwrap();
+    let other = b.try_contend("s", b"b".to_vec(), None).await.unwrap();
+    assert!(
+        other.is_none(),
+        "a second handle on the same session got a held lock"
+    );
+    assert!(held.release().await.unwrap());
+    session.close().await.unwrap();
+}

@@ -373,3 +373,38 @@ async fn sticky_parked_key_ends_with_its_session() {
     assert!(matches!(err, Error::Lost { .. }), "{err:?}");
     assert!(keys_under(&admin, admin.keyspace().root()).await.is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs etcd: run `cargo xtask test`"]
+async fn two_handles_on_one_session_exclude_each_other() {
+    // Two handles made apart (not clones) on one connection, both in one session: one lease.
+    // Their keys must differ, or the second acquire would take over the first's key and hold
+    // the lock beside it.
+    let (lock, _admin, _cfg) = setup("lock_two_handles_session").await;
+    let connection = lock.connection();
+    let session = connection.session(Duration::from_secs(10)).await.unwrap();
+    let a = EtcdLock::new(connection.clone()).with_session(&session);
+    let b = EtcdLock::new(connection.clone()).with_session(&session);
+    for _ in 0..3 {
+        let held = a.acquire("shared", AcquireOptions::new()).await.unwrap();
+        assert!(
+            b.try_acquire("shared", AcquireOptions::new())
+                .await
+                .unwrap()
+                .is_none(),
+            "the second handle got a lock the first holds"
+        );
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire("shared", AcquireOptions::new()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the second handle did not wait");
+        assert!(!held.is_lost());
+        held.release().await.unwrap();
+        let next = waiting.await.unwrap().unwrap();
+        assert!(!next.is_lost());
+        next.release().await.unwrap();
+    }
+    session.close().await.unwrap();
+}

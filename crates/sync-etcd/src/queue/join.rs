@@ -3,7 +3,7 @@
 use etcd_client::{GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::task::JoinHandle;
 
-use super::leave;
+use super::{leave, Slot};
 use crate::{EtcdClient, Result};
 
 pub(super) struct Joined {
@@ -19,6 +19,8 @@ pub(super) struct JoinGuard {
     pub(super) task: Option<JoinHandle<Result<Joined>>>,
     pub(super) client: EtcdClient,
     pub(super) key: String,
+    /// The key's slot: freed once the key is surely gone, never used again otherwise.
+    pub(super) slot: Option<Slot>,
 }
 
 impl Drop for JoinGuard {
@@ -29,11 +31,17 @@ impl Drop for JoinGuard {
         };
         let client = self.client.clone();
         let key = std::mem::take(&mut self.key);
+        let slot = self.slot.take();
         rt.spawn(async move {
             match task.await {
                 Ok(Ok(j)) => {
-                    let _ = leave(&client, &j.key, j.revision).await;
+                    if leave(&client, &j.key, j.revision).await.is_ok() {
+                        if let Some(slot) = slot {
+                            slot.free();
+                        }
+                    }
                 }
+                // The put may land late: its slot is never used again.
                 _ => delete_late(client, key).await,
             }
         });

@@ -18,11 +18,13 @@
 //! `cancel_at_every_poll` cases in the lock and leader conformance suites check it.
 
 mod join;
+mod slot;
 
-use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 
 use join::{delete_late, join_txn, keys_of, JoinGuard};
+pub(crate) use slot::Slot;
 
 use crate::{Error, EtcdClient, KeyEvent, KeySubscription, Lease, Result, WatchHub};
 use sync_core::signal::{loss_signal, LossReason, LossSignal, LossTrigger};
@@ -125,6 +127,9 @@ pub struct QueueEntry {
     hub: Arc<WatchHub>,
     client: EtcdClient,
     armed: bool,
+    /// The slot of our key's name, freed once the key is surely gone (see [`Slot`]); `None`
+    /// for a key named by the caller of [`Queue::join`].
+    slot: Option<Slot>,
 }
 
 impl QueueEntry {
@@ -159,6 +164,9 @@ impl QueueEntry {
     pub async fn leave(mut self) -> Result<bool> {
         let deleted = leave(&self.client, &self.key, self.revision).await?;
         self.armed = false;
+        if let Some(slot) = self.slot.take() {
+            slot.free();
+        }
         Ok(deleted)
     }
 
@@ -177,32 +185,50 @@ impl QueueEntry {
 impl Drop for QueueEntry {
     fn drop(&mut self) {
         if self.armed {
-            leave_in_background(&self.client, std::mem::take(&mut self.key), self.revision);
+            leave_in_background(
+                &self.client,
+                std::mem::take(&mut self.key),
+                self.revision,
+                self.slot.take(),
+            );
         }
     }
 }
 
-/// [`leave`] on the runtime, for `Drop`; the lease is the safety net if it fails.
-fn leave_in_background(client: &EtcdClient, key: String, rev: i64) {
+/// [`leave`] on the runtime, for `Drop`; the lease is the safety net if it fails (and the slot,
+/// if any, is then never used again).
+fn leave_in_background(client: &EtcdClient, key: String, rev: i64, slot: Option<Slot>) {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         let client = client.clone();
         rt.spawn(async move {
-            if let Err(e) = leave(&client, &key, rev).await {
-                tracing::warn!(%key, error = %e, "could not delete a dropped queue key; its lease will remove it");
+            match leave(&client, &key, rev).await {
+                Ok(_) => {
+                    if let Some(slot) = slot {
+                        slot.free();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "could not delete a dropped queue key; its lease will remove it");
+                }
             }
         });
     }
 }
 
-/// Deletes our key. Keys are unique per join (lease id + counter) and only we ever create ours,
-/// so a plain delete can never remove anyone else's key; whether it deleted something says
-/// whether the key was still there. `rev` is kept for the log.
+/// Deletes our key, the one created at revision `rev`: a key of that name created later (its
+/// slot reused after this delete, see [`Slot`]) is never touched, even by a late retry of this
+/// delete. Whether it deleted something says whether the key was still ours.
 async fn leave(client: &EtcdClient, key: &str, rev: i64) -> Result<bool> {
     let key = key.to_owned();
     let deleted = client
         .retry("release", client.default_budget(), |mut c| {
             let key = key.clone();
-            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(key, None)]);
+                Ok(c.txn(txn).await?.succeeded())
+            }
         })
         .await?;
     tracing::trace!(%key, rev, deleted, "left queue");
@@ -263,6 +289,20 @@ impl Queue {
         lease: Arc<Lease>,
         admission: Admission,
     ) -> Result<(QueueEntry, bool)> {
+        self.join_keyed(dir, unique, value, lease, admission, None)
+            .await
+    }
+
+    /// [`join`](Self::join) with a key named after `slot` (freed once the key is surely gone).
+    pub(crate) async fn join_keyed(
+        &self,
+        dir: &str,
+        unique: &str,
+        value: Vec<u8>,
+        lease: Arc<Lease>,
+        admission: Admission,
+        slot: Option<Slot>,
+    ) -> Result<(QueueEntry, bool)> {
         // Make sure the queue's watch exists before our first read (see `WatchHub`).
         let hub = self.hub_for(dir);
         hub.start().await?;
@@ -278,6 +318,7 @@ impl Queue {
             task: Some(task),
             client: self.client.clone(),
             key,
+            slot,
         };
         let joined = match guard.task.as_mut().expect("set above").await {
             Ok(Ok(j)) => {
@@ -318,6 +359,7 @@ impl Queue {
             hub: hub.clone(),
             client: self.client.clone(),
             armed: true,
+            slot: guard.slot.take(),
         };
         let (mut own, mut recheck) = hub.subscribe(&entry.key, entry.revision).await?;
         // The hub replays a deletion of our key that it dispatched before we subscribed.
@@ -470,6 +512,7 @@ impl Queue {
         // received: a deletion is seen by one or the other, never by neither.
         let on_delete = hub.watch_trigger(&key, revision, &trigger);
         let mut own = entry.take_subscription();
+        let slot = entry.slot.take();
         entry.defuse();
         let mut recheck = false;
         while let Some(ev) = own.try_next() {
@@ -505,6 +548,7 @@ impl Queue {
             armed: true,
             on_delete: Some(on_delete),
             _hub: hub,
+            slot,
         }
     }
 }
@@ -524,6 +568,8 @@ pub struct Held {
     on_delete: Option<crate::watch::TriggerSubscription>,
     /// Keeps the queue's watch alive while held.
     _hub: Arc<WatchHub>,
+    /// The slot of our key's name (see [`Slot`]).
+    slot: Option<Slot>,
 }
 
 impl Held {
@@ -568,6 +614,9 @@ impl Held {
         }
         let deleted = leave(&self.client, &self.key, self.revision).await?;
         self.armed = false;
+        if let Some(slot) = self.slot.take() {
+            slot.free();
+        }
         self.trigger.fire(LossReason::Released);
         Ok(deleted)
     }
@@ -577,7 +626,12 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.trigger.fire(LossReason::Released);
         if self.armed {
-            leave_in_background(&self.client, std::mem::take(&mut self.key), self.revision);
+            leave_in_background(
+                &self.client,
+                std::mem::take(&mut self.key),
+                self.revision,
+                self.slot.take(),
+            );
         }
     }
 }

@@ -103,3 +103,57 @@ pub async fn held_past_ttl_without_loss(h: &dyn Harness) {
     assert!(b.try_acquire("long", opts(h)).await.unwrap().is_none());
     g.release().await.unwrap();
 }
+
+/// A name acquired again and again, by one client and by two in turn, keeps each grant until
+/// its release. A backend that names the keys of acquires that follow one another alike (etcd
+/// reuses a key's name once it is deleted, so that dead keys do not pile up in the queue) must
+/// never take an earlier holder's delete, arriving late, for a later holder's: that would report
+/// a false loss, or, for a waiter, let two holders in at once.
+pub async fn back_to_back_acquires_keep_their_grant(h: &dyn Harness) {
+    let a = h.client().await;
+    let mut last = 0;
+    for i in 0..100 {
+        let g = a.acquire("again", opts(h)).await.unwrap();
+        assert!(
+            g.fencing_token() > last,
+            "acquire {i}: token {} after {last}",
+            g.fencing_token()
+        );
+        last = g.fencing_token();
+        // Time for a late delete of the hold before to arrive.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(!g.is_lost(), "acquire {i}: lost without a cause");
+        g.release()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {i}: release failed: {e}"));
+    }
+    // Two clients in turn on one name: each waits behind the other's reused key.
+    let inside = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in [h.client().await, h.client().await] {
+        let (inside, o) = (inside.clone(), opts(h));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let g = c
+                    .acquire("again-2", o.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("round {i}: acquire failed: {e}"));
+                assert!(
+                    !inside.swap(true, Ordering::SeqCst),
+                    "round {i}: two holders at once"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                assert!(!g.is_lost(), "round {i}: lost without a cause");
+                inside.store(false, Ordering::SeqCst);
+                g.release()
+                    .await
+                    .unwrap_or_else(|e| panic!("round {i}: release failed: {e}"));
+            }
+        }));
+    }
+    for t in tasks {
+        within("two clients taking turns", LONG * 3, t)
+            .await
+            .unwrap();
+    }
+}

@@ -95,6 +95,7 @@ macro_rules! lock_conformance {
             drop_releases,
             crashed_holder_frees_lock,
             fencing_tokens_increase,
+            back_to_back_acquires_keep_their_grant,
             lost_fires_on_revoke,
             held_past_ttl_without_loss,
             names_do_not_interfere,
