@@ -421,7 +421,9 @@ impl<C: Send + 'static, W: Watch<C>> LocalQueue<C, W> {
         r
     }
 
-    /// Forgets `name` if it is idle (call it when something a [`Watch`] counted went away).
+    /// Call it when something a [`Watch`] counted for `name` went away: idle names are
+    /// forgotten as the [module docs](self) say (all at once, when the map is full), so an idle
+    /// `name` may stay in memory until then.
     pub fn tidy(&self, name: &str) {
         let _ = name;
         forget_if_idle(&mut self.shared.lock().names);
