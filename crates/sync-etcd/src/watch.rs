@@ -307,7 +307,9 @@ impl WatchHub {
     /// Returns the subscription and whether the caller must read the key again: only when a
     /// delete after `read_rev` may have been dispatched before it subscribed and is no longer in
     /// the hub's history. Deletes after `read_rev` that the history holds are delivered on the
-    /// subscription at once, in order, before any later one.
+    /// subscription at once, in order, before any later one. Deletes at or below `read_rev` are
+    /// never delivered: they are of an earlier key of the same name (pass 0 to take every
+    /// delete of a key that is never reused).
     pub async fn subscribe(&self, key: &str, read_rev: i64) -> Result<(KeySubscription, bool)> {
         self.subscribe_many([key], read_rev).await
     }

@@ -70,9 +70,12 @@ impl Waiter {
         self.results.subscribe(&self.keys.result(id)).await
     }
 
-    /// Subscribes to the end of job `id` (which may exist already: read it afterwards).
+    /// Subscribes to the end of job `id` (which may exist already: read it afterwards). A job's
+    /// key is never reused, so every delete of it is its end: the subscription takes them all
+    /// (as if the key was seen at revision 0; the hub's replay of earlier ones is not needed,
+    /// the caller reads afterwards).
     async fn subscribe(&self, id: &str) -> sync_etcd::Result<KeySubscription> {
-        Ok(self.ends.subscribe(&self.keys.job(id), i64::MAX).await?.0)
+        Ok(self.ends.subscribe(&self.keys.job(id), 0).await?.0)
     }
 
     /// Keeps `sub`, taken before job `id` existed, for its first `wait`.
